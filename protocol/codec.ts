@@ -1,0 +1,47 @@
+/**
+ * Encoding and validated decoding of frames. Used by the server (strict validation of
+ * everything a client sends) and by tests; the worker uses `parseServerFrame`, which
+ * only checks the envelope because it trusts its own server.
+ */
+import * as v from 'valibot';
+import { ClientMessage, ServerMessage } from './messages.js';
+import type { ErrorShape } from './errors.js';
+
+export type Decoded<T> = { ok: true; message: T } | { ok: false; error: ErrorShape; id?: number };
+
+/** Serializes one message as a JSON text frame. */
+export function encode(message: ClientMessage | ServerMessage): string {
+  return JSON.stringify(message);
+}
+
+function describe(issues: readonly v.BaseIssue<unknown>[]): string {
+  const first = issues[0];
+  if (!first) return 'invalid message';
+  const path = first.path?.map((p) => String(p.key)).join('.');
+  return path ? `${path}: ${first.message}` : first.message;
+}
+
+function decodeWith<T>(schema: v.GenericSchema<unknown, T>, frame: string): Decoded<T> {
+  let json: unknown;
+  try {
+    json = JSON.parse(frame);
+  } catch {
+    return { ok: false, error: { code: 'invalid_message', message: 'frame is not valid JSON' } };
+  }
+  const parsed = v.safeParse(schema, json);
+  if (parsed.success) return { ok: true, message: parsed.output };
+  // Echo the request id back when there is a usable one, so the sender can match the error.
+  const id = typeof json === 'object' && json !== null && 'id' in json ? json.id : undefined;
+  const error: ErrorShape = { code: 'invalid_message', message: describe(parsed.issues) };
+  return Number.isSafeInteger(id) && (id as number) > 0 ? { ok: false, error, id: id as number } : { ok: false, error };
+}
+
+/** Validates a frame received from a client. */
+export function decodeClientFrame(frame: string): Decoded<ClientMessage> {
+  return decodeWith(ClientMessage, frame);
+}
+
+/** Validates a frame received from a server (tests, tools). */
+export function decodeServerFrame(frame: string): Decoded<ServerMessage> {
+  return decodeWith(ServerMessage, frame);
+}

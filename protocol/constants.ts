@@ -1,0 +1,58 @@
+/**
+ * Protocol constants shared by the worker, the SDK and the server.
+ * Kept free of any runtime dependency so the worker bundle stays small.
+ */
+
+/** Version exchanged in the handshake; bumped on any incompatible wire change. */
+export const PROTOCOL_VERSION = 1;
+
+/** WebSocket close codes the server uses (4000–4999 is the application range). */
+export const CloseCode = {
+  /** Normal closure (client called `close()` or the server is shutting down). */
+  Normal: 1000,
+  /** The server is going away (restart, deploy). Clients reconnect. */
+  GoingAway: 1001,
+  /** Origin not allowed, or another policy violation. */
+  Policy: 1008,
+  /** A frame exceeded the size limit. Set by `ws` itself through `maxPayload`. */
+  TooBig: 1009,
+  /** The first frame was not a valid handshake, or a frame arrived before it. */
+  HandshakeExpected: 4000,
+  /** The handshake's token was refused. */
+  Unauthorized: 4001,
+  /** The client speaks a protocol version the server does not. */
+  UnsupportedVersion: 4002,
+  /** No handshake arrived in time. */
+  HandshakeTimeout: 4003,
+  /** Nothing (not even a heartbeat) arrived from the client for too long. */
+  IdleTimeout: 4004,
+  /** Too many malformed frames: the peer is not a Tether client. */
+  TooManyErrors: 4005,
+} as const;
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
+
+/**
+ * Stable error codes. They cross the socket and the tab↔worker boundary as strings;
+ * receivers rebuild errors from the code, never by `instanceof`.
+ */
+export const ERROR_CODES = [
+  'offline', // no connection to the server; nothing was sent
+  'connection_lost', // the connection dropped after sending: the call may or may not have run
+  'timeout', // no answer within the caller's timeoutMs
+  'not_found', // unknown procedure
+  'forbidden', // the caller may not do this
+  'unauthorized', // missing, invalid or expired token
+  'invalid_argument', // the arguments were refused by the procedure
+  'invalid_message', // a frame that is not valid JSON or not a known message
+  'message_too_big', // a frame over the size limit
+  'unsupported_version', // protocol version mismatch
+  'internal', // the procedure failed on the server; details are in the server log
+  'unavailable', // the backend a procedure is proxied to could not be reached
+  'closed', // the client was closed by the app
+  'worker_unavailable', // the SharedWorker could not be started
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && (ERROR_CODES as readonly string[]).includes(value);
+}

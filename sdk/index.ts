@@ -1,0 +1,18 @@
+/**
+ * Tether: RPC, pub/sub and shared state for the browser, through one SharedWorker per origin.
+ * @packageDocumentation
+ */
+import { createClient, type TetherClient } from './client.js';
+import type { ConnectOptions } from './options.js';
+
+/** Connects this tab to a Tether server through the origin's shared worker. */
+export function connect(options: ConnectOptions): TetherClient {
+  // Bundlers (Vite, webpack 5, esbuild) recognise this pattern and ship the worker file.
+  return createClient(options, new URL(/* @vite-ignore */ './tether-worker.js', import.meta.url).href);
+}
+
+export { TetherError, type ErrorShape } from '../protocol/errors.js';
+export type { ErrorCode } from '../protocol/constants.js';
+export type { ConnectOptions } from './options.js';
+export type { TetherClient, RpcCallOptions } from './client.js';
+export type { Status, ConnectionState } from '../worker/api.js';

@@ -1,0 +1,59 @@
+/** Options of `connect()`. */
+export interface ConnectOptions {
+  /** WebSocket URL of the Tether server, e.g. `wss://rt.example.com/ws`. */
+  url: string;
+  /**
+   * A JWT signed by your backend, or a function that returns one (called again on every
+   * reconnect). Optional while the server runs in development mode.
+   */
+  token?: string | (() => string | Promise<string>);
+  /**
+   * URL of the worker script, which must be same-origin with the page.
+   * @default `tether-worker.js` next to the SDK script
+   */
+  workerUrl?: string | URL;
+  /**
+   * Default timeout of `rpc.call`.
+   * @default 10000
+   */
+  timeoutMs?: number;
+}
+
+export interface ResolvedOptions {
+  url: string;
+  token: (() => Promise<string | undefined>) | undefined;
+  workerUrl: string;
+  timeoutMs: number;
+}
+
+export const DEFAULTS = { timeoutMs: 10_000 } as const;
+
+/** Validates options at once so mistakes surface at `connect()`, not at the first call. */
+export function resolveOptions(options: ConnectOptions, defaultWorkerUrl: string | undefined): ResolvedOptions {
+  if (typeof options !== 'object' || options === null) throw new TypeError('connect(options): options must be an object');
+  const base = typeof location === 'undefined' ? undefined : location.href;
+  let url: URL;
+  try {
+    url = new URL(options.url, base);
+  } catch {
+    throw new TypeError(`connect(options): url ${JSON.stringify(options.url)} is not a valid URL`);
+  }
+  if (url.protocol === 'http:' || url.protocol === 'https:') url.protocol = url.protocol === 'http:' ? 'ws:' : 'wss:';
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
+    throw new TypeError(`connect(options): url must be ws:// or wss://, got ${url.protocol}`);
+  }
+  const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new TypeError('connect(options): timeoutMs must be a positive number');
+  const { token } = options;
+  if (token !== undefined && typeof token !== 'string' && typeof token !== 'function') {
+    throw new TypeError('connect(options): token must be a string or a function returning one');
+  }
+  const workerUrl = options.workerUrl ?? defaultWorkerUrl;
+  if (workerUrl === undefined) throw new TypeError('connect(options): workerUrl is required when the SDK cannot locate its script');
+  return {
+    url: url.href,
+    token: token === undefined ? undefined : async () => (typeof token === 'string' ? token : await token()),
+    workerUrl: new URL(workerUrl, base).href,
+    timeoutMs,
+  };
+}

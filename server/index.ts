@@ -1,0 +1,28 @@
+/**
+ * `npm start`: the reference server configured from the environment.
+ */
+import { loadConfig } from './config.js';
+import { createLogger } from './log.js';
+import { loadProcedures } from './rpc/load-module.js';
+import { startServer } from './server.js';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel);
+  const procedures = config.proceduresModule === undefined ? {} : await loadProcedures(config.proceduresModule);
+  if (config.proceduresModule !== undefined) {
+    logger.info({ module: config.proceduresModule, procedures: Object.keys(procedures) }, 'loaded procedures');
+  }
+  const server = await startServer({ ...config, procedures, logger });
+  const stop = (signal: string) => {
+    logger.info({ signal }, 'shutting down');
+    server.close().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((err: unknown) => {
+  console.error(`tether: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});

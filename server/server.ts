@@ -1,0 +1,121 @@
+/**
+ * The reference server: HTTP (static files, health) and the WebSocket endpoint at /ws.
+ * It takes its dependencies so tests can start it on port 0.
+ */
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import sirv from 'sirv';
+import { WebSocketServer } from 'ws';
+import { CloseCode, PROTOCOL_VERSION } from '../protocol/constants.js';
+import { createAuthenticator } from './auth.js';
+import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
+import { createLogger, type Logger } from './log.js';
+import { builtinProcedures } from './rpc/builtin.js';
+import { createHttpProxy } from './rpc/http-proxy.js';
+import type { Procedure } from './rpc/procedure.js';
+import { ProcedureRegistry } from './rpc/registry.js';
+import { Session } from './session.js';
+
+export interface ServerOptions extends Partial<ServerConfig> {
+  /** Extra procedures, added to (and overriding) the built-in ones. */
+  procedures?: Record<string, Procedure>;
+  /** Directory of the built client files (demo, /tether.js, worker). @default dist/client */
+  clientDir?: string;
+  logger?: Logger;
+}
+
+export interface TetherServer {
+  /** The port actually listened on (useful with port 0). */
+  readonly port: number;
+  readonly procedures: ProcedureRegistry;
+  /** Open WebSocket connections. */
+  connectionCount(): number;
+  close(): Promise<void>;
+}
+
+const DEFAULT_CLIENT_DIR = fileURLToPath(new URL('../../client', import.meta.url));
+
+export async function startServer(options: ServerOptions = {}): Promise<TetherServer> {
+  const config: ServerConfig = { ...DEFAULT_CONFIG, ...options };
+  const log = options.logger ?? createLogger(config.logLevel);
+  if (config.tokenSecret === undefined) {
+    log.warn('TETHER_TOKEN_SECRET is not set: DEVELOPMENT MODE, anonymous clients are accepted. Never run this in production.');
+  }
+
+  const proxy = config.rpcProxyUrl === undefined
+    ? undefined
+    : createHttpProxy({ url: config.rpcProxyUrl, methods: config.rpcProxyMethods, apiKey: config.apiKey, timeoutMs: config.rpcProxyTimeoutMs });
+  const procedures = new ProcedureRegistry(log, proxy);
+  for (const [name, procedure] of Object.entries({ ...builtinProcedures, ...options.procedures })) procedures.register(name, procedure);
+
+  const clientDir = options.clientDir ?? DEFAULT_CLIENT_DIR;
+  if (!existsSync(clientDir)) log.warn({ clientDir }, 'client files not found: run `npm run build` to serve the demo and /tether.js');
+  const serveStatic = sirv(clientDir, { etag: true, dev: false });
+
+  const sessions = new Set<Session>();
+  const authenticate = createAuthenticator(config.tokenSecret);
+  const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxMessageBytes });
+
+  const http = createHttpServer((req: IncomingMessage, res: ServerResponse) => {
+    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    if (path === '/api/health') {
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(JSON.stringify({ ok: true, protocol: PROTOCOL_VERSION, connections: sessions.size }));
+      return;
+    }
+    serveStatic(req, res, () => {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('not found');
+    });
+  });
+
+  http.on('upgrade', (req, socket, head) => {
+    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    if (path !== '/ws') {
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const session = new Session(ws, { log, authenticate, procedures, heartbeatMs: config.heartbeatMs });
+      sessions.add(session);
+      ws.on('close', () => sessions.delete(session));
+      ws.on('error', (err) => log.debug({ err, session: session.id }, 'socket error'));
+    });
+  });
+
+  // One sweep for all sessions: drop those that never handshook or went silent.
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const session of sessions) {
+      const silentFor = now - session.lastHeard;
+      if (!session.handshaken && silentFor > Math.max(5000, config.heartbeatMs * 3)) {
+        session.close(CloseCode.HandshakeTimeout, 'no handshake');
+      } else if (silentFor > config.heartbeatMs * 3) {
+        session.close(CloseCode.IdleTimeout, 'no heartbeat');
+      }
+    }
+  }, config.heartbeatMs);
+  sweep.unref();
+
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(config.port, config.host, resolve);
+  });
+  const port = (http.address() as AddressInfo).port;
+  log.info({ port, host: config.host, protocol: PROTOCOL_VERSION }, 'listening');
+
+  return {
+    port,
+    procedures,
+    connectionCount: () => sessions.size,
+    async close() {
+      clearInterval(sweep);
+      for (const session of sessions) session.close(CloseCode.GoingAway, 'server shutting down');
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+      http.closeAllConnections();
+    },
+  };
+}

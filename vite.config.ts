@@ -1,0 +1,40 @@
+/**
+ * One config, one build per output (`vite build --mode <name>`), run in order by `npm run build`:
+ *   worker → dist/client/tether-worker.js  (IIFE: classic SharedWorker scripts work everywhere)
+ *   global → dist/client/tether.js         (IIFE for <script src>, defines window.Tether)
+ *   sdk    → dist/lib/index.js             (ESM for npm; types come from tsconfig.lib.json)
+ *   demo   → dist/client/index.html + assets
+ */
+import { defineConfig, type UserConfig } from 'vite';
+
+function library(entry: string, outDir: string, fileName: string, format: 'es' | 'iife', name?: string): UserConfig {
+  return {
+    publicDir: false,
+    build: {
+      outDir,
+      emptyOutDir: false,
+      minify: true,
+      sourcemap: true,
+      target: 'es2022',
+      lib: { entry, formats: [format], fileName: () => fileName, ...(name ? { name } : {}) },
+      ...(format === 'es' ? { rollupOptions: { external: ['comlink', 'zustand', 'zustand/vanilla'] } } : {}),
+    },
+  };
+}
+
+export default defineConfig(({ mode }): UserConfig => {
+  switch (mode) {
+    case 'worker':
+      return library('worker/shared-worker.ts', 'dist/client', 'tether-worker.js', 'iife', 'TetherWorker');
+    case 'global':
+      return library('sdk/global.ts', 'dist/client', 'tether.js', 'iife', 'Tether');
+    case 'sdk':
+      return library('sdk/index.ts', 'dist/lib', 'index.js', 'es');
+    default:
+      return {
+        root: 'demo',
+        publicDir: false,
+        build: { outDir: '../dist/client', emptyOutDir: false, target: 'es2022', sourcemap: true },
+      };
+  }
+});

@@ -1,0 +1,50 @@
+/**
+ * The tab ↔ worker contract: the SDK does `wrap<WorkerApi>(port)`. Types only — no
+ * `/// <reference lib="webworker" />` here, so the DOM-side SDK can import it safely.
+ */
+import type { ErrorShape } from '../protocol/errors.js';
+
+export type ConnectionState = 'connecting' | 'online' | 'offline';
+
+/** What `client.status` holds. */
+export interface Status {
+  /** `connecting` until the first handshake; then `online` or `offline`. */
+  connection: ConnectionState;
+  /** Operations sent to (or queued for) the server that it has not answered yet. */
+  pending: number;
+}
+
+/** A result that crosses postMessage without losing the error code (Comlink would drop it). */
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: ErrorShape };
+
+export interface Registration {
+  /** Random id chosen by the tab. */
+  tabId: string;
+  /** Name of the Web Lock the tab holds for its lifetime; the worker waits on it to learn the tab is gone. */
+  lockName: string;
+  /** WebSocket URL of the Tether server. */
+  url: string;
+  /** Returns a token for the handshake (a Comlink proxy into the tab), or undefined when the app gave none. */
+  getToken: (() => Promise<string | undefined>) | undefined;
+  /** Called with every status change of the tab's connection (a Comlink proxy into the tab). */
+  onStatus: (status: Status) => void;
+}
+
+export interface CallOptions {
+  timeoutMs: number;
+}
+
+export interface WorkerApi {
+  /** Registers a tab; resolves with the current status of its connection. */
+  attach(registration: Registration): Promise<Status>;
+  /** Calls a procedure on the tab's server. */
+  call(tabId: string, method: string, args: unknown[], options: CallOptions): Promise<Outcome<unknown>>;
+  /** Unregisters a tab and releases what it held (idempotent). */
+  detach(tabId: string): void;
+}
+
+/** Diagnostics the worker exposes as `globalThis.tetherWorkerStats()` (for tests and devtools). */
+export interface WorkerStats {
+  tabs: number;
+  connections: { url: string; tabs: number; state: ConnectionState; pending: number }[];
+}

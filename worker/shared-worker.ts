@@ -1,0 +1,18 @@
+/// <reference lib="webworker" />
+/**
+ * SharedWorker entry: one instance per origin serves every tab through Comlink.
+ */
+import * as Comlink from 'comlink';
+import { Hub } from './hub.js';
+import type { WorkerStats } from './api.js';
+
+declare const self: SharedWorkerGlobalScope & { tetherWorkerStats?: () => WorkerStats };
+
+const hub = new Hub();
+
+self.tetherWorkerStats = () => hub.stats();
+
+self.addEventListener('connect', (event) => {
+  const port = event.ports[0];
+  if (port) Comlink.expose(hub, port);
+});

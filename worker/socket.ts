@@ -1,0 +1,149 @@
+/**
+ * One link to one Tether server: a reconnecting WebSocket, the protocol handshake and an
+ * application heartbeat. A blackholed TCP connection is invisible to the browser (no close
+ * event for minutes), so only the heartbeat can notice it and force a reconnect.
+ */
+import ReconnectingWebSocket, { type Options } from 'reconnecting-websocket';
+import { PROTOCOL_VERSION } from '../protocol/constants.js';
+import type { ClientMessage, ServerMessage } from '../protocol/messages.js';
+import type { ConnectionState } from './api.js';
+
+export interface LinkEvents {
+  getToken: () => Promise<string | undefined>;
+  onState: (state: ConnectionState) => void;
+  onMessage: (message: ServerMessage) => void;
+}
+
+/** Wait this long for `welcome` after the socket opened before trying again. */
+const HANDSHAKE_TIMEOUT_MS = 5000;
+
+function uniform(min: number, max: number): number {
+  return min + Math.random() * (max - min);
+}
+
+/**
+ * reconnecting-websocket reads its delay options on every retry from the object it was
+ * given, but draws no jitter. Getters make each retry's base and cap random, so that
+ * thousands of clients cut at once do not come back in lockstep.
+ */
+function reconnectOptions(): Options {
+  const options: Options = {
+    maxEnqueuedMessages: 0, // the worker's own queues are the only queues
+    connectionTimeout: 4000,
+    reconnectionDelayGrowFactor: 1.6,
+    minUptime: 3000,
+  };
+  Object.defineProperties(options, {
+    minReconnectionDelay: { enumerable: true, get: () => uniform(100, 1000) },
+    maxReconnectionDelay: { enumerable: true, get: () => uniform(5000, 10000) },
+  });
+  return options;
+}
+
+export class ServerLink {
+  state: ConnectionState = 'connecting';
+  private readonly ws: ReconnectingWebSocket;
+  private generation = 0;
+  private heartbeatMs = 0;
+  private lastHeard = 0;
+  private lastPing = 0;
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(
+    readonly url: string,
+    private readonly events: LinkEvents,
+  ) {
+    this.ws = new ReconnectingWebSocket(url, [], reconnectOptions());
+    this.ws.addEventListener('open', () => void this.handshake());
+    this.ws.addEventListener('message', (event) => this.receive(event.data));
+    // Also fires for every failed attempt (code 1000, wasClean) — each one means "not online".
+    this.ws.addEventListener('close', () => this.lost());
+  }
+
+  /** Sends a message if the link is online; returns false otherwise (nothing is queued). */
+  send(message: ClientMessage): boolean {
+    if (this.state !== 'online' || this.ws.readyState !== ReconnectingWebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  close(): void {
+    this.stopTimers();
+    this.ws.close(1000, 'client closed');
+  }
+
+  private async handshake(): Promise<void> {
+    const generation = ++this.generation;
+    this.lastHeard = Date.now();
+    let token: string | undefined;
+    try {
+      token = await this.events.getToken();
+    } catch {
+      token = undefined; // the server refuses the handshake with a clear error if it needed one
+    }
+    if (generation !== this.generation || this.ws.readyState !== ReconnectingWebSocket.OPEN) return;
+    const hello: ClientMessage = token === undefined
+      ? { type: 'handshake', v: PROTOCOL_VERSION }
+      : { type: 'handshake', v: PROTOCOL_VERSION, token };
+    this.ws.send(JSON.stringify(hello));
+    clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = setTimeout(() => this.ws.reconnect(), HANDSHAKE_TIMEOUT_MS);
+  }
+
+  private receive(data: unknown): void {
+    if (typeof data !== 'string') return;
+    let message: ServerMessage;
+    try {
+      message = JSON.parse(data) as ServerMessage;
+    } catch {
+      return;
+    }
+    this.lastHeard = Date.now();
+    if (message.type === 'welcome') {
+      clearTimeout(this.handshakeTimer);
+      this.startHeartbeat(message.heartbeatMs);
+      this.setState('online');
+    }
+    if (message.type !== 'pong') this.events.onMessage(message);
+  }
+
+  private startHeartbeat(intervalMs: number): void {
+    clearInterval(this.heartbeat);
+    this.heartbeatMs = intervalMs;
+    this.lastPing = Date.now();
+    // Tick at half the interval so a dead link is noticed within ~2.5 intervals of silence.
+    this.heartbeat = setInterval(() => this.beat(), Math.max(100, intervalMs / 2));
+  }
+
+  private beat(): void {
+    const now = Date.now();
+    if (now - this.lastHeard > this.heartbeatMs * 2) {
+      this.lost();
+      this.ws.reconnect(4000, 'heartbeat timeout');
+      return;
+    }
+    if (now - this.lastPing >= this.heartbeatMs) {
+      this.lastPing = now;
+      this.send({ type: 'ping', t: now });
+    }
+  }
+
+  private lost(): void {
+    this.generation++;
+    this.stopTimers();
+    this.setState('offline');
+  }
+
+  private stopTimers(): void {
+    clearInterval(this.heartbeat);
+    clearTimeout(this.handshakeTimer);
+    this.heartbeat = undefined;
+  }
+
+  private setState(state: ConnectionState): void {
+    if (state === this.state) return;
+    this.state = state;
+    this.events.onState(state);
+  }
+}
