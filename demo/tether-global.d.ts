@@ -1,8 +1,11 @@
 import type * as TetherGlobal from '../sdk/global.js';
+import type { TetherClient } from '../sdk/index.js';
 
 declare global {
   interface Window {
     /** Defined by <script src="/tether.js">. */
     Tether: typeof TetherGlobal;
+    /** The demo's client, exposed for tests and the devtools console. */
+    tether: TetherClient;
   }
 }

@@ -60,13 +60,11 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
       })
       .catch(fail);
   }).then(async () => {
-    const initial = await api.attach({
-      tabId,
-      lockName,
-      url: resolved.url,
-      getToken: resolved.token ? Comlink.proxy(resolved.token) : undefined,
-      onStatus: Comlink.proxy((next: Status) => status.setState(next, true)),
-    });
+    const onStatus = Comlink.proxy((next: Status) => status.setState(next, true));
+    const registration = { tabId, lockName, url: resolved.url };
+    const initial = resolved.token
+      ? await api.attach(registration, onStatus, Comlink.proxy(resolved.token))
+      : await api.attach(registration, onStatus);
     if (!closed) status.setState(initial, true);
   });
   attached.catch(() => {}); // surfaced through rpc.call

@@ -24,10 +24,17 @@ export interface Registration {
   lockName: string;
   /** WebSocket URL of the Tether server. */
   url: string;
-  /** Returns a token for the handshake (a Comlink proxy into the tab), or undefined when the app gave none. */
-  getToken: (() => Promise<string | undefined>) | undefined;
-  /** Called with every status change of the tab's connection (a Comlink proxy into the tab). */
-  onStatus: (status: Status) => void;
+}
+
+/** Called with every status change of the tab's connection (a Comlink proxy into the tab). */
+export type StatusListener = (status: Status) => void;
+/** Returns a token for the handshake (a Comlink proxy into the tab). */
+export type TokenProvider = () => Promise<string | undefined>;
+
+/** A tab as the worker keeps it. */
+export interface Tab extends Registration {
+  onStatus: StatusListener;
+  getToken: TokenProvider | undefined;
 }
 
 export interface CallOptions {
@@ -35,8 +42,11 @@ export interface CallOptions {
 }
 
 export interface WorkerApi {
-  /** Registers a tab; resolves with the current status of its connection. */
-  attach(registration: Registration): Promise<Status>;
+  /**
+   * Registers a tab; resolves with the current status of its connection. Callbacks are
+   * separate arguments because Comlink only proxies top-level arguments.
+   */
+  attach(registration: Registration, onStatus: StatusListener, getToken?: TokenProvider): Promise<Status>;
   /** Calls a procedure on the tab's server. */
   call(tabId: string, method: string, args: unknown[], options: CallOptions): Promise<Outcome<unknown>>;
   /** Unregisters a tab and releases what it held (idempotent). */

@@ -4,7 +4,7 @@
  */
 import * as Comlink from 'comlink';
 import type { ServerMessage } from '../protocol/messages.js';
-import type { CallOptions, Outcome, Registration, Status } from './api.js';
+import type { CallOptions, Outcome, Status, Tab } from './api.js';
 import { PendingRequests } from './requests.js';
 import { ServerLink } from './socket.js';
 
@@ -12,7 +12,7 @@ import { ServerLink } from './socket.js';
 const TOKEN_TIMEOUT_MS = 3000;
 
 export class ServerConnection {
-  readonly tabs = new Map<string, Registration>();
+  readonly tabs = new Map<string, Tab>();
   private readonly requests = new PendingRequests(() => this.publish());
   private readonly link: ServerLink;
   private settledWaiters: (() => void)[] = [];
@@ -38,7 +38,7 @@ export class ServerConnection {
     return { connection: this.link.state, pending: this.requests.size };
   }
 
-  add(tab: Registration): void {
+  add(tab: Tab): void {
     this.tabs.set(tab.tabId, tab);
   }
 

@@ -3,14 +3,14 @@
  * tab holds a Web Lock for its lifetime and the hub queues for the same lock: when the
  * hub is granted it, the tab is gone (closed, navigated or crashed) and is detached.
  */
-import type { CallOptions, Outcome, Registration, Status, WorkerApi, WorkerStats } from './api.js';
+import type { CallOptions, Outcome, Registration, Status, StatusListener, TokenProvider, WorkerApi, WorkerStats } from './api.js';
 import { ServerConnection } from './connection.js';
 
 export class Hub implements WorkerApi {
   private readonly connections = new Map<string, ServerConnection>();
   private readonly tabUrls = new Map<string, string>();
 
-  async attach(registration: Registration): Promise<Status> {
+  async attach(registration: Registration, onStatus: StatusListener, getToken?: TokenProvider): Promise<Status> {
     const { tabId, url, lockName } = registration;
     this.detach(tabId); // a re-attach replaces the old registration
     let connection = this.connections.get(url);
@@ -18,7 +18,7 @@ export class Hub implements WorkerApi {
       connection = new ServerConnection(url);
       this.connections.set(url, connection);
     }
-    connection.add(registration);
+    connection.add({ ...registration, onStatus, getToken });
     this.tabUrls.set(tabId, url);
     void navigator.locks.request(lockName, async () => this.detach(tabId));
     return connection.status;
