@@ -28,7 +28,8 @@ export class Session {
   user: string | null = null;
   lastHeard = Date.now();
   private welcomed = false;
-  private handshaking = false;
+  /** Set while the handshake's token is verified: later frames wait for it, in order. */
+  private handshaking: Promise<void> | undefined;
   private badFrames = 0;
   private readonly aborter = new AbortController();
   private readonly log: Logger;
@@ -62,16 +63,18 @@ export class Session {
 
   private async receive(data: RawData, isBinary: boolean): Promise<void> {
     this.lastHeard = Date.now();
+    if (this.handshaking) await this.handshaking;
     if (isBinary) return this.refuse({ code: 'invalid_message', message: 'binary frames are not supported; send JSON text' });
     const decoded = decodeClientFrame(data.toString());
     if (!decoded.ok) return this.refuse(decoded.error, decoded.id);
     const message: ClientMessage = decoded.message;
     if (!this.welcomed) {
-      if (message.type !== 'handshake' || this.handshaking) {
+      if (message.type !== 'handshake') {
         this.sendError({ code: 'invalid_message', message: 'the first frame must be a handshake' });
         return this.close(CloseCode.HandshakeExpected, 'handshake expected');
       }
-      return this.handshake(message);
+      this.handshaking = this.handshake(message).finally(() => (this.handshaking = undefined));
+      return this.handshaking;
     }
     switch (message.type) {
       case 'handshake':
@@ -99,7 +102,6 @@ export class Session {
       });
       return this.close(CloseCode.UnsupportedVersion, 'unsupported protocol version');
     }
-    this.handshaking = true;
     const identity = await this.deps.authenticate(message.token);
     if (!identity.ok) {
       this.sendError(identity.error);

@@ -3,6 +3,7 @@
  * the tabs that use it. Tabs share it; the last one to leave closes it.
  */
 import * as Comlink from 'comlink';
+import type { ErrorShape } from '../protocol/errors.js';
 import type { ServerMessage } from '../protocol/messages.js';
 import type { CallOptions, Outcome, Status, Tab } from './api.js';
 import { PendingRequests } from './requests.js';
@@ -16,11 +17,14 @@ export class ServerConnection {
   private readonly requests = new PendingRequests(() => this.publish());
   private readonly link: ServerLink;
   private settledWaiters: (() => void)[] = [];
+  /** Why the server last refused a handshake; cleared once online. */
+  private refusal: ErrorShape | undefined;
 
   constructor(readonly url: string) {
     this.link = new ServerLink(url, {
       getToken: () => this.token(),
       onState: (state) => {
+        if (state === 'online') this.refusal = undefined;
         if (state !== 'online') {
           this.requests.failAll({
             code: 'connection_lost',
@@ -31,6 +35,7 @@ export class ServerConnection {
         this.publish();
       },
       onMessage: (message) => this.receive(message),
+      onRefused: (error) => (this.refusal = error),
     });
   }
 
@@ -57,7 +62,10 @@ export class ServerConnection {
     const deadline = Date.now() + timeoutMs;
     if (this.link.state === 'connecting') await this.settled(timeoutMs);
     if (this.link.state !== 'online') {
-      return { ok: false, error: { code: 'offline', message: `not connected to ${this.url}; the call was not sent` } };
+      const error: ErrorShape = this.refusal
+        ? { code: this.refusal.code, message: `the server refused the connection: ${this.refusal.message}` }
+        : { code: 'offline', message: `not connected to ${this.url}; the call was not sent` };
+      return { ok: false, error };
     }
     const { id, outcome } = this.requests.open(Math.max(1, deadline - Date.now()));
     if (!this.link.send({ type: 'rpc', id, method, args })) {

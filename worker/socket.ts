@@ -6,12 +6,15 @@
 import ReconnectingWebSocket, { type Options } from 'reconnecting-websocket';
 import { PROTOCOL_VERSION } from '../protocol/constants.js';
 import type { ClientMessage, ServerMessage } from '../protocol/messages.js';
+import type { ErrorShape } from '../protocol/errors.js';
 import type { ConnectionState } from './api.js';
 
 export interface LinkEvents {
   getToken: () => Promise<string | undefined>;
   onState: (state: ConnectionState) => void;
   onMessage: (message: ServerMessage) => void;
+  /** The server refused the connection itself (bad token, wrong version): why, for the callers. */
+  onRefused: (error: ErrorShape) => void;
 }
 
 /** Wait this long for `welcome` after the socket opened before trying again. */
@@ -104,6 +107,9 @@ export class ServerLink {
       clearTimeout(this.handshakeTimer);
       this.startHeartbeat(message.heartbeatMs);
       this.setState('online');
+    }
+    if (message.type === 'error' && message.id === undefined && this.state !== 'online') {
+      this.events.onRefused({ code: message.code, message: message.message });
     }
     if (message.type !== 'pong') this.events.onMessage(message);
   }
