@@ -51,8 +51,9 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   for (const [name, procedure] of Object.entries({ ...builtinProcedures, ...options.procedures })) procedures.register(name, procedure);
 
   const clientDir = options.clientDir ?? DEFAULT_CLIENT_DIR;
-  if (!existsSync(clientDir)) log.warn({ clientDir }, 'client files not found: run `npm run build` to serve the demo and /tether.js');
-  const serveStatic = sirv(clientDir, { etag: true, dev: false });
+  const hasClient = existsSync(clientDir);
+  if (!hasClient) log.warn({ clientDir }, 'client files not found: run `npm run build` to serve the demo and /tether.js');
+  const serveStatic = hasClient ? sirv(clientDir, { etag: true, dev: false }) : undefined;
 
   const sessions = new Set<Session>();
   const authenticate = createAuthenticator(config.tokenSecret);
@@ -65,10 +66,12 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
       res.end(JSON.stringify({ ok: true, protocol: PROTOCOL_VERSION, connections: sessions.size }));
       return;
     }
-    serveStatic(req, res, () => {
+    const notFound = () => {
       res.writeHead(404, { 'content-type': 'text/plain' });
-      res.end('not found');
-    });
+      res.end(hasClient ? 'not found' : 'not found (client files are not built: run `npm run build`)');
+    };
+    if (serveStatic) serveStatic(req, res, notFound);
+    else notFound();
   });
 
   http.on('upgrade', (req, socket, head) => {

@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import { decodeClientFrame, decodeServerFrame, encode } from './codec.js';
+import type { ClientMessage, ServerMessage } from './messages.js';
+
+describe('client frames', () => {
+  const valid: ClientMessage[] = [
+    { type: 'handshake', v: 1 },
+    { type: 'handshake', v: 1, token: 'a.b.c' },
+    { type: 'ping', t: 123 },
+    { type: 'rpc', id: 1, method: 'hello', args: ['world'] },
+    { type: 'rpc', id: 9007199254740991, method: 'billing.total:v2', args: [{ nested: [1, null] }] },
+  ];
+  it.each(valid)('round-trips %j', (message) => {
+    expect(decodeClientFrame(encode(message))).toEqual({ ok: true, message });
+  });
+
+  it.each([
+    ['not json', 'frame is not valid JSON'],
+    ['[]', 'Invalid type'],
+    ['null', 'Invalid type'],
+    ['{"type":"teleport"}', 'type'],
+    ['{"type":"ping"}', 't: Invalid key'],
+    ['{"type":"rpc","id":0,"method":"hello","args":[]}', 'id:'],
+    ['{"type":"rpc","id":1.5,"method":"hello","args":[]}', 'id:'],
+    ['{"type":"rpc","id":1,"method":"","args":[]}', 'method:'],
+    ['{"type":"rpc","id":1,"method":"has space","args":[]}', 'method:'],
+    ['{"type":"rpc","id":1,"method":"hello","args":"world"}', 'args:'],
+    ['{"type":"rpc","id":1,"method":"hello","args":[],"extra":1}', 'extra'],
+    ['{"type":"handshake","v":"1"}', 'v:'],
+  ])('refuses %s with invalid_message', (frame, hint) => {
+    const decoded = decodeClientFrame(frame);
+    expect(decoded.ok).toBe(false);
+    if (!decoded.ok) {
+      expect(decoded.error.code).toBe('invalid_message');
+      expect(decoded.error.message).toContain(hint);
+    }
+  });
+
+  it('echoes a usable request id so the sender can match the error', () => {
+    expect(decodeClientFrame('{"type":"rpc","id":7,"method":"hello"}')).toMatchObject({ ok: false, id: 7 });
+    expect(decodeClientFrame('{"type":"rpc","id":-3,"method":"hello"}')).not.toHaveProperty('id');
+    expect(decodeClientFrame('{"type":"rpc","id":"7","method":"hello"}')).not.toHaveProperty('id');
+  });
+
+  it('does not accept server messages from a client', () => {
+    expect(decodeClientFrame(encode({ type: 'pong', t: 1 })).ok).toBe(false);
+  });
+});
+
+describe('server frames', () => {
+  const valid: ServerMessage[] = [
+    { type: 'welcome', v: 1, session: 's', user: null, heartbeatMs: 2000 },
+    { type: 'welcome', v: 1, session: 's', user: 'u1', heartbeatMs: 2000 },
+    { type: 'pong', t: 5 },
+    { type: 'result', id: 3, value: { a: [1] } },
+    { type: 'error', id: 3, code: 'not_found', message: 'unknown procedure: x' },
+    { type: 'error', code: 'unauthorized', message: 'a token is required' },
+  ];
+  it.each(valid)('round-trips %j', (message) => {
+    expect(decodeServerFrame(encode(message))).toEqual({ ok: true, message });
+  });
+
+  it('refuses an unknown error code', () => {
+    expect(decodeServerFrame('{"type":"error","code":"oops","message":"x"}').ok).toBe(false);
+  });
+});

@@ -1,0 +1,224 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { SignJWT, base64url } from 'jose';
+import { pino } from 'pino';
+import { startServer, type TetherServer } from './server.js';
+import { TetherError } from '../protocol/errors.js';
+import { loadConfig } from './config.js';
+
+const SECRET = 'unit-test-secret-of-at-least-32-characters';
+const silent = pino({ level: 'silent' });
+
+/** A raw client: sends frames, returns each answer in order, and the close. */
+class RawClient {
+  readonly ws: WebSocket;
+  private readonly inbox: Record<string, unknown>[] = [];
+  private waiters: (() => void)[] = [];
+  readonly closed: Promise<{ code: number; reason: string }>;
+
+  constructor(url: string) {
+    this.ws = new WebSocket(url);
+    this.ws.on('message', (data) => {
+      this.inbox.push(JSON.parse(data.toString()) as Record<string, unknown>);
+      for (const wake of this.waiters.splice(0)) wake();
+    });
+    this.closed = new Promise((resolve) => this.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  }
+
+  async open(): Promise<this> {
+    await new Promise((resolve, reject) => this.ws.once('open', resolve).once('error', reject));
+    return this;
+  }
+
+  send(frame: unknown): void {
+    this.ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
+  }
+
+  async next(): Promise<Record<string, unknown>> {
+    while (this.inbox.length === 0) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    return this.inbox.shift()!;
+  }
+
+  async answerTo(id: number): Promise<Record<string, unknown>> {
+    for (;;) {
+      const message = await this.next();
+      if (message.id === id) return message;
+    }
+  }
+}
+
+async function jwt(claims: { sub?: string; exp?: string | number }, secret = SECRET): Promise<string> {
+  let builder = new SignJWT({}).setProtectedHeader({ alg: 'HS256' });
+  if (claims.sub !== undefined) builder = builder.setSubject(claims.sub);
+  if (claims.exp !== undefined) builder = builder.setExpirationTime(claims.exp);
+  return builder.sign(new TextEncoder().encode(secret));
+}
+
+describe('server dispatch (development mode)', () => {
+  let server: TetherServer;
+  let url: string;
+
+  beforeAll(async () => {
+    server = await startServer({
+      port: 0,
+      host: '127.0.0.1',
+      logger: silent,
+      clientDir: '/nonexistent',
+      heartbeatMs: 200,
+      procedures: {
+        add: ([a, b]) => Number(a) + Number(b),
+        nothing: () => undefined,
+        bigint: () => 10n,
+        typed: () => {
+          throw new TetherError('forbidden', 'typed refusal');
+        },
+        duck: () => {
+          throw Object.assign(new Error('duck refusal'), { code: 'invalid_argument' });
+        },
+        bug: () => {
+          throw new Error('internal detail');
+        },
+        slow: () => new Promise((resolve) => setTimeout(() => resolve('slow'), 100)),
+      },
+    });
+    url = `ws://127.0.0.1:${server.port}/ws`;
+  });
+  afterAll(() => server.close());
+
+  async function client(): Promise<RawClient> {
+    const c = await new RawClient(url).open();
+    c.send({ type: 'handshake', v: 1 });
+    expect(await c.next()).toMatchObject({ type: 'welcome', v: 1, user: null, heartbeatMs: 200 });
+    return c;
+  }
+
+  it('answers the seed call hello("world")', async () => {
+    const c = await client();
+    c.send({ type: 'rpc', id: 1, method: 'hello', args: ['world'] });
+    expect(await c.answerTo(1)).toEqual({ type: 'result', id: 1, value: 'Hello, world!' });
+    c.ws.close();
+  });
+
+  it('maps every outcome to a result or a typed error', async () => {
+    const c = await client();
+    const calls: [string, unknown[]][] = [
+      ['add', [2, 3]], ['nothing', []], ['bigint', []], ['typed', []], ['duck', []], ['bug', []], ['missing', []], ['hello', []],
+    ];
+    calls.forEach(([method, args], i) => c.send({ type: 'rpc', id: i + 1, method, args }));
+    const byId = new Map<unknown, Record<string, unknown>>();
+    while (byId.size < calls.length) {
+      const message = await c.next();
+      byId.set(message.id, message);
+    }
+    const answers = calls.map((_, i) => byId.get(i + 1)!);
+    expect(answers.map(({ type, value, code }) => (type === 'result' ? value : code))).toEqual([
+      5, null, 'internal', 'forbidden', 'invalid_argument', 'internal', 'not_found', 'invalid_argument',
+    ]);
+    expect(answers[5]!.message).toBe('procedure bug failed; see the server log');
+    c.ws.close();
+  });
+
+  it('answers concurrent calls by id, a slow one does not block a fast one', async () => {
+    const c = await client();
+    c.send({ type: 'rpc', id: 1, method: 'slow', args: [] });
+    c.send({ type: 'rpc', id: 2, method: 'add', args: [1, 1] });
+    expect(await c.next()).toMatchObject({ id: 2, value: 2 });
+    expect(await c.next()).toMatchObject({ id: 1, value: 'slow' });
+    c.ws.close();
+  });
+
+  it('answers ping with pong and drops a client that goes silent (4004)', async () => {
+    const c = await client();
+    c.send({ type: 'ping', t: 42 });
+    expect(await c.next()).toEqual({ type: 'pong', t: 42 });
+    expect((await c.closed).code).toBe(4004);
+  });
+
+  it('refuses a second handshake without closing', async () => {
+    const c = await client();
+    c.send({ type: 'handshake', v: 1 });
+    expect(await c.next()).toMatchObject({ type: 'error', code: 'invalid_message', message: 'already handshaken' });
+    c.send({ type: 'rpc', id: 1, method: 'add', args: [1, 2] });
+    expect(await c.answerTo(1)).toMatchObject({ value: 3 });
+    c.ws.close();
+  });
+
+  it('serves health with the number of connections', async () => {
+    const c = await client();
+    const health = (await (await fetch(`http://127.0.0.1:${server.port}/api/health`)).json()) as Record<string, unknown>;
+    expect(health).toMatchObject({ ok: true, protocol: 1 });
+    expect(health.connections).toBeGreaterThanOrEqual(1);
+    c.ws.close();
+  });
+
+  it('refuses upgrades outside /ws', async () => {
+    const c = new RawClient(`ws://127.0.0.1:${server.port}/other`);
+    await expect(c.open()).rejects.toThrow(/404/);
+  });
+});
+
+describe('server handshake with TETHER_TOKEN_SECRET set', () => {
+  let server: TetherServer;
+  let url: string;
+
+  beforeAll(async () => {
+    server = await startServer({ port: 0, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', tokenSecret: SECRET });
+    url = `ws://127.0.0.1:${server.port}/ws`;
+  });
+  afterAll(() => server.close());
+
+  async function handshake(token: string | undefined) {
+    const c = await new RawClient(url).open();
+    c.send(token === undefined ? { type: 'handshake', v: 1 } : { type: 'handshake', v: 1, token });
+    return { first: await c.next(), close: c.closed, c };
+  }
+
+  it('accepts a valid token and reports its subject', async () => {
+    const { first, c } = await handshake(await jwt({ sub: 'u1', exp: '1h' }));
+    expect(first).toMatchObject({ type: 'welcome', user: 'u1' });
+    c.ws.close();
+  });
+
+  const unsigned = `${base64url.encode(JSON.stringify({ alg: 'none', typ: 'JWT' }))}.${base64url.encode(
+    JSON.stringify({ sub: 'root', exp: Math.floor(Date.now() / 1000) + 3600 }),
+  )}.`;
+
+  it.each([
+    ['no token', undefined, 'a token is required'],
+    ['alg none', unsigned, 'the token is invalid'],
+    ['wrong secret', 'wrong', 'the token is invalid'],
+    ['garbage', 'x.y.z', 'the token is invalid'],
+  ])('refuses %s with 4001', async (_name, token, message) => {
+    const resolved = token === 'wrong' ? await jwt({ sub: 'u', exp: '1h' }, 'some-other-secret-that-is-long-enough!') : token;
+    const { first, close } = await handshake(resolved);
+    expect(first).toEqual({ type: 'error', code: 'unauthorized', message });
+    expect((await close).code).toBe(4001);
+  });
+
+  it('refuses an expired token, and one without exp or sub', async () => {
+    for (const [claims, message] of [
+      [{ sub: 'u', exp: Math.floor(Date.now() / 1000) - 10 }, 'the token has expired'],
+      [{ sub: 'u' }, 'the token is invalid'],
+      [{ exp: '1h' }, 'the token is invalid'],
+    ] as const) {
+      const { first, close } = await handshake(await jwt(claims));
+      expect(first).toEqual({ type: 'error', code: 'unauthorized', message });
+      expect((await close).code).toBe(4001);
+    }
+  });
+});
+
+describe('configuration from the environment', () => {
+  it('has documented defaults', () => {
+    expect(loadConfig({})).toMatchObject({ port: 8080, heartbeatMs: 2000, maxMessageBytes: 65536, rpcProxyMethods: ['*'] });
+  });
+  it.each([
+    [{ PORT: 'eighty' }, /PORT must be an integer/],
+    [{ TETHER_TOKEN_SECRET: 'short' }, /at least 32 characters/],
+    [{ TETHER_RPC_PROXY_URL: 'not a url' }, /not a valid URL/],
+    [{ TETHER_RPC_PROXY_URL: 'ftp://x' }, /http/],
+    [{ TETHER_HEARTBEAT_MS: '5' }, /TETHER_HEARTBEAT_MS/],
+  ])('refuses %j', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+});
