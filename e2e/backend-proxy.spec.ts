@@ -92,3 +92,29 @@ test('a token the server refuses: calls fail with unauthorized and say why', asy
     await context.close();
   }
 });
+
+test('a token function is asked again on every reconnect', async ({ browser, server, network }) => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${server.httpUrl}/api/health`);
+  await page.addScriptTag({ url: '/tether.js' });
+  const first = await token('rotating-user');
+  const second = await token('rotating-user');
+  await page.evaluate(
+    ({ url, tokens }) => {
+      const w = window as unknown as { asked: number };
+      w.asked = 0;
+      window.tether = window.Tether.connect({ url, token: async () => tokens[Math.min(w.asked++, tokens.length - 1)]! });
+    },
+    { url: `ws://127.0.0.1:${network.port}/ws`, tokens: [first, second] },
+  );
+  await waitForConnection(page, 'online');
+  expect(await page.evaluate(() => (window as unknown as { asked: number }).asked)).toBe(1);
+  network.refuse();
+  await waitForConnection(page, 'offline');
+  await network.restore();
+  await waitForConnection(page, 'online', 15_000);
+  expect(await page.evaluate(() => (window as unknown as { asked: number }).asked)).toBeGreaterThanOrEqual(2);
+  expect(await callFrom(page, 'whoami', [])).toEqual({ ok: true, value: { user: 'rotating-user' } });
+  await context.close();
+});

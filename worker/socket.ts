@@ -29,7 +29,7 @@ function uniform(min: number, max: number): number {
  * given, but draws no jitter. Getters make each retry's base and cap random, so that
  * thousands of clients cut at once do not come back in lockstep.
  */
-function reconnectOptions(): Options {
+export function reconnectOptions(): Options {
   const options: Options = {
     maxEnqueuedMessages: 0, // the worker's own queues are the only queues
     connectionTimeout: 4000,
