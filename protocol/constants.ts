@@ -28,6 +28,10 @@ export const CloseCode = {
   IdleTimeout: 4004,
   /** Too many malformed frames: the peer is not a Tether client. */
   TooManyErrors: 4005,
+  /** The client does not read fast enough: its send buffer passed the bound. */
+  SlowConsumer: 4006,
+  /** The client sent faster than its rate limit, for too long. */
+  RateLimited: 4007,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 
@@ -50,6 +54,10 @@ export const ERROR_CODES = [
   'unavailable', // the backend a procedure is proxied to could not be reached
   'closed', // the client was closed by the app
   'worker_unavailable', // the SharedWorker could not be started
+  'out_of_order', // a write's sequence skips ahead of the last applied one; resend from the lowest
+  'rate_limited', // too many frames per second on this connection
+  'limit_exceeded', // e.g. too many subscriptions on one connection
+  'quota_exceeded', // the browser refused to store a write (storage quota)
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

@@ -17,6 +17,17 @@ const MethodName = v.pipe(
   v.regex(/^[A-Za-z_][\w.:-]*$/, 'method names are letters, digits, _ . : - and start with a letter or _'),
 );
 
+/** Channel names: no `*` (reserved for the patterns of the token's `channels` claim). */
+export const ChannelName = v.pipe(
+  v.string(),
+  v.minLength(1),
+  v.maxLength(200),
+  v.regex(/^[A-Za-z0-9_][\w.:@/-]*$/, 'channel names are letters, digits, _ . : @ / - and start with a letter, digit or _'),
+);
+const ClientId = v.pipe(v.string(), v.regex(/^[A-Za-z0-9-]{8,64}$/, 'clientId is 8–64 letters, digits or -'));
+const Seq = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(Number.MAX_SAFE_INTEGER));
+const Offset = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER));
+
 // ---- client → server -------------------------------------------------------------------
 
 /** First frame on every connection. */
@@ -26,6 +37,8 @@ export const Handshake = v.strictObject({
   v: v.pipe(v.number(), v.integer()),
   /** A JWT signed by the app's backend; optional in development mode. */
   token: v.optional(v.pipe(v.string(), v.maxLength(8192))),
+  /** The client's durable id (one per user per browser profile); required to send writes. */
+  clientId: v.optional(ClientId),
 });
 
 /** Heartbeat; the server answers with `pong` echoing `t`. */
@@ -42,7 +55,30 @@ export const RpcRequest = v.strictObject({
   args: v.array(v.unknown()),
 });
 
-export const ClientMessage = v.variant('type', [Handshake, Ping, RpcRequest]);
+/**
+ * A queued write: publish `data` on `channel`. `seq` numbers the client's writes 1, 2, 3…;
+ * the server applies each once, in order, and answers `ack` (or `error` with the same `seq`).
+ */
+export const Publish = v.strictObject({
+  type: v.literal('publish'),
+  seq: Seq,
+  channel: ChannelName,
+  data: v.unknown(),
+});
+
+/** Start receiving a channel; `since` resumes after an offset the client already has. */
+export const Subscribe = v.strictObject({
+  type: v.literal('subscribe'),
+  channel: ChannelName,
+  since: v.optional(v.strictObject({ offset: Offset, epoch: v.pipe(v.string(), v.maxLength(64)) })),
+});
+
+export const Unsubscribe = v.strictObject({
+  type: v.literal('unsubscribe'),
+  channel: ChannelName,
+});
+
+export const ClientMessage = v.variant('type', [Handshake, Ping, RpcRequest, Publish, Subscribe, Unsubscribe]);
 
 // ---- server → client -------------------------------------------------------------------
 
@@ -56,6 +92,8 @@ export const Welcome = v.strictObject({
   user: v.nullable(v.string()),
   /** The client sends a `ping` this often; the server drops a client silent for 3×. */
   heartbeatMs: v.number(),
+  /** The last write sequence applied for the handshake's clientId (0 if none): drop those from the outbox. */
+  lastSeq: v.number(),
 });
 
 export const Pong = v.strictObject({
@@ -69,22 +107,67 @@ export const RpcResult = v.strictObject({
   value: v.unknown(),
 });
 
-/** An error; `id` is set when it answers a request. */
+/** A write was applied (now or before: a resent write is acknowledged again without a second effect). */
+export const Ack = v.strictObject({
+  type: v.literal('ack'),
+  seq: Seq,
+  /** The event's channel offset; null when it is no longer known (the history was pruned). */
+  offset: v.nullable(Offset),
+});
+
+/** The subscription is live; events after `offset` follow (the missed ones first, in order). */
+export const Subscribed = v.strictObject({
+  type: v.literal('subscribed'),
+  channel: ChannelName,
+  epoch: v.string(),
+  /** The channel's head when the subscription started. */
+  offset: Offset,
+});
+
+/** One event of a channel. Offsets increase by one within an epoch. */
+export const ChannelEvent = v.strictObject({
+  type: v.literal('event'),
+  channel: ChannelName,
+  offset: Offset,
+  data: v.unknown(),
+});
+
+/**
+ * The history no longer reaches back to the client's offset (retention) or was reset
+ * (new epoch): events were missed and cannot be recovered. Delivery resumes after `offset`.
+ */
+export const Reset = v.strictObject({
+  type: v.literal('reset'),
+  channel: ChannelName,
+  epoch: v.string(),
+  offset: Offset,
+});
+
+/** An error; `id` answers a request, `seq` a write, `channel` a subscription. */
 export const ErrorMessage = v.strictObject({
   type: v.literal('error'),
   id: v.optional(RequestId),
+  seq: v.optional(Seq),
+  channel: v.optional(ChannelName),
   code: v.picklist(ERROR_CODES),
   message: v.string(),
 });
 
-export const ServerMessage = v.variant('type', [Welcome, Pong, RpcResult, ErrorMessage]);
+export const ServerMessage = v.variant('type', [Welcome, Pong, RpcResult, Ack, Subscribed, ChannelEvent, Reset, ErrorMessage]);
 
 export type Handshake = v.InferOutput<typeof Handshake>;
 export type Ping = v.InferOutput<typeof Ping>;
 export type RpcRequest = v.InferOutput<typeof RpcRequest>;
+export type Publish = v.InferOutput<typeof Publish>;
+export type Subscribe = v.InferOutput<typeof Subscribe>;
+export type Unsubscribe = v.InferOutput<typeof Unsubscribe>;
 export type ClientMessage = v.InferOutput<typeof ClientMessage>;
 export type Welcome = v.InferOutput<typeof Welcome>;
 export type Pong = v.InferOutput<typeof Pong>;
 export type RpcResult = v.InferOutput<typeof RpcResult>;
+export type Ack = v.InferOutput<typeof Ack>;
+export type Subscribed = v.InferOutput<typeof Subscribed>;
+export type ChannelEvent = v.InferOutput<typeof ChannelEvent>;
+export type Reset = v.InferOutput<typeof Reset>;
 export type ErrorMessage = v.InferOutput<typeof ErrorMessage>;
 export type ServerMessage = v.InferOutput<typeof ServerMessage>;

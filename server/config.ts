@@ -24,6 +24,20 @@ export interface ServerConfig {
   maxMessageBytes: number;
   /** pino log level. @default 'info' */
   logLevel: string;
+  /** SQLite file of the events DB (':memory:' keeps nothing). @default './tether.db' */
+  db: string;
+  /** Events kept per channel. @default 10000 */
+  historyMaxEvents: number;
+  /** Age after which events are dropped, in seconds. @default 604800 (7 days) */
+  historyMaxAgeS: number;
+  /** Origins allowed to open a WebSocket; empty allows all (development). */
+  allowedOrigins: string[];
+  /** Subscriptions per connection. @default 100 */
+  maxSubscriptions: number;
+  /** Frames per second per connection (bursts of 2×); above it the socket is closed with 4007. @default 2000 */
+  rateLimit: number;
+  /** Bytes queued for a client that does not read before it is dropped with 4006. @default 8 MiB */
+  maxBufferedBytes: number;
 }
 
 export const DEFAULT_CONFIG: ServerConfig = {
@@ -38,6 +52,13 @@ export const DEFAULT_CONFIG: ServerConfig = {
   heartbeatMs: 2000,
   maxMessageBytes: 64 * 1024,
   logLevel: 'info',
+  db: './tether.db',
+  historyMaxEvents: 10_000,
+  historyMaxAgeS: 7 * 24 * 3600,
+  allowedOrigins: [],
+  maxSubscriptions: 100,
+  rateLimit: 2000,
+  maxBufferedBytes: 8 * 1024 * 1024,
 };
 
 function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
@@ -82,5 +103,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     heartbeatMs: integer(env, 'TETHER_HEARTBEAT_MS', DEFAULT_CONFIG.heartbeatMs, 100, 600_000),
     maxMessageBytes: integer(env, 'TETHER_MAX_MESSAGE_BYTES', DEFAULT_CONFIG.maxMessageBytes, 1024, 16 * 1024 * 1024),
     logLevel: text(env, 'TETHER_LOG_LEVEL') ?? DEFAULT_CONFIG.logLevel,
+    db: text(env, 'TETHER_DB') ?? DEFAULT_CONFIG.db,
+    historyMaxEvents: integer(env, 'TETHER_HISTORY_MAX_EVENTS', DEFAULT_CONFIG.historyMaxEvents, 1, 1e9),
+    historyMaxAgeS: integer(env, 'TETHER_HISTORY_MAX_AGE_S', DEFAULT_CONFIG.historyMaxAgeS, 1, 1e10),
+    allowedOrigins: (text(env, 'TETHER_ALLOWED_ORIGINS') ?? '').split(',').map((o) => o.trim()).filter(Boolean),
+    maxSubscriptions: integer(env, 'TETHER_MAX_SUBSCRIPTIONS', DEFAULT_CONFIG.maxSubscriptions, 1, 100_000),
+    rateLimit: integer(env, 'TETHER_RATE_LIMIT', DEFAULT_CONFIG.rateLimit, 1, 1e7),
+    maxBufferedBytes: integer(env, 'TETHER_MAX_BUFFERED_BYTES', DEFAULT_CONFIG.maxBufferedBytes, 1024, 2 ** 31),
   };
 }

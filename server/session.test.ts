@@ -63,7 +63,7 @@ describe('server dispatch (development mode)', () => {
       port: 0,
       host: '127.0.0.1',
       logger: silent,
-      clientDir: '/nonexistent',
+      clientDir: '/nonexistent', db: ':memory:',
       heartbeatMs: 200,
       procedures: {
         add: ([a, b]) => Number(a) + Number(b),
@@ -162,7 +162,7 @@ describe('server handshake with TETHER_TOKEN_SECRET set', () => {
   let url: string;
 
   beforeAll(async () => {
-    server = await startServer({ port: 0, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', tokenSecret: SECRET });
+    server = await startServer({ port: 0, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', db: ':memory:', tokenSecret: SECRET });
     url = `ws://127.0.0.1:${server.port}/ws`;
   });
   afterAll(() => server.close());

@@ -1,36 +1,64 @@
 /**
  * One client connection: the handshake, then dispatch by message type.
  * Every bad frame is answered with a typed error; the connection is closed only when the
- * peer cannot be a Tether client (no handshake, wrong version, bad token, a flood of junk).
+ * peer cannot be a Tether client (no handshake, wrong version, bad token, a flood of junk),
+ * breaks a limit (rate, slow reading), or its token expires.
  */
 import { randomUUID } from 'node:crypto';
 import type { RawData, WebSocket } from 'ws';
 import { CloseCode, PROTOCOL_VERSION } from '../protocol/constants.js';
 import { decodeClientFrame, encode } from '../protocol/codec.js';
 import type { ErrorShape } from '../protocol/errors.js';
-import type { ClientMessage, Handshake, RpcRequest, ServerMessage } from '../protocol/messages.js';
+import type { ClientMessage, Handshake, Publish, RpcRequest, ServerMessage, Subscribe } from '../protocol/messages.js';
 import type { Authenticate } from './auth.js';
 import type { Logger } from './log.js';
+import type { Broker } from './pubsub/broker.js';
+import { eventFrame } from './pubsub/frames.js';
+import { channelPermission, type ChannelPermission } from './pubsub/permissions.js';
+import type { WriteQueue } from './pubsub/write-queue.js';
+import { TokenBucket } from './rate-limit.js';
 import type { ProcedureRegistry } from './rpc/registry.js';
+import type { EventStore } from './storage/event-store.js';
+
+export interface SessionLimits {
+  /** Subscriptions one connection may hold. */
+  maxSubscriptions: number;
+  /** Frames per second a connection may send on average (bursts of 2×). */
+  rateLimit: number;
+  /** Bytes queued for a client that does not read before it is dropped. */
+  maxBufferedBytes: number;
+}
 
 export interface SessionDeps {
   log: Logger;
   authenticate: Authenticate;
   procedures: ProcedureRegistry;
+  store: EventStore;
+  writes: WriteQueue;
+  broker: Broker;
   heartbeatMs: number;
+  limits: SessionLimits;
 }
 
 /** Malformed frames tolerated before the connection is closed with 4005. */
 const MAX_BAD_FRAMES = 20;
+/** Events read from the history per page when a subscriber catches up. */
+const HISTORY_PAGE = 500;
 
 export class Session {
   readonly id = randomUUID();
   user: string | null = null;
   lastHeard = Date.now();
+  private clientId: string | undefined;
   private welcomed = false;
   /** Set while the handshake's token is verified: later frames wait for it, in order. */
   private handshaking: Promise<void> | undefined;
   private badFrames = 0;
+  private closing = false;
+  private mayUse: ChannelPermission = () => true;
+  private expiry: ReturnType<typeof setTimeout> | undefined;
+  private readonly subscriptions = new Map<string, () => void>();
+  private readonly bucket: TokenBucket;
   private readonly aborter = new AbortController();
   private readonly log: Logger;
 
@@ -39,8 +67,9 @@ export class Session {
     private readonly deps: SessionDeps,
   ) {
     this.log = deps.log.child({ session: this.id });
+    this.bucket = new TokenBucket(deps.limits.rateLimit, deps.limits.rateLimit * 2);
     socket.on('message', (data, isBinary) => void this.receive(data, isBinary));
-    socket.on('close', () => this.aborter.abort());
+    socket.on('close', () => this.dispose());
   }
 
   get handshaken(): boolean {
@@ -48,21 +77,43 @@ export class Session {
   }
 
   close(code: CloseCode, reason: string): void {
+    if (this.closing) return;
+    this.closing = true;
     this.socket.close(code, reason);
     // A dead peer never completes the closing handshake: do not wait ws's 30 s for it.
     setTimeout(() => this.socket.terminate(), 1000).unref();
   }
 
-  private send(message: ServerMessage): void {
-    if (this.socket.readyState === this.socket.OPEN) this.socket.send(encode(message));
+  private dispose(): void {
+    this.aborter.abort();
+    clearTimeout(this.expiry);
+    for (const unsubscribe of this.subscriptions.values()) unsubscribe();
+    this.subscriptions.clear();
   }
 
-  private sendError(error: ErrorShape, id?: number): void {
-    this.send(id === undefined ? { type: 'error', ...error } : { type: 'error', id, ...error });
+  private sendFrame(frame: string): void {
+    if (this.socket.readyState !== this.socket.OPEN) return;
+    this.socket.send(frame);
+    if (this.socket.bufferedAmount > this.deps.limits.maxBufferedBytes) {
+      this.log.warn({ buffered: this.socket.bufferedAmount }, 'slow consumer dropped');
+      this.close(CloseCode.SlowConsumer, 'slow consumer');
+    }
+  }
+
+  private send(message: ServerMessage): void {
+    this.sendFrame(encode(message));
+  }
+
+  private sendError(error: ErrorShape, about: { id?: number; seq?: number; channel?: string } = {}): void {
+    this.send({ type: 'error', ...about, ...error });
   }
 
   private async receive(data: RawData, isBinary: boolean): Promise<void> {
     this.lastHeard = Date.now();
+    if (!this.bucket.take()) {
+      this.sendError({ code: 'rate_limited', message: `more than ${this.deps.limits.rateLimit} frames per second` });
+      return this.close(CloseCode.RateLimited, 'rate limit exceeded');
+    }
     if (this.handshaking) await this.handshaking;
     if (isBinary) return this.refuse({ code: 'invalid_message', message: 'binary frames are not supported; send JSON text' });
     const decoded = decodeClientFrame(data.toString());
@@ -83,13 +134,21 @@ export class Session {
         return this.send({ type: 'pong', t: message.t });
       case 'rpc':
         return this.rpc(message);
+      case 'publish':
+        return this.publish(message);
+      case 'subscribe':
+        return this.subscribe(message);
+      case 'unsubscribe':
+        this.subscriptions.get(message.channel)?.();
+        this.subscriptions.delete(message.channel);
+        return;
     }
   }
 
   private refuse(error: ErrorShape, id?: number): void {
     this.badFrames++;
     this.log.debug({ code: error.code }, 'refused frame');
-    this.sendError(error, id);
+    this.sendError(error, id === undefined ? {} : { id });
     if (!this.welcomed) return this.close(CloseCode.HandshakeExpected, 'handshake expected');
     if (this.badFrames > MAX_BAD_FRAMES) this.close(CloseCode.TooManyErrors, 'too many malformed frames');
   }
@@ -107,10 +166,29 @@ export class Session {
       this.sendError(identity.error);
       return this.close(CloseCode.Unauthorized, identity.error.message);
     }
+    let lastSeq = 0;
+    if (message.clientId !== undefined) {
+      const seq = await this.deps.store.lastSeq(message.clientId, identity.user);
+      if (seq === 'forbidden') {
+        this.sendError({ code: 'forbidden', message: 'this clientId belongs to another user' });
+        return this.close(CloseCode.Unauthorized, 'clientId of another user');
+      }
+      lastSeq = seq;
+      this.clientId = message.clientId;
+    }
     this.user = identity.user;
+    this.mayUse = channelPermission(identity.channels);
+    if (identity.expiresAt !== undefined) {
+      // The client reconnects and its token function is asked for a fresh token.
+      this.expiry = setTimeout(() => {
+        this.sendError({ code: 'unauthorized', message: 'the token has expired' });
+        this.close(CloseCode.Unauthorized, 'token expired');
+      }, Math.max(0, identity.expiresAt - Date.now()));
+      this.expiry.unref();
+    }
     this.welcomed = true;
     this.log.info({ user: this.user }, 'client connected');
-    this.send({ type: 'welcome', v: PROTOCOL_VERSION, session: this.id, user: this.user, heartbeatMs: this.deps.heartbeatMs });
+    this.send({ type: 'welcome', v: PROTOCOL_VERSION, session: this.id, user: this.user, heartbeatMs: this.deps.heartbeatMs, lastSeq });
   }
 
   private async rpc({ id, method, args }: RpcRequest): Promise<void> {
@@ -119,16 +197,94 @@ export class Session {
       session: this.id,
       signal: this.aborter.signal,
     });
-    if (outcome.ok) {
-      let frame: string;
-      try {
-        frame = encode({ type: 'result', id, value: outcome.value });
-      } catch {
-        return this.sendError({ code: 'internal', message: `procedure ${method} returned a value that is not JSON` }, id);
+    if (!outcome.ok) return this.sendError(outcome.error, { id });
+    let frame: string;
+    try {
+      frame = encode({ type: 'result', id, value: outcome.value });
+    } catch {
+      return this.sendError({ code: 'internal', message: `procedure ${method} returned a value that is not JSON` }, { id });
+    }
+    this.sendFrame(frame);
+  }
+
+  private async publish({ seq, channel, data }: Publish): Promise<void> {
+    const clientId = this.clientId;
+    if (clientId === undefined) {
+      return this.sendError({ code: 'invalid_message', message: 'publish needs a clientId in the handshake' }, { seq });
+    }
+    const allowed = this.mayUse(channel);
+    const json = JSON.stringify(data);
+    let outcome;
+    try {
+      // A forbidden write still takes its place in the sequence, so it never blocks the queue.
+      outcome = await this.deps.writes.submit(
+        allowed ? { kind: 'publish', channel, data: json ?? 'null', clientId, seq, user: this.user } : { kind: 'skip', clientId, seq, user: this.user },
+      );
+    } catch (error) {
+      this.log.error({ err: error }, 'write failed');
+      return this.sendError({ code: 'internal', message: 'the server could not store the write; it will be retried' }, { seq });
+    }
+    switch (outcome.status) {
+      case 'stored':
+        return this.send({ type: 'ack', seq, offset: outcome.event.offset });
+      case 'duplicate':
+        return this.send({ type: 'ack', seq, offset: outcome.offset });
+      case 'skipped':
+        return this.sendError({ code: 'forbidden', message: `you may not publish to ${channel}` }, { seq });
+      case 'out_of_order':
+        return this.sendError({ code: 'out_of_order', message: `expected write ${outcome.expected}, got ${seq}` }, { seq });
+      case 'forbidden':
+        return this.sendError({ code: 'forbidden', message: 'this clientId belongs to another user' }, { seq });
+    }
+  }
+
+  private async subscribe({ channel, since }: Subscribe): Promise<void> {
+    if (!this.mayUse(channel)) {
+      return this.sendError({ code: 'forbidden', message: `you may not subscribe to ${channel}` }, { channel });
+    }
+    this.subscriptions.get(channel)?.(); // a second subscribe to a channel replaces the first
+    this.subscriptions.delete(channel);
+    if (this.subscriptions.size >= this.deps.limits.maxSubscriptions) {
+      return this.sendError(
+        { code: 'limit_exceeded', message: `at most ${this.deps.limits.maxSubscriptions} subscriptions per connection` },
+        { channel },
+      );
+    }
+    // Listen first and hold live events while the history is read, so none falls in between.
+    let delivered = -1;
+    let held: { offset: number; frame: string }[] | undefined = [];
+    const deliver = (offset: number, frame: string) => {
+      if (offset <= delivered) return;
+      delivered = offset;
+      this.sendFrame(frame);
+    };
+    const unsubscribe = this.deps.broker.subscribe(channel, (event, frame) => {
+      if (held) held.push({ offset: event.offset, frame });
+      else deliver(event.offset, frame);
+    });
+    this.subscriptions.set(channel, unsubscribe);
+    try {
+      let page = await this.deps.store.history(channel, since, HISTORY_PAGE);
+      if (this.subscriptions.get(channel) !== unsubscribe) return; // unsubscribed meanwhile
+      // `reset` replaces `subscribed` when events were lost: it says after which offset delivery resumes.
+      this.send(
+        page.reset
+          ? { type: 'reset', channel, epoch: page.epoch, offset: page.from }
+          : { type: 'subscribed', channel, epoch: page.epoch, offset: page.head },
+      );
+      delivered = page.from;
+      while (since !== undefined || page.reset) {
+        for (const event of page.events) deliver(event.offset, eventFrame(channel, event.offset, event.data));
+        if (page.events.length < HISTORY_PAGE) break;
+        page = await this.deps.store.history(channel, { offset: delivered, epoch: page.epoch }, HISTORY_PAGE);
       }
-      if (this.socket.readyState === this.socket.OPEN) this.socket.send(frame);
-    } else {
-      this.sendError(outcome.error, id);
+      for (const event of held) deliver(event.offset, event.frame);
+      held = undefined;
+    } catch (error) {
+      unsubscribe();
+      this.subscriptions.delete(channel);
+      this.log.error({ err: error, channel }, 'subscribe failed');
+      this.sendError({ code: 'internal', message: `could not read the history of ${channel}` }, { channel });
     }
   }
 }

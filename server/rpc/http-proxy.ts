@@ -9,6 +9,7 @@
 import { isErrorCode, type ErrorCode } from '../../protocol/constants.js';
 import { TetherError } from '../../protocol/errors.js';
 import type { Procedure } from './procedure.js';
+import { globToRegExp } from '../patterns.js';
 
 export interface HttpProxyOptions {
   url: string;
@@ -27,14 +28,9 @@ function codeForStatus(status: number): ErrorCode {
   return 'internal';
 }
 
-function patternToRegExp(pattern: string): RegExp {
-  const escaped = pattern.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'));
-  return new RegExp(`^${escaped.join('.*')}$`);
-}
-
 /** Returns a resolver: the proxy procedure for a method it covers, undefined otherwise. */
 export function createHttpProxy(options: HttpProxyOptions): (method: string) => Procedure | undefined {
-  const patterns = options.methods.map(patternToRegExp);
+  const patterns = options.methods.map(globToRegExp);
   return (method) => {
     if (!patterns.some((p) => p.test(method))) return undefined;
     return async (args, { user, signal }) => {

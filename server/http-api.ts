@@ -1,0 +1,151 @@
+/**
+ * The server-to-server JSON API for the app's backend (seed 000: "serves a JSON API, secured,
+ * server-to-server only"). Every route needs `Authorization: Bearer $TETHER_API_KEY`; a key in
+ * the query string is ignored on purpose (it would end up in access logs).
+ *
+ *   POST /api/publish  {"channel": "...", "data": ...}  → 200 {"channel", "offset"}
+ *   GET  /api/history?channel=…&since=…&limit=…          → 200 {"channel", "epoch", "head", "reset", "events": [...]}
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import * as v from 'valibot';
+import { ChannelName } from '../protocol/messages.js';
+import type { ErrorCode } from '../protocol/constants.js';
+import type { Logger } from './log.js';
+import type { WriteQueue } from './pubsub/write-queue.js';
+import type { EventStore } from './storage/event-store.js';
+
+export interface HttpApiDeps {
+  apiKey: string | undefined;
+  store: EventStore;
+  writes: WriteQueue;
+  maxBodyBytes: number;
+  log: Logger;
+}
+
+const PublishBody = v.strictObject({ channel: ChannelName, data: v.unknown() });
+const IdempotencyKey = v.pipe(v.string(), v.minLength(1), v.maxLength(200));
+const MAX_HISTORY_LIMIT = 1000;
+
+class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function digest(value: string): Buffer {
+  return createHash('sha256').update(value).digest();
+}
+
+function reply(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
+  res.end(JSON.stringify(body));
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new ApiError(413, 'message_too_big', `the body is larger than ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new ApiError(400, 'invalid_message', 'the body is not valid JSON');
+  }
+}
+
+function checkKey(req: IncomingMessage, apiKey: string | undefined): void {
+  if (apiKey === undefined) throw new ApiError(401, 'unauthorized', 'the HTTP API is disabled: set TETHER_API_KEY on the server');
+  const header = req.headers.authorization ?? '';
+  const match = /^Bearer (.+)$/.exec(header);
+  // Compare digests: equal length, so timingSafeEqual leaks neither content nor length.
+  if (!match || !timingSafeEqual(digest(match[1]!), digest(apiKey))) {
+    throw new ApiError(401, 'unauthorized', 'missing or wrong API key (Authorization: Bearer <TETHER_API_KEY>)');
+  }
+}
+
+function issueText(issues: readonly v.BaseIssue<unknown>[]): string {
+  const first = issues[0];
+  const path = first?.path?.map((p) => String(p.key)).join('.');
+  return path ? `${path}: ${first?.message}` : (first?.message ?? 'invalid body');
+}
+
+/** Handles /api/* except health; returns false for paths it does not own. */
+export function createHttpApi(deps: HttpApiDeps) {
+  async function publish(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const parsed = v.safeParse(PublishBody, await readBody(req, deps.maxBodyBytes));
+    if (!parsed.success) throw new ApiError(400, 'invalid_message', issueText(parsed.issues));
+    const keyHeader = req.headers['idempotency-key'];
+    let idempotencyKey: string | undefined;
+    if (keyHeader !== undefined) {
+      const key = v.safeParse(IdempotencyKey, keyHeader);
+      if (!key.success) throw new ApiError(400, 'invalid_message', 'Idempotency-Key must be 1–200 characters');
+      idempotencyKey = key.output;
+    }
+    const { channel, data } = parsed.output;
+    const json = JSON.stringify(data) ?? 'null';
+    const outcome = await deps.writes.submit({
+      kind: 'publish', channel, data: json, clientId: null, seq: null, user: null,
+      ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+    });
+    if (outcome.status === 'stored') return reply(res, 200, { channel, offset: outcome.event.offset });
+    if (outcome.status === 'duplicate') return reply(res, 200, { channel, offset: outcome.offset }, { 'idempotent-replayed': 'true' });
+    throw new ApiError(500, 'internal', `unexpected write outcome ${outcome.status}`);
+  }
+
+  async function history(url: URL, res: ServerResponse): Promise<void> {
+    const channel = v.safeParse(ChannelName, url.searchParams.get('channel') ?? '');
+    if (!channel.success) throw new ApiError(400, 'invalid_message', `channel: ${issueText(channel.issues)}`);
+    const number = (name: string, fallback: number, max: number) => {
+      const raw = url.searchParams.get(name);
+      if (raw === null || raw === '') return fallback;
+      const value = Number(raw);
+      if (!Number.isSafeInteger(value) || value < 0 || value > max) {
+        throw new ApiError(400, 'invalid_message', `${name} must be an integer between 0 and ${max}`);
+      }
+      return value;
+    };
+    const since = number('since', 0, Number.MAX_SAFE_INTEGER);
+    const limit = number('limit', 100, MAX_HISTORY_LIMIT);
+    const epoch = url.searchParams.get('epoch') ?? undefined;
+    const page = await deps.store.history(channel.output, epoch === undefined ? { offset: since } : { offset: since, epoch }, limit);
+    reply(res, 200, {
+      channel: channel.output,
+      epoch: page.epoch,
+      head: page.head,
+      reset: page.reset,
+      events: page.events.map((e) => ({ offset: e.offset, data: JSON.parse(e.data) as unknown, createdAt: new Date(e.createdAt).toISOString() })),
+    });
+  }
+
+  return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> => {
+    const route = `${req.method} ${url.pathname}`;
+    if (route !== 'POST /api/publish' && route !== 'GET /api/history') {
+      if (url.pathname === '/api/publish' || url.pathname === '/api/history') {
+        reply(res, 405, { error: { code: 'invalid_message', message: `${req.method} is not allowed on ${url.pathname}` } });
+        return true;
+      }
+      return false;
+    }
+    try {
+      checkKey(req, deps.apiKey);
+      if (route === 'POST /api/publish') await publish(req, res);
+      else await history(url, res);
+    } catch (error) {
+      if (error instanceof ApiError) {
+        reply(res, error.status, { error: { code: error.code, message: error.message } });
+      } else {
+        deps.log.error({ err: error, route }, 'API request failed');
+        reply(res, 500, { error: { code: 'internal', message: 'the request failed; see the server log' } });
+      }
+    }
+    return true;
+  };
+}

@@ -1,0 +1,69 @@
+/**
+ * The events DB, as an interface: SQLite is the default implementation; PostgreSQL can be
+ * added beside it without touching sessions, the protocol or the HTTP API. Methods are async
+ * so that a networked database fits the same shape.
+ */
+
+/** A write to apply once. `data` is JSON text (validated JSON, serialised once at the edge). */
+export type WriteRequest =
+  | {
+      kind: 'publish';
+      channel: string;
+      data: string;
+      /** Set for client writes: the dedupe key with `seq`. */
+      clientId: string | null;
+      seq: number | null;
+      user: string | null;
+      /** Set for HTTP API writes that carried an `Idempotency-Key`. */
+      idempotencyKey?: string;
+    }
+  /** A client write that can never succeed (e.g. forbidden): advance the sequence, store nothing. */
+  | { kind: 'skip'; clientId: string; seq: number; user: string | null };
+
+export interface StoredEvent {
+  channel: string;
+  offset: number;
+  epoch: string;
+  /** JSON text. */
+  data: string;
+}
+
+export type WriteOutcome =
+  | { status: 'stored'; event: StoredEvent }
+  | { status: 'skipped' }
+  /** Applied before: acknowledged again, no second effect. `offset` null when not known any more. */
+  | { status: 'duplicate'; offset: number | null }
+  | { status: 'out_of_order'; expected: number }
+  /** The clientId belongs to another user. */
+  | { status: 'forbidden' };
+
+export interface History {
+  epoch: string;
+  /** Highest offset of the channel (0 when empty). */
+  head: number;
+  /** Events after the requested offset, in order (at most `limit`). */
+  events: { offset: number; data: string; createdAt: number }[];
+  /** True when the history no longer reaches back to the requested offset, or the epoch changed. */
+  reset: boolean;
+  /** The offset `events` follow: the requested one, or after a reset the oldest still known. */
+  from: number;
+}
+
+export interface RetentionPolicy {
+  /** Events kept per channel. */
+  maxEvents: number;
+  /** Age after which events are dropped, in milliseconds. */
+  maxAgeMs: number;
+}
+
+export interface EventStore {
+  /** Applies the writes in order in ONE durable transaction (group commit). */
+  write(requests: WriteRequest[]): Promise<WriteOutcome[]>;
+  /** The events of `channel` after `since` (or none: only the head), at most `limit`. */
+  history(channel: string, since: { offset: number; epoch?: string } | undefined, limit: number): Promise<History>;
+  /** The last applied sequence of a client, or 'forbidden' if the clientId belongs to another user. */
+  lastSeq(clientId: string, user: string | null): Promise<number | 'forbidden'>;
+  /** Drops events past the retention policy; returns how many. */
+  prune(now?: number): Promise<number>;
+  close(): Promise<void>;
+}

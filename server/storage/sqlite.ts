@@ -1,0 +1,196 @@
+/**
+ * The default events DB: one SQLite file through better-sqlite3, in WAL mode with
+ * synchronous=FULL, so a write is on disk before it is acknowledged.
+ */
+import { randomBytes } from 'node:crypto';
+import Database from 'better-sqlite3';
+import type { EventStore, History, RetentionPolicy, WriteOutcome, WriteRequest } from './event-store.js';
+
+/** Schema migrations, applied in order; `PRAGMA user_version` records how many ran. */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE channels (
+     name TEXT PRIMARY KEY,
+     epoch TEXT NOT NULL,
+     head INTEGER NOT NULL DEFAULT 0,
+     pruned_through INTEGER NOT NULL DEFAULT 0
+   ) WITHOUT ROWID;
+   CREATE TABLE events (
+     channel TEXT NOT NULL,
+     offset INTEGER NOT NULL,
+     data TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     client_id TEXT,
+     client_seq INTEGER,
+     PRIMARY KEY (channel, offset)
+   ) WITHOUT ROWID;
+   CREATE UNIQUE INDEX events_by_client ON events (client_id, client_seq) WHERE client_id IS NOT NULL;
+   CREATE INDEX events_by_age ON events (created_at);
+   CREATE TABLE clients (
+     client_id TEXT PRIMARY KEY,
+     user TEXT,
+     last_seq INTEGER NOT NULL DEFAULT 0,
+     updated_at INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   CREATE TABLE api_requests (
+     key TEXT PRIMARY KEY,
+     channel TEXT NOT NULL,
+     offset INTEGER NOT NULL,
+     created_at INTEGER NOT NULL
+   ) WITHOUT ROWID;`,
+];
+
+/** How long an `Idempotency-Key` is remembered. */
+const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
+
+function newEpoch(): string {
+  return randomBytes(6).toString('hex');
+}
+
+export interface SqliteOptions {
+  /** File path, or ':memory:'. */
+  path: string;
+  retention: RetentionPolicy;
+  /** `full` (default) fsyncs every commit; `off` is for measuring what durability costs. */
+  synchronous?: 'full' | 'off';
+}
+
+export function openSqliteStore(options: SqliteOptions): EventStore {
+  const db = new Database(options.path);
+  db.pragma('journal_mode = WAL');
+  db.pragma(`synchronous = ${options.synchronous === 'off' ? 'OFF' : 'FULL'}`);
+  db.pragma('busy_timeout = 5000');
+  migrate(db);
+
+  const q = {
+    channel: db.prepare<[string], { epoch: string; head: number; pruned_through: number }>(
+      'SELECT epoch, head, pruned_through FROM channels WHERE name = ?',
+    ),
+    createChannel: db.prepare('INSERT INTO channels (name, epoch) VALUES (?, ?)'),
+    bumpHead: db.prepare('UPDATE channels SET head = ? WHERE name = ?'),
+    insertEvent: db.prepare(
+      'INSERT INTO events (channel, offset, data, created_at, client_id, client_seq) VALUES (?, ?, ?, ?, ?, ?)',
+    ),
+    client: db.prepare<[string], { user: string | null; last_seq: number }>('SELECT user, last_seq FROM clients WHERE client_id = ?'),
+    upsertClient: db.prepare(
+      `INSERT INTO clients (client_id, user, last_seq, updated_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (client_id) DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at`,
+    ),
+    offsetOfWrite: db.prepare<[string, number], { offset: number }>(
+      'SELECT offset FROM events WHERE client_id = ? AND client_seq = ?',
+    ),
+    apiRequest: db.prepare<[string], { offset: number }>('SELECT offset FROM api_requests WHERE key = ?'),
+    insertApiRequest: db.prepare('INSERT INTO api_requests (key, channel, offset, created_at) VALUES (?, ?, ?, ?)'),
+    eventsAfter: db.prepare<[string, number, number], { offset: number; data: string; created_at: number }>(
+      'SELECT offset, data, created_at FROM events WHERE channel = ? AND offset > ? ORDER BY offset LIMIT ?',
+    ),
+    pruneByCount: db.prepare('DELETE FROM events WHERE channel = ? AND offset <= ?'),
+    setPrunedThrough: db.prepare('UPDATE channels SET pruned_through = max(pruned_through, ?) WHERE name = ?'),
+    oldByChannel: db.prepare<[number], { channel: string; through: number }>(
+      'SELECT channel, max(offset) AS through FROM events WHERE created_at < ? GROUP BY channel',
+    ),
+    pruneApiRequests: db.prepare('DELETE FROM api_requests WHERE created_at < ?'),
+  };
+
+  function ensureChannel(name: string): { epoch: string; head: number; pruned_through: number } {
+    const existing = q.channel.get(name);
+    if (existing) return existing;
+    const epoch = newEpoch();
+    q.createChannel.run(name, epoch);
+    return { epoch, head: 0, pruned_through: 0 };
+  }
+
+  const writeAll = db.transaction((requests: WriteRequest[]): WriteOutcome[] => {
+    const now = Date.now();
+    const touched = new Map<string, number>();
+    const outcomes = requests.map((request): WriteOutcome => {
+      if (request.kind === 'publish' && request.idempotencyKey !== undefined) {
+        const seen = q.apiRequest.get(request.idempotencyKey);
+        if (seen) return { status: 'duplicate', offset: seen.offset };
+      }
+      const clientId = request.clientId;
+      if (clientId !== null && request.seq !== null) {
+        const client = q.client.get(clientId);
+        if (client && client.user !== request.user) return { status: 'forbidden' };
+        const last = client?.last_seq ?? 0;
+        if (request.seq <= last) {
+          return { status: 'duplicate', offset: q.offsetOfWrite.get(clientId, request.seq)?.offset ?? null };
+        }
+        if (request.seq !== last + 1) return { status: 'out_of_order', expected: last + 1 };
+        q.upsertClient.run(clientId, request.user, request.seq, now);
+      }
+      if (request.kind === 'skip') return { status: 'skipped' };
+      const channel = ensureChannel(request.channel);
+      const offset = (touched.get(request.channel) ?? channel.head) + 1;
+      touched.set(request.channel, offset);
+      q.insertEvent.run(request.channel, offset, request.data, now, request.clientId, request.seq);
+      if (request.idempotencyKey !== undefined) q.insertApiRequest.run(request.idempotencyKey, request.channel, offset, now);
+      return { status: 'stored', event: { channel: request.channel, offset, epoch: channel.epoch, data: request.data } };
+    });
+    for (const [name, head] of touched) {
+      q.bumpHead.run(head, name);
+      const through = head - options.retention.maxEvents;
+      if (through > 0) {
+        q.pruneByCount.run(name, through);
+        q.setPrunedThrough.run(through, name);
+      }
+    }
+    return outcomes;
+  });
+
+  const pruneOld = db.transaction((now: number): number => {
+    let removed = 0;
+    for (const { channel, through } of q.oldByChannel.all(now - options.retention.maxAgeMs)) {
+      removed += q.pruneByCount.run(channel, through).changes;
+      q.setPrunedThrough.run(through, channel);
+    }
+    q.pruneApiRequests.run(now - IDEMPOTENCY_TTL_MS);
+    return removed;
+  });
+
+  return {
+    async write(requests) {
+      return writeAll(requests);
+    },
+    async history(name, since, limit) {
+      const channel = q.channel.get(name) ?? { epoch: '', head: 0, pruned_through: 0 };
+      const epoch = channel.epoch;
+      if (since === undefined) return { epoch, head: channel.head, events: [], reset: false, from: channel.head };
+      const epochChanged = since.epoch !== undefined && since.epoch !== '' && since.epoch !== epoch;
+      // Missed events are gone when the client's offset is behind what was pruned, or ahead of
+      // the head (the history was lost or reset under the same name).
+      const reset = epochChanged || since.offset < channel.pruned_through || since.offset > channel.head;
+      // After a reset the events still retained are delivered: a reset reports what was lost, no more.
+      const from = reset ? channel.pruned_through : since.offset;
+      const rows = q.eventsAfter.all(name, from, limit);
+      return {
+        epoch,
+        head: channel.head,
+        reset,
+        from,
+        events: rows.map((r) => ({ offset: r.offset, data: r.data, createdAt: r.created_at })),
+      };
+    },
+    async lastSeq(clientId, user) {
+      const client = q.client.get(clientId);
+      if (!client) return 0;
+      return client.user === user ? client.last_seq : 'forbidden';
+    },
+    async prune(now = Date.now()) {
+      return pruneOld(now);
+    },
+    async close() {
+      db.close();
+    },
+  };
+}
+
+function migrate(db: Database.Database): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > MIGRATIONS.length) {
+    throw new Error(`the events DB has schema version ${version}, newer than this server knows (${MIGRATIONS.length}); upgrade the server`);
+  }
+  db.transaction(() => {
+    for (let i = version; i < MIGRATIONS.length; i++) db.exec(MIGRATIONS[i]!);
+    db.pragma(`user_version = ${MIGRATIONS.length}`);
+  })();
+}
