@@ -49,8 +49,8 @@ describe('client frames', () => {
 
 describe('server frames', () => {
   const valid: ServerMessage[] = [
-    { type: 'welcome', v: 1, session: 's', user: null, heartbeatMs: 2000, lastSeq: 0 },
-    { type: 'welcome', v: 1, session: 's', user: 'u1', heartbeatMs: 2000, lastSeq: 3 },
+    { type: 'welcome', v: 1, session: 's', user: null, heartbeatMs: 2000, lastSeq: 0, maxMessageBytes: 65536 },
+    { type: 'welcome', v: 1, session: 's', user: 'u1', heartbeatMs: 2000, lastSeq: 3, maxMessageBytes: 65536 },
     { type: 'pong', t: 5 },
     { type: 'result', id: 3, value: { a: [1] } },
     { type: 'error', id: 3, code: 'not_found', message: 'unknown procedure: x' },

@@ -64,3 +64,9 @@ export type ErrorCode = (typeof ERROR_CODES)[number];
 export function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === 'string' && (ERROR_CODES as readonly string[]).includes(value);
 }
+
+/** Channel names: no `*` (reserved for the patterns of a token's `channels` claim). */
+export const CHANNEL_NAME = /^[A-Za-z0-9_][\w.:@/-]{0,199}$/;
+
+/** Largest frame a server accepts unless configured otherwise (TETHER_MAX_MESSAGE_BYTES). */
+export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024;

@@ -7,7 +7,7 @@
  * the types (`import type`), so valibot never reaches the browser bundle.
  */
 import * as v from 'valibot';
-import { ERROR_CODES } from './constants.js';
+import { CHANNEL_NAME, ERROR_CODES } from './constants.js';
 
 const RequestId = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(Number.MAX_SAFE_INTEGER));
 const MethodName = v.pipe(
@@ -17,12 +17,9 @@ const MethodName = v.pipe(
   v.regex(/^[A-Za-z_][\w.:-]*$/, 'method names are letters, digits, _ . : - and start with a letter or _'),
 );
 
-/** Channel names: no `*` (reserved for the patterns of the token's `channels` claim). */
 export const ChannelName = v.pipe(
   v.string(),
-  v.minLength(1),
-  v.maxLength(200),
-  v.regex(/^[A-Za-z0-9_][\w.:@/-]*$/, 'channel names are letters, digits, _ . : @ / - and start with a letter, digit or _'),
+  v.regex(CHANNEL_NAME, 'channel names are 1–200 letters, digits, _ . : @ / - and start with a letter, digit or _'),
 );
 const ClientId = v.pipe(v.string(), v.regex(/^[A-Za-z0-9-]{8,64}$/, 'clientId is 8–64 letters, digits or -'));
 const Seq = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(Number.MAX_SAFE_INTEGER));
@@ -94,6 +91,8 @@ export const Welcome = v.strictObject({
   heartbeatMs: v.number(),
   /** The last write sequence applied for the handshake's clientId (0 if none): drop those from the outbox. */
   lastSeq: v.number(),
+  /** Largest frame the server accepts, in bytes. */
+  maxMessageBytes: v.number(),
 });
 
 export const Pong = v.strictObject({

@@ -4,13 +4,36 @@
 import * as Comlink from 'comlink';
 import { createStore, type StoreApi } from 'zustand/vanilla';
 import { TetherError } from '../protocol/errors.js';
-import type { Outcome, Status, WorkerApi } from '../worker/api.js';
+import { CHANNEL_NAME } from '../protocol/constants.js';
+import type { ChannelDelivery, Outcome, PendingWrite, Status, WorkerApi } from '../worker/api.js';
 import { resolveOptions, type ConnectOptions } from './options.js';
 
 export interface RpcCallOptions {
   /** Reject with `timeout` if no answer arrives in time. @default the client's `timeoutMs` */
   timeoutMs?: number;
 }
+
+/** What a subscriber learns about each event. */
+export interface EventMeta {
+  channel: string;
+  /** The event's offset in its channel: increasing by one, never repeated. */
+  offset: number;
+}
+
+export interface SubscribeOptions {
+  /**
+   * Events up to `offset` were missed and cannot be recovered: the server's history no longer
+   * reaches back that far (retention), or it was reset. Reload what you show from your backend.
+   */
+  onReset?: (info: { channel: string; epoch: string; offset: number }) => void;
+  /** The subscription is live on the server (after every reconnect too); events after `offset` follow. */
+  onSubscribed?: (info: { channel: string; offset: number }) => void;
+  /** The subscription was refused (`forbidden`, `limit_exceeded`…). Default: logged to the console. */
+  onError?: (error: TetherError) => void;
+}
+
+/** The answer of `navigator.storage.persist()`, asked once per page. */
+export type Persistence = 'persisted' | 'best-effort' | 'unsupported';
 
 export interface TetherClient {
   /** Connection status, as a zustand store: `client.status.getState().connection`. */
@@ -23,6 +46,24 @@ export interface TetherClient {
      */
     call<T = unknown>(method: string, args?: unknown[], options?: RpcCallOptions): Promise<T>;
   };
+  readonly pubsub: {
+    /**
+     * Publishes `data` (any JSON value) on `channel`. The event is stored in this browser's
+     * outbox before anything else happens; the promise resolves with its channel offset once the
+     * server stored it — offline that waits for the network, across reloads it is resent
+     * (exactly once). Rejects with `forbidden`, `message_too_big` or `quota_exceeded`.
+     */
+    publish(channel: string, data: unknown): Promise<{ offset: number | null }>;
+    /**
+     * Calls `onEvent` for every event of `channel`, in order, once — including those missed
+     * while offline or reloading. Returns the function that unsubscribes.
+     */
+    subscribe<T = unknown>(channel: string, onEvent: (data: T, meta: EventMeta) => void, options?: SubscribeOptions): () => void;
+    /** The writes of this user the server has not acknowledged yet, oldest first (they survive reloads). */
+    pending(): Promise<PendingWrite[]>;
+  };
+  /** Whether the browser agreed to keep this origin's storage under pressure (asked at connect). */
+  readonly persistence: Promise<Persistence>;
   /** Detaches this tab from the worker; other tabs keep their connection. */
   close(): void;
 }
@@ -75,14 +116,83 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     if (!Array.isArray(args)) throw new TypeError('rpc.call(method, args): args must be an array');
     const timeoutMs = callOptions.timeoutMs ?? resolved.timeoutMs;
     await attached;
-    const outcome: Outcome<unknown> = await api.call(tabId, method, args, { timeoutMs });
-    if (!outcome.ok) throw TetherError.from(outcome.error);
-    return outcome.value as T;
+    return (await settle(api.call(tabId, method, args, { timeoutMs }))) as T;
   }
+
+  async function settle<T>(outcome: Promise<Outcome<T>>): Promise<T> {
+    const result = await outcome;
+    if (!result.ok) throw TetherError.from(result.error);
+    return result.value;
+  }
+
+  function checkChannel(where: string, channel: unknown): asserts channel is string {
+    if (typeof channel !== 'string' || !CHANNEL_NAME.test(channel)) {
+      throw new TypeError(`${where}: channel ${JSON.stringify(channel)} must be 1–200 letters, digits, _ . : @ / - (no *)`);
+    }
+  }
+
+  async function publish(channel: string, data: unknown): Promise<{ offset: number | null }> {
+    if (closed) throw new TetherError('closed', 'the client was closed');
+    checkChannel('pubsub.publish', channel);
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(data);
+    } catch (cause) {
+      throw new TypeError(`pubsub.publish: data must be JSON (${String(cause)})`);
+    }
+    if (json === undefined) throw new TypeError('pubsub.publish: data must be a JSON value, not undefined or a function');
+    await attached;
+    // The worker receives what JSON would keep (no Dates, Maps or class instances surprises).
+    return settle(api.publish(tabId, channel, JSON.parse(json)));
+  }
+
+  function subscribe<T>(channel: string, onEvent: (data: T, meta: EventMeta) => void, options: SubscribeOptions = {}): () => void {
+    if (closed) throw new TetherError('closed', 'the client was closed');
+    checkChannel('pubsub.subscribe', channel);
+    if (typeof onEvent !== 'function') throw new TypeError('pubsub.subscribe: onEvent must be a function');
+    const id = randomId();
+    let active = true;
+    const listener = Comlink.proxy((delivery: ChannelDelivery) => {
+      if (!active) return;
+      if (delivery.kind === 'event') onEvent(delivery.data as T, { channel: delivery.channel, offset: delivery.offset });
+      else if (delivery.kind === 'subscribed') options.onSubscribed?.({ channel: delivery.channel, offset: delivery.offset });
+      else if (delivery.kind === 'reset') options.onReset?.({ channel: delivery.channel, epoch: delivery.epoch, offset: delivery.offset });
+      else {
+        const error = TetherError.from(delivery);
+        if (options.onError) options.onError(error);
+        else console.error(`[tether] subscription to ${channel} refused: ${error.code}: ${error.message}`);
+      }
+    });
+    const subscribed = attached.then(() => settle(api.subscribe(tabId, id, channel, listener)));
+    subscribed.catch((error: unknown) => {
+      const failure = error instanceof TetherError ? error : new TetherError('internal', String(error));
+      if (options.onError) options.onError(failure);
+      else console.error(`[tether] could not subscribe to ${channel}: ${failure.message}`);
+    });
+    return () => {
+      if (!active) return;
+      active = false;
+      void subscribed.then(() => api.unsubscribe(tabId, id), () => {});
+    };
+  }
+
+  async function pending(): Promise<PendingWrite[]> {
+    if (closed) throw new TetherError('closed', 'the client was closed');
+    await attached;
+    return settle(api.pendingWrites(tabId));
+  }
+
+  // `persist()` only works from a page (not from the worker that owns the data), so ask here.
+  const persistence: Promise<Persistence> =
+    typeof navigator.storage?.persist === 'function'
+      ? navigator.storage.persist().then((granted) => (granted ? 'persisted' : 'best-effort'), () => 'best-effort' as const)
+      : Promise.resolve('unsupported');
 
   return {
     status,
     rpc: { call },
+    pubsub: { publish, subscribe, pending },
+    persistence,
     close() {
       if (closed) return;
       closed = true;

@@ -14,5 +14,5 @@ export function connect(options: ConnectOptions): TetherClient {
 export { TetherError, type ErrorShape } from '../protocol/errors.js';
 export type { ErrorCode } from '../protocol/constants.js';
 export type { ConnectOptions } from './options.js';
-export type { TetherClient, RpcCallOptions } from './client.js';
-export type { Status, ConnectionState } from '../worker/api.js';
+export type { TetherClient, RpcCallOptions, EventMeta, SubscribeOptions, Persistence } from './client.js';
+export type { Status, ConnectionState, PendingWrite } from '../worker/api.js';

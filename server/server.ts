@@ -110,7 +110,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const session = new Session(ws, { log, authenticate, procedures, store, writes, broker, heartbeatMs: config.heartbeatMs, limits });
+      const session = new Session(ws, { log, authenticate, procedures, store, writes, broker, heartbeatMs: config.heartbeatMs, maxMessageBytes: config.maxMessageBytes, limits });
       sessions.add(session);
       ws.on('close', () => sessions.delete(session));
       ws.on('error', (err) => log.debug({ err, session: session.id }, 'socket error'));

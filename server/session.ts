@@ -37,6 +37,7 @@ export interface SessionDeps {
   writes: WriteQueue;
   broker: Broker;
   heartbeatMs: number;
+  maxMessageBytes: number;
   limits: SessionLimits;
 }
 
@@ -188,7 +189,7 @@ export class Session {
     }
     this.welcomed = true;
     this.log.info({ user: this.user }, 'client connected');
-    this.send({ type: 'welcome', v: PROTOCOL_VERSION, session: this.id, user: this.user, heartbeatMs: this.deps.heartbeatMs, lastSeq });
+    this.send({ type: 'welcome', v: PROTOCOL_VERSION, session: this.id, user: this.user, heartbeatMs: this.deps.heartbeatMs, lastSeq, maxMessageBytes: this.deps.maxMessageBytes });
   }
 
   private async rpc({ id, method, args }: RpcRequest): Promise<void> {

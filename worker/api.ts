@@ -41,6 +41,27 @@ export interface CallOptions {
   timeoutMs: number;
 }
 
+/** What a subscriber's listener receives from the worker. */
+export type ChannelDelivery =
+  | { kind: 'event'; channel: string; offset: number; data: unknown }
+  /** The server subscription is live: events after `offset` will arrive. */
+  | { kind: 'subscribed'; channel: string; offset: number }
+  /** Events up to `offset` were missed and cannot be recovered (history retention, or a reset history). */
+  | { kind: 'reset'; channel: string; epoch: string; offset: number }
+  /** The subscription was refused (e.g. `forbidden`, `limit_exceeded`). */
+  | { kind: 'error'; channel: string; code: ErrorShape['code']; message: string };
+
+export type ChannelListener = (delivery: ChannelDelivery) => void;
+
+/** A write still waiting for the server's acknowledgement. */
+export interface PendingWrite {
+  seq: number;
+  op: 'publish';
+  channel: string;
+  data: unknown;
+  createdAt: number;
+}
+
 export interface WorkerApi {
   /**
    * Registers a tab; resolves with the current status of its connection. Callbacks are
@@ -51,10 +72,17 @@ export interface WorkerApi {
   call(tabId: string, method: string, args: unknown[], options: CallOptions): Promise<Outcome<unknown>>;
   /** Unregisters a tab and releases what it held (idempotent). */
   detach(tabId: string): void;
+  /** Stores the write durably, then resolves with its offset once the server stored it. */
+  publish(tabId: string, channel: string, data: unknown): Promise<Outcome<{ offset: number | null }>>;
+  /** Adds a listener for a channel; the worker shares one server subscription among its tabs. */
+  subscribe(tabId: string, subscriptionId: string, channel: string, listener: ChannelListener): Promise<Outcome<null>>;
+  unsubscribe(tabId: string, subscriptionId: string): void;
+  /** The writes of the tab's user that the server has not acknowledged yet, oldest first. */
+  pendingWrites(tabId: string): Promise<Outcome<PendingWrite[]>>;
 }
 
 /** Diagnostics the worker exposes as `globalThis.tetherWorkerStats()` (for tests and devtools). */
 export interface WorkerStats {
   tabs: number;
-  connections: { url: string; tabs: number; state: ConnectionState; pending: number }[];
+  connections: { url: string; tabs: number; state: ConnectionState; pending: number; channels: string[] }[];
 }

@@ -3,8 +3,21 @@
  * tab holds a Web Lock for its lifetime and the hub queues for the same lock: when the
  * hub is granted it, the tab is gone (closed, navigated or crashed) and is detached.
  */
-import type { CallOptions, Outcome, Registration, Status, StatusListener, TokenProvider, WorkerApi, WorkerStats } from './api.js';
+import type {
+  CallOptions,
+  ChannelListener,
+  Outcome,
+  PendingWrite,
+  Registration,
+  Status,
+  StatusListener,
+  TokenProvider,
+  WorkerApi,
+  WorkerStats,
+} from './api.js';
 import { ServerConnection } from './connection.js';
+
+const NOT_ATTACHED = { ok: false, error: { code: 'closed', message: 'this tab is not attached (was the client closed?)' } } as const;
 
 export class Hub implements WorkerApi {
   private readonly connections = new Map<string, ServerConnection>();
@@ -26,10 +39,28 @@ export class Hub implements WorkerApi {
 
   async call(tabId: string, method: string, args: unknown[], options: CallOptions): Promise<Outcome<unknown>> {
     const connection = this.connectionOf(tabId);
-    if (!connection) {
-      return { ok: false, error: { code: 'closed', message: 'this tab is not attached (was the client closed?)' } };
-    }
-    return connection.call(method, args, options);
+    return connection ? connection.call(method, args, options) : NOT_ATTACHED;
+  }
+
+  async publish(tabId: string, channel: string, data: unknown): Promise<Outcome<{ offset: number | null }>> {
+    const connection = this.connectionOf(tabId);
+    return connection ? connection.publish(channel, data) : NOT_ATTACHED;
+  }
+
+  async subscribe(tabId: string, id: string, channel: string, listener: ChannelListener): Promise<Outcome<null>> {
+    const connection = this.connectionOf(tabId);
+    if (!connection) return NOT_ATTACHED;
+    await connection.subscribe(tabId, id, channel, listener);
+    return { ok: true, value: null };
+  }
+
+  unsubscribe(tabId: string, id: string): void {
+    this.connectionOf(tabId)?.unsubscribe(id);
+  }
+
+  async pendingWrites(tabId: string): Promise<Outcome<PendingWrite[]>> {
+    const connection = this.connectionOf(tabId);
+    return connection ? { ok: true, value: await connection.pendingWrites() } : NOT_ATTACHED;
   }
 
   detach(tabId: string): void {
@@ -49,6 +80,7 @@ export class Hub implements WorkerApi {
         tabs: c.tabs.size,
         state: c.status.connection,
         pending: c.status.pending,
+        channels: c.channels,
       })),
     };
   }

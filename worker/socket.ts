@@ -10,7 +10,8 @@ import type { ErrorShape } from '../protocol/errors.js';
 import type { ConnectionState } from './api.js';
 
 export interface LinkEvents {
-  getToken: () => Promise<string | undefined>;
+  /** The token and client id for the next handshake. */
+  getHandshake: () => Promise<{ token: string | undefined; clientId: string | undefined }>;
   onState: (state: ConnectionState) => void;
   onMessage: (message: ServerMessage) => void;
   /** The server refused the connection itself (bad token, wrong version): why, for the callers. */
@@ -80,15 +81,19 @@ export class ServerLink {
     const generation = ++this.generation;
     this.lastHeard = Date.now();
     let token: string | undefined;
+    let clientId: string | undefined;
     try {
-      token = await this.events.getToken();
+      ({ token, clientId } = await this.events.getHandshake());
     } catch {
-      token = undefined; // the server refuses the handshake with a clear error if it needed one
+      // The server refuses the handshake with a clear error if it needed a token.
     }
     if (generation !== this.generation || this.ws.readyState !== ReconnectingWebSocket.OPEN) return;
-    const hello: ClientMessage = token === undefined
-      ? { type: 'handshake', v: PROTOCOL_VERSION }
-      : { type: 'handshake', v: PROTOCOL_VERSION, token };
+    const hello: ClientMessage = {
+      type: 'handshake',
+      v: PROTOCOL_VERSION,
+      ...(token === undefined ? {} : { token }),
+      ...(clientId === undefined ? {} : { clientId }),
+    };
     this.ws.send(JSON.stringify(hello));
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = setTimeout(() => this.ws.reconnect(), HANDSHAKE_TIMEOUT_MS);

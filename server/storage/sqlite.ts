@@ -115,7 +115,8 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
         if (request.seq <= last) {
           return { status: 'duplicate', offset: q.offsetOfWrite.get(clientId, request.seq)?.offset ?? null };
         }
-        if (request.seq !== last + 1) return { status: 'out_of_order', expected: last + 1 };
+        // An unknown client may start anywhere (e.g. the events DB was replaced); a known one may not skip.
+        if (client && request.seq !== last + 1) return { status: 'out_of_order', expected: last + 1 };
         q.upsertClient.run(clientId, request.user, request.seq, now);
       }
       if (request.kind === 'skip') return { status: 'skipped' };

@@ -1,0 +1,86 @@
+/**
+ * The IndexedDB outbox: every write is stored with strict durability before anything else
+ * happens to it. Writes made in the same task are stored in one transaction (group commit):
+ * one transaction costs about a millisecond on disk, whatever it holds.
+ */
+import { TetherError } from '../protocol/errors.js';
+import type { Database, OutboxEntry } from './db.js';
+import type { Identity } from './identity.js';
+
+export type NewWrite = Pick<OutboxEntry, 'op' | 'channel' | 'data'>;
+
+interface Waiting {
+  write: NewWrite;
+  resolve: (entry: OutboxEntry) => void;
+  reject: (error: TetherError) => void;
+}
+
+export class Outbox {
+  private batch: Waiting[] = [];
+  private deletions: number[] = [];
+
+  constructor(
+    private readonly db: () => Promise<Database>,
+    private readonly url: string,
+    private readonly identity: Identity,
+  ) {}
+
+  /** Resolves with the stored entry (its `seq` assigned) once it is durably in IndexedDB. */
+  add(write: NewWrite): Promise<OutboxEntry> {
+    return new Promise((resolve, reject) => {
+      this.batch.push({ write, resolve, reject });
+      if (this.batch.length === 1) queueMicrotask(() => void this.commit());
+    });
+  }
+
+  /** Every entry of this client, in sequence order. */
+  async list(): Promise<OutboxEntry[]> {
+    const db = await this.db();
+    const range = IDBKeyRange.bound([this.identity.clientId, 0], [this.identity.clientId, Infinity]);
+    return db.getAll('outbox', range);
+  }
+
+  /** Forgets acknowledged entries; batched, since a lost deletion only means a deduplicated resend. */
+  remove(seq: number): void {
+    this.deletions.push(seq);
+    if (this.deletions.length === 1) setTimeout(() => void this.commitDeletions(), 0);
+  }
+
+  private async commit(): Promise<void> {
+    const batch = this.batch;
+    this.batch = [];
+    try {
+      const db = await this.db();
+      const tx = db.transaction(['clients', 'outbox'], 'readwrite', { durability: 'strict' });
+      const clients = tx.objectStore('clients');
+      const key: [string, string] = [this.url, this.identity.user];
+      const client = (await clients.get(key)) ?? { url: this.url, user: this.identity.user, clientId: this.identity.clientId, nextSeq: 1 };
+      const now = Date.now();
+      const entries = batch.map(({ write }): OutboxEntry => ({
+        ...write,
+        clientId: client.clientId,
+        seq: client.nextSeq++,
+        url: this.url,
+        user: this.identity.user,
+        createdAt: now,
+      }));
+      const outbox = tx.objectStore('outbox');
+      await Promise.all([...entries.map((entry) => outbox.put(entry)), clients.put(client), tx.done]);
+      entries.forEach((entry, i) => batch[i]!.resolve(entry));
+    } catch (cause) {
+      const quota = cause instanceof DOMException && cause.name === 'QuotaExceededError';
+      const error = quota
+        ? new TetherError('quota_exceeded', 'the browser refused to store the write: storage quota exceeded; nothing was sent')
+        : new TetherError('internal', `the write could not be stored in IndexedDB (${String(cause)}); nothing was sent`);
+      for (const waiting of batch) waiting.reject(error);
+    }
+  }
+
+  private async commitDeletions(): Promise<void> {
+    const seqs = this.deletions;
+    this.deletions = [];
+    const db = await this.db();
+    const tx = db.transaction('outbox', 'readwrite');
+    await Promise.all([...seqs.map((seq) => tx.store.delete([this.identity.clientId, seq])), tx.done]).catch(() => {});
+  }
+}
