@@ -19,6 +19,8 @@ interface Channel {
   /** Last offset delivered (undefined until the server told the head of a new subscription). */
   offset: number | undefined;
   epoch: string | undefined;
+  /** The server confirmed the subscription on the current connection. */
+  live: boolean;
   loaded: Promise<void>;
 }
 
@@ -42,7 +44,7 @@ export class Subscriptions {
   async add(tabId: string, id: string, name: string, listener: ChannelListener): Promise<void> {
     let channel = this.channels.get(name);
     if (!channel) {
-      const created: Channel = { listeners: new Map(), offset: undefined, epoch: undefined, loaded: Promise.resolve() };
+      const created: Channel = { listeners: new Map(), offset: undefined, epoch: undefined, live: false, loaded: Promise.resolve() };
       created.loaded = this.db()
         .then((db) => db.get('offsets', [this.url, name]))
         .then((saved) => {
@@ -59,6 +61,10 @@ export class Subscriptions {
     } else {
       channel.listeners.set(id, { tabId, listener });
       await channel.loaded;
+      // Joining a live subscription: this listener gets events from now on.
+      if (channel.live && channel.offset !== undefined) {
+        void Promise.resolve(listener({ kind: 'subscribed', channel: name, offset: channel.offset })).catch(() => {});
+      }
     }
   }
 
@@ -83,7 +89,10 @@ export class Subscriptions {
 
   /** After every (re)connect: resume each channel after its last delivered offset. */
   resubscribeAll(): void {
-    for (const name of this.channels.keys()) this.subscribe(name);
+    for (const [name, channel] of this.channels) {
+      channel.live = false;
+      this.subscribe(name);
+    }
   }
 
   handle(message: ServerMessage): boolean {
@@ -122,10 +131,12 @@ export class Subscriptions {
           // A new subscription starts at the head; a resumed one keeps its offset.
           channel.offset ??= message.offset;
           channel.epoch = message.epoch;
+          channel.live = true;
           deliveries.push([channel, { kind: 'subscribed', channel: message.channel, offset: channel.offset }]);
         } else if (message.type === 'reset') {
           channel.offset = message.offset;
           channel.epoch = message.epoch;
+          channel.live = true;
           deliveries.push([channel, { kind: 'reset', channel: message.channel, epoch: message.epoch, offset: message.offset }]);
         } else {
           if (channel.offset !== undefined && message.offset <= channel.offset) continue; // already delivered
