@@ -1,9 +1,7 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { SignJWT } from 'jose';
-import { test as base, expect, callFrom, openWithClient, waitForConnection, PROCEDURES } from './fixtures/test.js';
+import { test as base, expect, callFrom, openWithClient, waitForConnection, PROCEDURES, signToken, TOKEN_SECRET as SECRET } from './fixtures/test.js';
 
-const SECRET = 'a-test-secret-that-is-at-least-32-characters';
 const API_KEY = 'test-api-key';
 
 interface BackendCall {
@@ -36,7 +34,7 @@ async function startBackend(): Promise<{ server: Server; url: string; calls: Bac
 }
 
 function token(sub: string, expiresIn = '1h', secret = SECRET): Promise<string> {
-  return new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setIssuedAt().setExpirationTime(expiresIn).sign(new TextEncoder().encode(secret));
+  return signToken(sub, { expiresIn, secret });
 }
 
 const test = base.extend<{ backend: Awaited<ReturnType<typeof startBackend>> }>({
