@@ -222,3 +222,68 @@ describe('configuration from the environment', () => {
     expect(() => loadConfig(env)).toThrow(message);
   });
 });
+
+describe('limits', () => {
+  let server: TetherServer;
+  let port: number;
+
+  beforeAll(async () => {
+    server = await startServer({
+      port: 0, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', db: ':memory:', apiKey: 'k',
+      maxSubscriptions: 2, rateLimit: 50, maxBufferedBytes: 64 * 1024, allowedOrigins: ['https://app.example.com'],
+    });
+    port = server.port;
+  });
+  afterAll(() => server.close());
+
+  async function client(): Promise<RawClient> {
+    const c = new RawClient(`ws://127.0.0.1:${port}/ws`);
+    await c.open();
+    c.send({ type: 'handshake', v: 1, clientId: `client-${Math.random().toString(36).slice(2, 10)}` });
+    expect(await c.next()).toMatchObject({ type: 'welcome' });
+    return c;
+  }
+
+  it('refuses a WebSocket from an origin outside TETHER_ALLOWED_ORIGINS with 403', async () => {
+    const bad = new WebSocket(`ws://127.0.0.1:${port}/ws`, { origin: 'https://evil.example.com' });
+    await expect(new Promise((resolve, reject) => bad.once('open', resolve).once('error', reject))).rejects.toThrow(/403/);
+    const good = new WebSocket(`ws://127.0.0.1:${port}/ws`, { origin: 'https://app.example.com' });
+    await new Promise((resolve, reject) => good.once('open', resolve).once('error', reject));
+    good.close();
+  });
+
+  it('caps subscriptions per connection with limit_exceeded', async () => {
+    const c = await client();
+    for (const channel of ['a', 'b', 'c']) c.send({ type: 'subscribe', channel });
+    const answers = [await c.next(), await c.next(), await c.next()];
+    expect(answers.filter((m) => m.type === 'subscribed')).toHaveLength(2);
+    expect(answers.find((m) => m.type === 'error')).toMatchObject({ channel: 'c', code: 'limit_exceeded', message: 'at most 2 subscriptions per connection' });
+    // Re-subscribing to a channel it holds replaces it rather than counting twice.
+    c.send({ type: 'subscribe', channel: 'a' });
+    expect(await c.next()).toMatchObject({ type: 'subscribed', channel: 'a' });
+    c.ws.close();
+  });
+
+  it('closes a connection that floods past its rate limit with 4007', async () => {
+    const c = await client();
+    for (let i = 0; i < 200; i++) c.send({ type: 'ping', t: i });
+    expect((await c.closed).code).toBe(4007);
+  });
+
+  it('drops a subscriber that stops reading once its buffer passes the bound (4006)', async () => {
+    const c = await client();
+    c.send({ type: 'subscribe', channel: 'firehose' });
+    expect(await c.next()).toMatchObject({ type: 'subscribed' });
+    (c.ws as unknown as { _socket: { pause(): void } })._socket.pause(); // stop reading
+    const big = 'x'.repeat(60_000);
+    for (let i = 0; i < 300; i++) {
+      await fetch(`http://127.0.0.1:${port}/api/publish`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer k', 'content-type': 'application/json' },
+        body: JSON.stringify({ channel: 'firehose', data: big }),
+      });
+    }
+    (c.ws as unknown as { _socket: { resume(): void } })._socket.resume();
+    expect((await c.closed).code).toBe(4006);
+  });
+});

@@ -1,0 +1,136 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openSqliteStore } from './sqlite.js';
+import type { EventStore, WriteRequest } from './event-store.js';
+import { WriteQueue } from '../pubsub/write-queue.js';
+import { createLocalBroker } from '../pubsub/broker.js';
+
+const retention = { maxEvents: 1000, maxAgeMs: 3600_000 };
+let stores: EventStore[] = [];
+afterEach(async () => {
+  await Promise.all(stores.map((s) => s.close()));
+  stores = [];
+});
+
+function open(path = ':memory:', maxEvents = 1000) {
+  const store = openSqliteStore({ path, retention: { ...retention, maxEvents } });
+  stores.push(store);
+  return store;
+}
+
+const pub = (seq: number, data = `"w${seq}"`, clientId = 'client-aaaa', user: string | null = 'u1'): WriteRequest => ({
+  kind: 'publish', channel: 'c', data, clientId, seq, user,
+});
+
+describe('exactly-once writes', () => {
+  it('applies a write once; a replay is acknowledged again with the same offset and no second event', async () => {
+    const store = open();
+    const [first] = await store.write([pub(1)]);
+    expect(first).toMatchObject({ status: 'stored', event: { offset: 1 } });
+    expect(await store.write([pub(1), pub(1)])).toEqual([
+      { status: 'duplicate', offset: 1 },
+      { status: 'duplicate', offset: 1 },
+    ]);
+    expect((await store.history('c', { offset: 0 }, 100)).events).toHaveLength(1);
+  });
+
+  it('refuses a write that skips ahead, and keeps order', async () => {
+    const store = open();
+    await store.write([pub(1)]);
+    expect(await store.write([pub(3)])).toEqual([{ status: 'out_of_order', expected: 2 }]);
+    expect(await store.write([pub(2), pub(3)])).toMatchObject([{ status: 'stored' }, { status: 'stored' }]);
+    expect((await store.history('c', { offset: 0 }, 100)).events.map((e) => e.data)).toEqual(['"w1"', '"w2"', '"w3"']);
+  });
+
+  it('an out-of-order resend of an older write is a duplicate, not a new event', async () => {
+    const store = open();
+    await store.write([pub(1), pub(2), pub(3)]);
+    expect(await store.write([pub(2), pub(1), pub(4)])).toMatchObject([
+      { status: 'duplicate', offset: 2 },
+      { status: 'duplicate', offset: 1 },
+      { status: 'stored', event: { offset: 4 } },
+    ]);
+  });
+
+  it('concurrent resends of the same write through the group-commit queue store it once', async () => {
+    const store = open();
+    const queue = new WriteQueue(store, createLocalBroker());
+    const outcomes = await Promise.all([queue.submit(pub(1)), queue.submit(pub(1)), queue.submit(pub(2)), queue.submit(pub(1))]);
+    expect(outcomes.map((o) => o.status)).toEqual(['stored', 'duplicate', 'stored', 'duplicate']);
+    expect((await store.history('c', { offset: 0 }, 100)).events).toHaveLength(2);
+  });
+
+  it('a skipped (forbidden) write advances the sequence without storing anything', async () => {
+    const store = open();
+    expect(await store.write([{ kind: 'skip', clientId: 'client-aaaa', seq: 1, user: 'u1' }, pub(2)])).toMatchObject([
+      { status: 'skipped' },
+      { status: 'stored', event: { offset: 1 } },
+    ]);
+    expect(await store.write([{ kind: 'skip', clientId: 'client-aaaa', seq: 1, user: 'u1' }])).toEqual([{ status: 'duplicate', offset: null }]);
+  });
+
+  it("refuses a client id that belongs to another user", async () => {
+    const store = open();
+    await store.write([pub(1)]);
+    expect(await store.write([pub(2, '"x"', 'client-aaaa', 'mallory')])).toEqual([{ status: 'forbidden' }]);
+    expect(await store.lastSeq('client-aaaa', 'mallory')).toBe('forbidden');
+    expect(await store.lastSeq('client-aaaa', 'u1')).toBe(1);
+    expect(await store.lastSeq('client-new', 'u1')).toBe(0);
+  });
+
+  it('an unknown client may start at any sequence (its server DB was replaced)', async () => {
+    const store = open();
+    expect(await store.write([pub(57)])).toMatchObject([{ status: 'stored' }]);
+    expect(await store.lastSeq('client-aaaa', 'u1')).toBe(57);
+  });
+
+  it('an Idempotency-Key makes API retries safe', async () => {
+    const store = open();
+    const api: WriteRequest = { kind: 'publish', channel: 'c', data: '1', clientId: null, seq: null, user: null, idempotencyKey: 'k1' };
+    expect(await store.write([api, api])).toMatchObject([{ status: 'stored', event: { offset: 1 } }, { status: 'duplicate', offset: 1 }]);
+  });
+
+  it('an applied write survives reopening the file (durable before acknowledged)', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'tether-unit-')), 'events.db');
+    const first = open(path);
+    await first.write([pub(1), pub(2)]);
+    await first.close();
+    stores = [];
+    const again = open(path);
+    expect(await again.write([pub(2)])).toEqual([{ status: 'duplicate', offset: 2 }]);
+    expect((await again.history('c', { offset: 0 }, 10)).events).toHaveLength(2);
+  });
+});
+
+describe('channel history', () => {
+  it('offsets are per channel, consecutive; history resumes after an offset', async () => {
+    const store = open();
+    const api = (channel: string, data: string): WriteRequest => ({ kind: 'publish', channel, data, clientId: null, seq: null, user: null });
+    await store.write([api('a', '1'), api('b', '1'), api('a', '2'), api('a', '3')]);
+    const history = await store.history('a', { offset: 1 }, 10);
+    expect(history).toMatchObject({ head: 3, reset: false, from: 1 });
+    expect(history.events.map((e) => [e.offset, e.data])).toEqual([[2, '2'], [3, '3']]);
+    expect((await store.history('b', undefined, 10)).head).toBe(1);
+  });
+
+  it('signals a reset when retention dropped what the subscriber missed, or the epoch changed', async () => {
+    const store = open(':memory:', 3);
+    const api = (data: string): WriteRequest => ({ kind: 'publish', channel: 'a', data, clientId: null, seq: null, user: null });
+    await store.write([1, 2, 3, 4, 5, 6].map((n) => api(String(n))));
+    const behind = await store.history('a', { offset: 1 }, 10);
+    expect(behind).toMatchObject({ reset: true, from: 3, head: 6 });
+    expect(behind.events.map((e) => e.offset)).toEqual([4, 5, 6]);
+    expect(await store.history('a', { offset: 3, epoch: behind.epoch }, 10)).toMatchObject({ reset: false });
+    expect(await store.history('a', { offset: 5, epoch: 'another' }, 10)).toMatchObject({ reset: true });
+    expect(await store.history('a', { offset: 99, epoch: behind.epoch }, 10)).toMatchObject({ reset: true });
+  });
+
+  it('prunes by age', async () => {
+    const store = open();
+    await store.write([{ kind: 'publish', channel: 'a', data: '1', clientId: null, seq: null, user: null }]);
+    expect(await store.prune(Date.now() + 2 * 3600_000)).toBe(1);
+    expect(await store.history('a', { offset: 0 }, 10)).toMatchObject({ reset: true, events: [] });
+  });
+});
