@@ -45,5 +45,39 @@ $('rpc-form').addEventListener('submit', (event) => {
   );
 });
 
+// ---- chat over pub/sub ----------------------------------------------------------------
+const chatLog = $('chat-log');
+const chatNote = $('chat-note');
+function addLine(text: string, className?: string): HTMLLIElement {
+  const li = document.createElement('li');
+  li.textContent = text;
+  if (className) li.className = className;
+  chatLog.append(li);
+  chatLog.scrollTop = chatLog.scrollHeight;
+  return li;
+}
+client.pubsub.subscribe<{ text: string }>('chat', (message) => addLine(message.text), {
+  onReset: () => addLine('(some older messages could not be recovered)', 'reset'),
+  onError: (error) => (chatNote.textContent = `chat unavailable: ${error.message}`),
+});
+$('chat-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const input = $<HTMLInputElement>('chat-input');
+  const text = input.value.trim();
+  if (!text) return;
+  input.value = '';
+  // Shown as pending until the server stored it; the subscription then shows it for everyone.
+  const line = addLine(`${text} (sending…)`, 'pending');
+  client.pubsub.publish('chat', { text }).then(
+    () => line.remove(),
+    (error: { message?: string }) => {
+      line.textContent = `${text} (not sent: ${error.message ?? String(error)})`;
+    },
+  );
+});
+void client.persistence.then((answer) => {
+  if (answer !== 'persisted') chatNote.textContent = 'This browser may evict unsent messages under storage pressure.';
+});
+
 // Exposed for the end-to-end tests and for trying the API from the devtools console.
 Object.assign(window, { tether: client });

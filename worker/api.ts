@@ -84,5 +84,6 @@ export interface WorkerApi {
 /** Diagnostics the worker exposes as `globalThis.tetherWorkerStats()` (for tests and devtools). */
 export interface WorkerStats {
   tabs: number;
+  /** `channels`: those whose server subscription is live. */
   connections: { url: string; tabs: number; state: ConnectionState; pending: number; channels: string[] }[];
 }

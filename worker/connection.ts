@@ -74,7 +74,7 @@ export class ServerConnection {
   }
 
   get channels(): string[] {
-    return this.subscriptions.names;
+    return this.subscriptions.live;
   }
 
   add(tab: Tab): void {

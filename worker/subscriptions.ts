@@ -37,8 +37,9 @@ export class Subscriptions {
     private readonly send: (message: ClientMessage) => boolean,
   ) {}
 
-  get names(): string[] {
-    return [...this.channels.keys()];
+  /** Channels whose server subscription is live on the current connection. */
+  get live(): string[] {
+    return [...this.channels].filter(([, c]) => c.live).map(([name]) => name);
   }
 
   async add(tabId: string, id: string, name: string, listener: ChannelListener): Promise<void> {
