@@ -21,6 +21,8 @@ interface Channel {
   epoch: string | undefined;
   /** The server confirmed the subscription on the current connection. */
   live: boolean;
+  /** Reading the saved offset; until then the channel must not be subscribed from the head. */
+  loading: boolean;
   loaded: Promise<void>;
 }
 
@@ -45,7 +47,14 @@ export class Subscriptions {
   async add(tabId: string, id: string, name: string, listener: ChannelListener): Promise<void> {
     let channel = this.channels.get(name);
     if (!channel) {
-      const created: Channel = { listeners: new Map(), offset: undefined, epoch: undefined, live: false, loaded: Promise.resolve() };
+      const created: Channel = {
+        listeners: new Map(),
+        offset: undefined,
+        epoch: undefined,
+        live: false,
+        loading: true,
+        loaded: Promise.resolve(),
+      };
       created.loaded = this.db()
         .then((db) => db.get('offsets', [this.url, name]))
         .then((saved) => {
@@ -54,11 +63,12 @@ export class Subscriptions {
             created.epoch = saved.epoch;
           }
         })
-        .catch(() => {}); // no saved offset: start from the head
+        .catch(() => {}) // no saved offset: start from the head
+        .finally(() => (created.loading = false));
       this.channels.set(name, (channel = created));
       channel.listeners.set(id, { tabId, listener });
       await channel.loaded;
-      this.subscribe(name);
+      if (this.channels.get(name) === channel) this.subscribe(name);
     } else {
       channel.listeners.set(id, { tabId, listener });
       await channel.loaded;
@@ -92,7 +102,7 @@ export class Subscriptions {
   resubscribeAll(): void {
     for (const [name, channel] of this.channels) {
       channel.live = false;
-      this.subscribe(name);
+      if (!channel.loading) this.subscribe(name); // a loading channel subscribes once its offset is read
     }
   }
 
