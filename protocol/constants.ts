@@ -58,6 +58,7 @@ export const ERROR_CODES = [
   'rate_limited', // too many frames per second on this connection
   'limit_exceeded', // e.g. too many subscriptions on one connection
   'quota_exceeded', // the browser refused to store a write (storage quota)
+  'conflict', // a transaction read a value that changed before it committed
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

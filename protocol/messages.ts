@@ -63,6 +63,40 @@ export const Publish = v.strictObject({
   data: v.unknown(),
 });
 
+/** Keys of a shared document: same rules as channel names. */
+const DocKey = v.pipe(v.string(), v.minLength(1), v.maxLength(200));
+
+/**
+ * What a transaction read: the version of each key (0 = the key did not exist), or, for a key
+ * last written by one of the client's own earlier transactions not yet confirmed, `{ seq }`:
+ * "the value my write `seq` produced".
+ */
+const ReadVersion = v.union([Offset, v.strictObject({ seq: Seq })]);
+
+/**
+ * A queued transaction on a shared document: commits atomically only if every key it read
+ * is still at the version it read. `null` in `writes` deletes the key.
+ */
+export const Transact = v.strictObject({
+  type: v.literal('transact'),
+  seq: Seq,
+  doc: ChannelName,
+  reads: v.record(DocKey, ReadVersion),
+  writes: v.record(DocKey, v.unknown()),
+});
+
+/** Open a document: the server sends its state (or what changed after `since`), then every change. */
+export const DocOpen = v.strictObject({
+  type: v.literal('doc_open'),
+  doc: ChannelName,
+  since: v.optional(Offset),
+});
+
+export const DocClose = v.strictObject({
+  type: v.literal('doc_close'),
+  doc: ChannelName,
+});
+
 /** Start receiving a channel; `since` resumes after an offset the client already has. */
 export const Subscribe = v.strictObject({
   type: v.literal('subscribe'),
@@ -75,7 +109,7 @@ export const Unsubscribe = v.strictObject({
   channel: ChannelName,
 });
 
-export const ClientMessage = v.variant('type', [Handshake, Ping, RpcRequest, Publish, Subscribe, Unsubscribe]);
+export const ClientMessage = v.variant('type', [Handshake, Ping, RpcRequest, Publish, Subscribe, Unsubscribe, Transact, DocOpen, DocClose]);
 
 // ---- server → client -------------------------------------------------------------------
 
@@ -110,8 +144,36 @@ export const RpcResult = v.strictObject({
 export const Ack = v.strictObject({
   type: v.literal('ack'),
   seq: Seq,
-  /** The event's channel offset; null when it is no longer known (the history was pruned). */
+  /** A publish: the event's channel offset; a transaction: the document version it created. Null when no longer known. */
   offset: v.nullable(Offset),
+});
+
+/** A key's confirmed value and version; `deleted` keys have no value. */
+const KeyState = v.union([
+  v.strictObject({ version: Offset, value: v.unknown() }),
+  v.strictObject({ version: Offset, deleted: v.literal(true) }),
+]);
+
+/** A transaction was rejected: `current` holds the confirmed state of the keys it read. Not applied. */
+export const Conflict = v.strictObject({
+  type: v.literal('conflict'),
+  seq: Seq,
+  doc: ChannelName,
+  current: v.record(DocKey, KeyState),
+  /** The document's version when it was rejected. */
+  version: Offset,
+});
+
+/**
+ * A document's state after `doc_open` (`full`: every key; otherwise only keys changed after
+ * `since`), or a committed change (`full: false`). `version` is the document's version after it.
+ */
+export const DocState = v.strictObject({
+  type: v.literal('doc'),
+  doc: ChannelName,
+  version: Offset,
+  full: v.boolean(),
+  keys: v.record(DocKey, KeyState),
 });
 
 /** The subscription is live; events after `offset` follow (the missed ones first, in order). */
@@ -148,11 +210,12 @@ export const ErrorMessage = v.strictObject({
   id: v.optional(RequestId),
   seq: v.optional(Seq),
   channel: v.optional(ChannelName),
+  doc: v.optional(ChannelName),
   code: v.picklist(ERROR_CODES),
   message: v.string(),
 });
 
-export const ServerMessage = v.variant('type', [Welcome, Pong, RpcResult, Ack, Subscribed, ChannelEvent, Reset, ErrorMessage]);
+export const ServerMessage = v.variant('type', [Welcome, Pong, RpcResult, Ack, Subscribed, ChannelEvent, Reset, Conflict, DocState, ErrorMessage]);
 
 export type Handshake = v.InferOutput<typeof Handshake>;
 export type Ping = v.InferOutput<typeof Ping>;
@@ -160,6 +223,12 @@ export type RpcRequest = v.InferOutput<typeof RpcRequest>;
 export type Publish = v.InferOutput<typeof Publish>;
 export type Subscribe = v.InferOutput<typeof Subscribe>;
 export type Unsubscribe = v.InferOutput<typeof Unsubscribe>;
+export type Transact = v.InferOutput<typeof Transact>;
+export type DocOpen = v.InferOutput<typeof DocOpen>;
+export type ReadVersion = v.InferOutput<typeof ReadVersion>;
+export type KeyState = v.InferOutput<typeof KeyState>;
+export type Conflict = v.InferOutput<typeof Conflict>;
+export type DocState = v.InferOutput<typeof DocState>;
 export type ClientMessage = v.InferOutput<typeof ClientMessage>;
 export type Welcome = v.InferOutput<typeof Welcome>;
 export type Pong = v.InferOutput<typeof Pong>;

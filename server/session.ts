@@ -9,16 +9,16 @@ import type { RawData, WebSocket } from 'ws';
 import { CloseCode, PROTOCOL_VERSION } from '../protocol/constants.js';
 import { decodeClientFrame, encode } from '../protocol/codec.js';
 import type { ErrorShape } from '../protocol/errors.js';
-import type { ClientMessage, Handshake, Publish, RpcRequest, ServerMessage, Subscribe } from '../protocol/messages.js';
+import type { ClientMessage, DocOpen, Handshake, Publish, RpcRequest, ServerMessage, Subscribe, Transact } from '../protocol/messages.js';
 import type { Authenticate } from './auth.js';
 import type { Logger } from './log.js';
 import type { Broker } from './pubsub/broker.js';
-import { eventFrame } from './pubsub/frames.js';
+import { conflictFrame, docFrame, eventFrame } from './pubsub/frames.js';
 import { channelPermission, type ChannelPermission } from './pubsub/permissions.js';
 import type { WriteQueue } from './pubsub/write-queue.js';
 import { TokenBucket } from './rate-limit.js';
 import type { ProcedureRegistry } from './rpc/registry.js';
-import type { EventStore } from './storage/event-store.js';
+import type { EventStore, WriteOutcome, WriteRequest } from './storage/event-store.js';
 
 export interface SessionLimits {
   /** Subscriptions one connection may hold. */
@@ -59,6 +59,7 @@ export class Session {
   private mayUse: ChannelPermission = () => true;
   private expiry: ReturnType<typeof setTimeout> | undefined;
   private readonly subscriptions = new Map<string, () => void>();
+  private readonly openDocs = new Map<string, () => void>();
   private readonly bucket: TokenBucket;
   private readonly aborter = new AbortController();
   private readonly log: Logger;
@@ -90,6 +91,8 @@ export class Session {
     clearTimeout(this.expiry);
     for (const unsubscribe of this.subscriptions.values()) unsubscribe();
     this.subscriptions.clear();
+    for (const close of this.openDocs.values()) close();
+    this.openDocs.clear();
   }
 
   private sendFrame(frame: string): void {
@@ -105,7 +108,7 @@ export class Session {
     this.sendFrame(encode(message));
   }
 
-  private sendError(error: ErrorShape, about: { id?: number; seq?: number; channel?: string } = {}): void {
+  private sendError(error: ErrorShape, about: { id?: number; seq?: number; channel?: string; doc?: string } = {}): void {
     this.send({ type: 'error', ...about, ...error });
   }
 
@@ -142,6 +145,14 @@ export class Session {
       case 'unsubscribe':
         this.subscriptions.get(message.channel)?.();
         this.subscriptions.delete(message.channel);
+        return;
+      case 'transact':
+        return this.transact(message);
+      case 'doc_open':
+        return this.openDoc(message);
+      case 'doc_close':
+        this.openDocs.get(message.doc)?.();
+        this.openDocs.delete(message.doc);
         return;
     }
   }
@@ -208,19 +219,30 @@ export class Session {
     this.sendFrame(frame);
   }
 
-  private async publish({ seq, channel, data }: Publish): Promise<void> {
+  private publish({ seq, channel, data }: Publish): Promise<void> {
+    return this.write(seq, this.mayUse(channel), `you may not publish to ${channel}`, (clientId) => ({
+      kind: 'publish', channel, data: JSON.stringify(data) ?? 'null', clientId, seq, user: this.user,
+    }));
+  }
+
+  private transact({ seq, doc, reads, writes }: Transact): Promise<void> {
+    const values: Record<string, string | null> = {};
+    for (const [key, value] of Object.entries(writes)) values[key] = value === null ? null : (JSON.stringify(value) ?? null);
+    return this.write(seq, this.mayUse(doc), `you may not change ${doc}`, (clientId) => ({
+      kind: 'transact', doc, reads, writes: values, clientId, seq, user: this.user,
+    }));
+  }
+
+  /** Applies one queued write exactly once and answers it. */
+  private async write(seq: number, allowed: boolean, refusal: string, request: (clientId: string) => WriteRequest): Promise<void> {
     const clientId = this.clientId;
     if (clientId === undefined) {
-      return this.sendError({ code: 'invalid_message', message: 'publish needs a clientId in the handshake' }, { seq });
+      return this.sendError({ code: 'invalid_message', message: 'writes need a clientId in the handshake' }, { seq });
     }
-    const allowed = this.mayUse(channel);
-    const json = JSON.stringify(data);
-    let outcome;
+    let outcome: WriteOutcome;
     try {
       // A forbidden write still takes its place in the sequence, so it never blocks the queue.
-      outcome = await this.deps.writes.submit(
-        allowed ? { kind: 'publish', channel, data: json ?? 'null', clientId, seq, user: this.user } : { kind: 'skip', clientId, seq, user: this.user },
-      );
+      outcome = await this.deps.writes.submit(allowed ? request(clientId) : { kind: 'skip', clientId, seq, user: this.user });
     } catch (error) {
       this.log.error({ err: error }, 'write failed');
       return this.sendError({ code: 'internal', message: 'the server could not store the write; it will be retried' }, { seq });
@@ -228,14 +250,53 @@ export class Session {
     switch (outcome.status) {
       case 'stored':
         return this.send({ type: 'ack', seq, offset: outcome.event.offset });
+      case 'committed':
+        return this.send({ type: 'ack', seq, offset: outcome.change.version });
       case 'duplicate':
         return this.send({ type: 'ack', seq, offset: outcome.offset });
+      case 'conflict':
+        return this.sendFrame(conflictFrame(seq, outcome.doc, outcome.version, outcome.current));
       case 'skipped':
-        return this.sendError({ code: 'forbidden', message: `you may not publish to ${channel}` }, { seq });
+        return this.sendError({ code: 'forbidden', message: refusal }, { seq });
       case 'out_of_order':
         return this.sendError({ code: 'out_of_order', message: `expected write ${outcome.expected}, got ${seq}` }, { seq });
       case 'forbidden':
         return this.sendError({ code: 'forbidden', message: 'this clientId belongs to another user' }, { seq });
+    }
+  }
+
+  private async openDoc({ doc, since }: DocOpen): Promise<void> {
+    if (!this.mayUse(doc)) return this.sendError({ code: 'forbidden', message: `you may not open ${doc}` }, { doc });
+    this.openDocs.get(doc)?.();
+    this.openDocs.delete(doc);
+    if (this.openDocs.size >= this.deps.limits.maxSubscriptions) {
+      return this.sendError({ code: 'limit_exceeded', message: `at most ${this.deps.limits.maxSubscriptions} open documents per connection` }, { doc });
+    }
+    // As for channels: listen first, hold changes while the state is read.
+    let version = -1;
+    let held: { version: number; frame: string }[] | undefined = [];
+    const deliver = (v: number, frame: string) => {
+      if (v <= version) return;
+      version = v;
+      this.sendFrame(frame);
+    };
+    const close = this.deps.broker.subscribeDoc(doc, (change, frame) => {
+      if (held) held.push({ version: change.version, frame });
+      else deliver(change.version, frame);
+    });
+    this.openDocs.set(doc, close);
+    try {
+      const state = await this.deps.store.document(doc, since);
+      if (this.openDocs.get(doc) !== close) return;
+      this.sendFrame(docFrame(state, state.full));
+      version = state.version;
+      for (const change of held) deliver(change.version, change.frame);
+      held = undefined;
+    } catch (error) {
+      close();
+      this.openDocs.delete(doc);
+      this.log.error({ err: error, doc }, 'doc_open failed');
+      this.sendError({ code: 'internal', message: `could not read ${doc}` }, { doc });
     }
   }
 

@@ -1,3 +1,5 @@
+import type { DocChange, StoredKey } from '../storage/event-store.js';
+
 /**
  * An `event` frame spliced from the stored JSON text of its data, so an event is never
  * parsed again after the edge, and serialised once however many subscribers it has.
@@ -5,4 +7,23 @@
  */
 export function eventFrame(channel: string, offset: number, data: string): string {
   return `{"type":"event","channel":${JSON.stringify(channel)},"offset":${offset},"data":${data}}`;
+}
+
+function keysJson(keys: Record<string, StoredKey>): string {
+  const parts = Object.entries(keys).map(([key, state]) =>
+    'deleted' in state
+      ? `${JSON.stringify(key)}:{"version":${state.version},"deleted":true}`
+      : `${JSON.stringify(key)}:{"version":${state.version},"value":${state.value}}`,
+  );
+  return `{${parts.join(',')}}`;
+}
+
+/** A `doc` frame (DocState in protocol/messages.ts), spliced from stored JSON text. */
+export function docFrame(change: DocChange, full: boolean): string {
+  return `{"type":"doc","doc":${JSON.stringify(change.doc)},"version":${change.version},"full":${full},"keys":${keysJson(change.keys)}}`;
+}
+
+/** A `conflict` frame (Conflict in protocol/messages.ts). */
+export function conflictFrame(seq: number, doc: string, version: number, current: Record<string, StoredKey>): string {
+  return `{"type":"conflict","seq":${seq},"doc":${JSON.stringify(doc)},"current":${keysJson(current)},"version":${version}}`;
 }

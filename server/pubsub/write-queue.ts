@@ -38,6 +38,7 @@ export class WriteQueue {
         const outcomes = await this.store.write(batch.map((p) => p.request));
         outcomes.forEach((outcome, i) => {
           if (outcome.status === 'stored') this.broker.publish(outcome.event);
+          else if (outcome.status === 'committed') this.broker.publishDoc(outcome.change);
           batch[i]!.resolve(outcome);
         });
       } catch (error) {

@@ -17,8 +17,30 @@ export type WriteRequest =
       /** Set for HTTP API writes that carried an `Idempotency-Key`. */
       idempotencyKey?: string;
     }
+  /** A transaction on a shared document (values are JSON text; null deletes the key). */
+  | {
+      kind: 'transact';
+      doc: string;
+      reads: Record<string, ReadVersion>;
+      writes: Record<string, string | null>;
+      clientId: string | null;
+      seq: number | null;
+      user: string | null;
+    }
   /** A client write that can never succeed (e.g. forbidden): advance the sequence, store nothing. */
   | { kind: 'skip'; clientId: string; seq: number; user: string | null };
+
+/** A version read by a transaction, or "what my own write `seq` produced". */
+export type ReadVersion = number | { seq: number };
+
+/** A key's confirmed state: value as JSON text, or deleted. */
+export type StoredKey = { version: number; value: string } | { version: number; deleted: true };
+
+export interface DocChange {
+  doc: string;
+  version: number;
+  keys: Record<string, StoredKey>;
+}
 
 export interface StoredEvent {
   channel: string;
@@ -31,6 +53,10 @@ export interface StoredEvent {
 export type WriteOutcome =
   | { status: 'stored'; event: StoredEvent }
   | { status: 'skipped' }
+  /** A transaction committed: the document's new version and the keys it changed. */
+  | { status: 'committed'; change: DocChange }
+  /** A transaction was rejected: the current state of the keys it read. */
+  | { status: 'conflict'; doc: string; version: number; current: Record<string, StoredKey> }
   /** Applied before: acknowledged again, no second effect. `offset` null when not known any more. */
   | { status: 'duplicate'; offset: number | null }
   | { status: 'out_of_order'; expected: number }
@@ -61,6 +87,8 @@ export interface EventStore {
   write(requests: WriteRequest[]): Promise<WriteOutcome[]>;
   /** The events of `channel` after `since` (or none: only the head), at most `limit`. */
   history(channel: string, since: { offset: number; epoch?: string } | undefined, limit: number): Promise<History>;
+  /** A document's keys: all of them (`full`), or those changed after version `since`. */
+  document(doc: string, since: number | undefined): Promise<DocChange & { full: boolean }>;
   /** The last applied sequence of a client, or 'forbidden' if the clientId belongs to another user. */
   lastSeq(clientId: string, user: string | null): Promise<number | 'forbidden'>;
   /** Drops events past the retention policy; returns how many. */

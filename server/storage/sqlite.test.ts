@@ -134,3 +134,58 @@ describe('channel history', () => {
     expect(await store.history('a', { offset: 0 }, 10)).toMatchObject({ reset: true, events: [] });
   });
 });
+
+describe('shared documents (DSTM)', () => {
+  const tx = (seq: number, reads: Record<string, number | { seq: number }>, writes: Record<string, string | null>, clientId = 'client-aaaa'): WriteRequest => ({
+    kind: 'transact', doc: 'd', reads, writes, clientId, seq, user: 'u1',
+  });
+
+  it('commits when every read is current, bumping the versions of the keys written', async () => {
+    const store = open();
+    expect(await store.write([tx(1, { hello: 0 }, { hello: '"world"' })])).toEqual([
+      { status: 'committed', change: { doc: 'd', version: 1, keys: { hello: { version: 1, value: '"world"' } } } },
+    ]);
+    expect(await store.document('d', undefined)).toEqual({ doc: 'd', version: 1, full: true, keys: { hello: { version: 1, value: '"world"' } } });
+  });
+
+  it('the seed conflict: a transaction that read a stale version is rejected with the current values', async () => {
+    const store = open();
+    await store.write([tx(1, {}, { hello: '"hi"' }, 'client-bbbb')]);
+    await store.write([tx(2, { hello: 1 }, { hello: '"world"' }, 'client-bbbb')]); // B
+    const [a] = await store.write([tx(1, { hello: 1 }, { hello: '"code camp"' })]); // A read version 1
+    expect(a).toEqual({ status: 'conflict', doc: 'd', version: 2, current: { hello: { version: 2, value: '"world"' } } });
+    // The conflict advanced A's sequence: its retry is a new write.
+    expect(await store.write([tx(2, { hello: 2 }, { hello: '"code camp"' })])).toMatchObject([{ status: 'committed' }]);
+  });
+
+  it('a resent transaction reports its first outcome again, without a second effect', async () => {
+    const store = open();
+    await store.write([tx(1, {}, { n: '1' })]);
+    expect(await store.write([tx(1, {}, { n: '1' })])).toEqual([{ status: 'duplicate', offset: 1 }]);
+    await store.write([tx(1, {}, { n: '5' }, 'client-bbbb')]);
+    expect(await store.write([tx(2, { n: 1 }, { n: '2' })])).toMatchObject([{ status: 'conflict' }]);
+    expect(await store.write([tx(2, { n: 1 }, { n: '2' })])).toMatchObject([{ status: 'conflict', current: { n: { version: 2, value: '5' } } }]);
+    expect((await store.document('d', undefined)).version).toBe(2);
+  });
+
+  it('a read of a key written by an earlier pending transaction of the same client checks that write', async () => {
+    const store = open();
+    await store.write([tx(1, {}, { n: '1' }), tx(2, { n: { seq: 1 } }, { n: '2' })]);
+    expect((await store.document('d', undefined)).keys.n).toEqual({ version: 2, value: '2' });
+    // If the earlier one was rejected, the dependent one is rejected too.
+    await store.write([tx(1, {}, { n: '9' }, 'client-bbbb')]);
+    expect(await store.write([tx(3, { n: 2 }, { n: '3' }), tx(4, { n: { seq: 3 } }, { n: '4' })])).toMatchObject([
+      { status: 'conflict' },
+      { status: 'conflict' },
+    ]);
+  });
+
+  it('deletes leave tombstones; a client holding an older version learns only what changed', async () => {
+    const store = open();
+    await store.write([tx(1, {}, { a: '1', b: '2' })]);
+    await store.write([tx(2, {}, { a: null })]);
+    expect(await store.document('d', 1)).toEqual({ doc: 'd', version: 2, full: false, keys: { a: { version: 2, deleted: true } } });
+    expect(await store.document('d', undefined)).toEqual({ doc: 'd', version: 2, full: true, keys: { b: { version: 1, value: '2' } } });
+    expect((await store.document('d', 7)).full).toBe(true); // ahead of the server: everything again
+  });
+});

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
-import type { EventStore, History, RetentionPolicy, WriteOutcome, WriteRequest } from './event-store.js';
+import type { DocChange, EventStore, History, RetentionPolicy, StoredKey, WriteOutcome, WriteRequest } from './event-store.js';
 
 /** Schema migrations, applied in order; `PRAGMA user_version` records how many ran. */
 const MIGRATIONS: string[] = [
@@ -36,6 +36,27 @@ const MIGRATIONS: string[] = [
      channel TEXT NOT NULL,
      offset INTEGER NOT NULL,
      created_at INTEGER NOT NULL
+   ) WITHOUT ROWID;`,
+  // 2: shared documents. A deleted key stays as a tombstone (value NULL) so that clients that
+  // hold an older version learn about the deletion.
+  `CREATE TABLE docs (
+     name TEXT PRIMARY KEY,
+     version INTEGER NOT NULL DEFAULT 0
+   ) WITHOUT ROWID;
+   CREATE TABLE doc_keys (
+     doc TEXT NOT NULL,
+     key TEXT NOT NULL,
+     value TEXT,
+     version INTEGER NOT NULL,
+     PRIMARY KEY (doc, key)
+   ) WITHOUT ROWID;
+   CREATE INDEX doc_keys_by_version ON doc_keys (doc, version);
+   CREATE TABLE doc_commits (
+     client_id TEXT NOT NULL,
+     client_seq INTEGER NOT NULL,
+     doc TEXT NOT NULL,
+     version INTEGER NOT NULL,
+     PRIMARY KEY (client_id, client_seq)
    ) WITHOUT ROWID;`,
 ];
 
@@ -89,7 +110,67 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       'SELECT channel, max(offset) AS through FROM events WHERE created_at < ? GROUP BY channel',
     ),
     pruneApiRequests: db.prepare('DELETE FROM api_requests WHERE created_at < ?'),
+    docVersion: db.prepare<[string], { version: number }>('SELECT version FROM docs WHERE name = ?'),
+    setDocVersion: db.prepare(
+      'INSERT INTO docs (name, version) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET version = excluded.version',
+    ),
+    docKey: db.prepare<[string, string], { value: string | null; version: number }>(
+      'SELECT value, version FROM doc_keys WHERE doc = ? AND key = ?',
+    ),
+    putDocKey: db.prepare(
+      `INSERT INTO doc_keys (doc, key, value, version) VALUES (?, ?, ?, ?)
+       ON CONFLICT (doc, key) DO UPDATE SET value = excluded.value, version = excluded.version`,
+    ),
+    docKeysAfter: db.prepare<[string, number], { key: string; value: string | null; version: number }>(
+      'SELECT key, value, version FROM doc_keys WHERE doc = ? AND version > ?',
+    ),
+    commitOf: db.prepare<[string, number], { doc: string; version: number }>(
+      'SELECT doc, version FROM doc_commits WHERE client_id = ? AND client_seq = ?',
+    ),
+    insertCommit: db.prepare('INSERT INTO doc_commits (client_id, client_seq, doc, version) VALUES (?, ?, ?, ?)'),
   };
+
+  function keyState(doc: string, key: string): StoredKey {
+    const row = q.docKey.get(doc, key);
+    if (!row) return { version: 0, deleted: true };
+    return row.value === null ? { version: row.version, deleted: true } : { version: row.version, value: row.value };
+  }
+
+  /** Applies a transaction if everything it read is still current; otherwise reports the current state. */
+  function transact(request: Extract<WriteRequest, { kind: 'transact' }>): WriteOutcome {
+    const version = q.docVersion.get(request.doc)?.version ?? 0;
+    const current: Record<string, StoredKey> = {};
+    let conflict = false;
+    for (const [key, read] of Object.entries(request.reads)) {
+      const state = keyState(request.doc, key);
+      current[key] = state;
+      let expected: number | undefined = typeof read === 'number' ? read : undefined;
+      if (typeof read !== 'number' && request.clientId !== null) {
+        const commit = q.commitOf.get(request.clientId, read.seq);
+        expected = commit && commit.doc === request.doc ? commit.version : undefined;
+      }
+      if (expected === undefined || state.version !== expected) conflict = true;
+    }
+    if (conflict) return { status: 'conflict', doc: request.doc, version, current };
+    const next = version + 1;
+    const keys: Record<string, StoredKey> = {};
+    for (const [key, value] of Object.entries(request.writes)) {
+      q.putDocKey.run(request.doc, key, value, next);
+      keys[key] = value === null ? { version: next, deleted: true } : { version: next, value };
+    }
+    q.setDocVersion.run(request.doc, next);
+    if (request.clientId !== null && request.seq !== null) q.insertCommit.run(request.clientId, request.seq, request.doc, next);
+    return { status: 'committed', change: { doc: request.doc, version: next, keys } };
+  }
+
+  /** A resent transaction: committed before (its version), or rejected before (reported again). */
+  function replayedTransact(request: Extract<WriteRequest, { kind: 'transact' }>, clientId: string, seq: number): WriteOutcome {
+    const commit = q.commitOf.get(clientId, seq);
+    if (commit) return { status: 'duplicate', offset: commit.version };
+    const current: Record<string, StoredKey> = {};
+    for (const key of Object.keys(request.reads)) current[key] = keyState(request.doc, key);
+    return { status: 'conflict', doc: request.doc, version: q.docVersion.get(request.doc)?.version ?? 0, current };
+  }
 
   function ensureChannel(name: string): { epoch: string; head: number; pruned_through: number } {
     const existing = q.channel.get(name);
@@ -113,6 +194,7 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
         if (client && client.user !== request.user) return { status: 'forbidden' };
         const last = client?.last_seq ?? 0;
         if (request.seq <= last) {
+          if (request.kind === 'transact') return replayedTransact(request, clientId, request.seq);
           return { status: 'duplicate', offset: q.offsetOfWrite.get(clientId, request.seq)?.offset ?? null };
         }
         // An unknown client may start anywhere (e.g. the events DB was replaced); a known one may not skip.
@@ -120,6 +202,7 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
         q.upsertClient.run(clientId, request.user, request.seq, now);
       }
       if (request.kind === 'skip') return { status: 'skipped' };
+      if (request.kind === 'transact') return transact(request);
       const channel = ensureChannel(request.channel);
       const offset = (touched.get(request.channel) ?? channel.head) + 1;
       touched.set(request.channel, offset);
@@ -170,6 +253,19 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
         from,
         events: rows.map((r) => ({ offset: r.offset, data: r.data, createdAt: r.created_at })),
       };
+    },
+    async document(doc, since) {
+      const version = q.docVersion.get(doc)?.version ?? 0;
+      // A client ahead of the server (its DB was replaced) or with nothing gets everything.
+      const full = since === undefined || since > version;
+      const keys: Record<string, StoredKey> = {};
+      for (const row of q.docKeysAfter.all(doc, full ? 0 : since)) {
+        if (row.value === null) {
+          if (!full) keys[row.key] = { version: row.version, deleted: true };
+        } else keys[row.key] = { version: row.version, value: row.value };
+      }
+      const change: DocChange = { doc, version, keys };
+      return { ...change, full };
     },
     async lastSeq(clientId, user) {
       const client = q.client.get(clientId);
