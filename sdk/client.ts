@@ -7,6 +7,7 @@ import { TetherError } from '../protocol/errors.js';
 import { CHANNEL_NAME } from '../protocol/constants.js';
 import type { ChannelDelivery, Outcome, PendingWrite, Status, WorkerApi } from '../worker/api.js';
 import { resolveOptions, type ConnectOptions } from './options.js';
+import { createDocStore, type DocStore } from './documents.js';
 
 export interface RpcCallOptions {
   /** Reject with `timeout` if no answer arrives in time. @default the client's `timeoutMs` */
@@ -61,6 +62,13 @@ export interface TetherClient {
     subscribe<T = unknown>(channel: string, onEvent: (data: T, meta: EventMeta) => void, options?: SubscribeOptions): () => void;
     /** The writes of this user the server has not acknowledged yet, oldest first (they survive reloads). */
     pending(): Promise<PendingWrite[]>;
+  };
+  readonly state: {
+    /**
+     * The shared document `name`: a zustand store of its local view (the confirmed state with
+     * this client's pending transactions on top), with `transact`. One store per name per tab.
+     */
+    doc<T extends Record<string, unknown> = Record<string, unknown>>(name: string): DocStore<T>;
   };
   /** Whether the browser agreed to keep this origin's storage under pressure (asked at connect). */
   readonly persistence: Promise<Persistence>;
@@ -127,7 +135,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
 
   function checkChannel(where: string, channel: unknown): asserts channel is string {
     if (typeof channel !== 'string' || !CHANNEL_NAME.test(channel)) {
-      throw new TypeError(`${where}: channel ${JSON.stringify(channel)} must be 1–200 letters, digits, _ . : @ / - (no *)`);
+      throw new TypeError(`${where}: name ${JSON.stringify(channel)} must be 1–200 letters, digits, _ . : @ / - (no *)`);
     }
   }
 
@@ -188,10 +196,23 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
       ? navigator.storage.persist().then((granted) => (granted ? 'persisted' : 'best-effort'), () => 'best-effort' as const)
       : Promise.resolve('unsupported');
 
+  const docs = new Map<string, DocStore<Record<string, unknown>>>();
+  function doc<T extends Record<string, unknown>>(name: string): DocStore<T> {
+    if (closed) throw new TetherError('closed', 'the client was closed');
+    checkChannel('state.doc', name);
+    let store = docs.get(name);
+    if (!store) {
+      store = createDocStore(name, { api, tabId, attached, settle }, () => docs.delete(name));
+      docs.set(name, store);
+    }
+    return store as unknown as DocStore<T>;
+  }
+
   return {
     status,
     rpc: { call },
     pubsub: { publish, subscribe, pending },
+    state: { doc },
     persistence,
     close() {
       if (closed) return;

@@ -5,6 +5,9 @@
  *
  *   POST /api/publish  {"channel": "...", "data": ...}  → 200 {"channel", "offset"}
  *   GET  /api/history?channel=…&since=…&limit=…          → 200 {"channel", "epoch", "head", "reset", "events": [...]}
+ *   GET  /api/docs/<name>                                 → 200 {"doc", "version", "keys": {"k": {"value", "version"}}}
+ *   POST /api/docs/<name>/transact  {"reads"?: {"k": version}, "writes": {"k": value | null}}
+ *                                                         → 200 {"doc", "version"} | 409 {"error", "current"}
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -24,6 +27,11 @@ export interface HttpApiDeps {
 }
 
 const PublishBody = v.strictObject({ channel: ChannelName, data: v.unknown() });
+const TransactBody = v.strictObject({
+  reads: v.optional(v.record(v.pipe(v.string(), v.minLength(1), v.maxLength(200)), v.pipe(v.number(), v.integer(), v.minValue(0)))),
+  writes: v.record(v.pipe(v.string(), v.minLength(1), v.maxLength(200)), v.unknown()),
+});
+const DOC_ROUTE = /^\/api\/docs\/([^/]+)(\/transact)?$/;
 const IdempotencyKey = v.pipe(v.string(), v.minLength(1), v.maxLength(200));
 const MAX_HISTORY_LIMIT = 1000;
 
@@ -125,8 +133,53 @@ export function createHttpApi(deps: HttpApiDeps) {
     });
   }
 
+  function docName(raw: string): string {
+    const name = v.safeParse(ChannelName, decodeURIComponent(raw));
+    if (!name.success) throw new ApiError(400, 'invalid_message', `document: ${issueText(name.issues)}`);
+    return name.output;
+  }
+
+  async function readDoc(raw: string, res: ServerResponse): Promise<void> {
+    const state = await deps.store.document(docName(raw), undefined);
+    const keys: Record<string, { value: unknown; version: number }> = {};
+    for (const [key, s] of Object.entries(state.keys)) if ('value' in s) keys[key] = { value: JSON.parse(s.value) as unknown, version: s.version };
+    reply(res, 200, { doc: state.doc, version: state.version, keys });
+  }
+
+  async function transactDoc(raw: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const doc = docName(raw);
+    const parsed = v.safeParse(TransactBody, await readBody(req, deps.maxBodyBytes));
+    if (!parsed.success) throw new ApiError(400, 'invalid_message', issueText(parsed.issues));
+    const writes: Record<string, string | null> = {};
+    for (const [key, value] of Object.entries(parsed.output.writes)) writes[key] = value === null ? null : (JSON.stringify(value) ?? null);
+    const outcome = await deps.writes.submit({ kind: 'transact', doc, reads: parsed.output.reads ?? {}, writes, clientId: null, seq: null, user: null });
+    if (outcome.status === 'committed') return reply(res, 200, { doc, version: outcome.change.version });
+    if (outcome.status === 'conflict') {
+      const current: Record<string, { value?: unknown; version: number }> = {};
+      for (const [key, s] of Object.entries(outcome.current)) current[key] = 'value' in s ? { value: JSON.parse(s.value) as unknown, version: s.version } : { version: s.version };
+      return reply(res, 409, { error: { code: 'conflict', message: `a key read changed before the transaction committed; read again and retry` }, current, version: outcome.version });
+    }
+    throw new ApiError(500, 'internal', `unexpected write outcome ${outcome.status}`);
+  }
+
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> => {
     const route = `${req.method} ${url.pathname}`;
+    const docRoute = DOC_ROUTE.exec(url.pathname);
+    if (docRoute) {
+      const transact = docRoute[2] !== undefined;
+      if (req.method !== (transact ? 'POST' : 'GET')) {
+        reply(res, 405, { error: { code: 'invalid_message', message: `${req.method} is not allowed on ${url.pathname}` } });
+        return true;
+      }
+      try {
+        checkKey(req, deps.apiKey);
+        if (transact) await transactDoc(docRoute[1]!, req, res);
+        else await readDoc(docRoute[1]!, res);
+      } catch (error) {
+        fail(res, error, route);
+      }
+      return true;
+    }
     if (route !== 'POST /api/publish' && route !== 'GET /api/history') {
       if (url.pathname === '/api/publish' || url.pathname === '/api/history') {
         reply(res, 405, { error: { code: 'invalid_message', message: `${req.method} is not allowed on ${url.pathname}` } });
@@ -139,13 +192,17 @@ export function createHttpApi(deps: HttpApiDeps) {
       if (route === 'POST /api/publish') await publish(req, res);
       else await history(url, res);
     } catch (error) {
-      if (error instanceof ApiError) {
-        reply(res, error.status, { error: { code: error.code, message: error.message } });
-      } else {
-        deps.log.error({ err: error, route }, 'API request failed');
-        reply(res, 500, { error: { code: 'internal', message: 'the request failed; see the server log' } });
-      }
+      fail(res, error, route);
     }
     return true;
   };
+
+  function fail(res: ServerResponse, error: unknown, route: string): void {
+    if (error instanceof ApiError) {
+      reply(res, error.status, { error: { code: error.code, message: error.message } });
+    } else {
+      deps.log.error({ err: error, route }, 'API request failed');
+      reply(res, 500, { error: { code: 'internal', message: 'the request failed; see the server log' } });
+    }
+  }
 }

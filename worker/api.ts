@@ -54,13 +54,37 @@ export type ChannelDelivery =
 export type ChannelListener = (delivery: ChannelDelivery) => void;
 
 /** A write still waiting for the server's acknowledgement. */
-export interface PendingWrite {
-  seq: number;
-  op: 'publish';
-  channel: string;
-  data: unknown;
-  createdAt: number;
+export type PendingWrite = { seq: number; createdAt: number } & (
+  | { op: 'publish'; channel: string; data: unknown }
+  | { op: 'transact'; doc: string; writes: Record<string, unknown> }
+);
+
+/** A transaction the server rejected whose function could not run again (its tab was gone). */
+export interface DocConflict {
+  writes: Record<string, unknown>;
+  /** The confirmed values it met (`undefined`: the key does not exist). */
+  current: Record<string, unknown>;
+  at: number;
 }
+
+/** A document as a tab sees it: the confirmed state with this client's pending transactions on top. */
+export interface DocSnapshot {
+  view: Record<string, unknown>;
+  /** Per key, what a transaction reading it now records (see ReadVersion). */
+  versions: Record<string, number | { seq: number }>;
+  /** Confirmed document version (0 before the first sync). */
+  version: number;
+  /** This client's transactions on the document not confirmed yet. */
+  pending: number;
+  /** Whether the server state was received on this connection (false: cached or empty). */
+  synced: boolean;
+  conflicts: DocConflict[];
+}
+
+export type DocListener = (snapshot: DocSnapshot) => void;
+
+/** The end of one run of a transaction: committed, or rejected with the fresh state to run again on. */
+export type TransactOutcome = { committed: true; version: number | null } | { committed: false; snapshot: DocSnapshot; message: string };
 
 export interface WorkerApi {
   /**
@@ -79,6 +103,13 @@ export interface WorkerApi {
   unsubscribe(tabId: string, subscriptionId: string): void;
   /** The writes of the tab's user that the server has not acknowledged yet, oldest first. */
   pendingWrites(tabId: string): Promise<Outcome<PendingWrite[]>>;
+  /** Opens a document for a tab; the listener gets its snapshot now and after every change. */
+  openDoc(tabId: string, listenerId: string, doc: string, listener: DocListener): Promise<Outcome<null>>;
+  closeDoc(tabId: string, listenerId: string): void;
+  /** Applies a transaction optimistically, queues it durably, and settles when the server decided. */
+  transact(tabId: string, doc: string, reads: Record<string, number | { seq: number }>, writes: Record<string, unknown>): Promise<Outcome<TransactOutcome>>;
+  /** Forgets the conflicts reported on a document. */
+  clearConflicts(tabId: string, doc: string): Promise<void>;
 }
 
 /** Diagnostics the worker exposes as `globalThis.tetherWorkerStats()` (for tests and devtools). */

@@ -5,9 +5,10 @@
  */
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../protocol/constants.js';
 import { TetherError, type ErrorShape } from '../protocol/errors.js';
-import type { ServerMessage } from '../protocol/messages.js';
-import type { CallOptions, ChannelListener, Outcome, PendingWrite, Status, Tab } from './api.js';
-import { database, type OutboxEntry } from './db.js';
+import type { ClientMessage, ServerMessage } from '../protocol/messages.js';
+import type { CallOptions, ChannelListener, DocListener, Outcome, PendingWrite, Status, Tab, TransactOutcome } from './api.js';
+import { database, type OutboxEntry, type ReadVersion, type WriteOp } from './db.js';
+import { Documents } from './documents.js';
 import { clientIdentity, userOfToken, type Identity } from './identity.js';
 import { Outbox } from './outbox.js';
 import { release } from './release.js';
@@ -29,13 +30,18 @@ interface Writer {
   queue: OutboxEntry[];
 }
 
-type Waiter = { resolve: (offset: number | null) => void; reject: (error: ErrorShape) => void };
+/** How a queued write ended, for whoever waits on it. */
+type WriteResult = { ok: true; offset: number | null } | { ok: false; error: ErrorShape } | { conflict: true };
+type Waiter = (result: WriteResult) => void;
 
 export class ServerConnection {
   readonly tabs = new Map<string, Tab>();
   private readonly requests = new PendingRequests(() => this.publishStatus());
   private readonly link: ServerLink;
   private readonly subscriptions: Subscriptions;
+  private readonly documents: Documents;
+  /** The resolved current writer (for synchronous reads of the pending queue). */
+  private active: Writer | undefined;
   private settledWaiters: (() => void)[] = [];
   /** Why the server last refused a handshake; cleared once online. */
   private refusal: ErrorShape | undefined;
@@ -67,6 +73,7 @@ export class ServerConnection {
       onRefused: (error) => (this.refusal = error),
     });
     this.subscriptions = new Subscriptions(url, database, (message) => this.link.send(message));
+    this.documents = new Documents(url, database, (message) => this.link.send(message), () => this.active?.queue ?? []);
   }
 
   get status(): Status {
@@ -79,6 +86,9 @@ export class ServerConnection {
 
   add(tab: Tab): void {
     this.tabs.set(tab.tabId, tab);
+    // Load the outbox at once (with the tab's token to know whose it is), so that offline, right
+    // after a reload, `pending` and the documents' views already include the queued writes.
+    void this.currentWriter().catch(() => {});
   }
 
   /** Removes a tab; returns true when no tab uses this connection any more. */
@@ -87,6 +97,7 @@ export class ServerConnection {
     if (tab) {
       this.tabs.delete(tabId);
       this.subscriptions.removeTab(tabId);
+      this.documents.removeTab(tabId);
       release(tab.onStatus);
       if (tab.getToken) release(tab.getToken);
     }
@@ -111,28 +122,41 @@ export class ServerConnection {
 
   /** Queues a publish durably, sends it when it can, and settles when the server acknowledges it. */
   async publish(channel: string, data: unknown): Promise<Outcome<{ offset: number | null }>> {
-    const size = JSON.stringify({ type: 'publish', seq: Number.MAX_SAFE_INTEGER, channel, data }).length;
+    const result = await this.enqueue({ op: 'publish', channel, data });
+    if ('conflict' in result) return { ok: false, error: { code: 'internal', message: 'a publish cannot conflict' } };
+    return result.ok ? { ok: true, value: { offset: result.offset } } : result;
+  }
+
+  /**
+   * Applies a transaction optimistically (every tab sees it at once), queues it durably, and
+   * settles when the server committed it — or rejected it: then with the fresh state to run on.
+   */
+  async transact(doc: string, reads: Record<string, ReadVersion>, writes: Record<string, unknown>): Promise<Outcome<TransactOutcome>> {
+    const result = await this.enqueue({ op: 'transact', doc, reads, writes });
+    if ('conflict' in result) {
+      return { ok: true, value: { committed: false, snapshot: this.documents.snapshot(doc), message: `another client changed ${doc} first` } };
+    }
+    return result.ok ? { ok: true, value: { committed: true, version: result.offset } } : result;
+  }
+
+  /** Stores a write in the outbox, sends it when it can, and resolves with how it ended. */
+  private async enqueue(write: WriteOp): Promise<WriteResult> {
+    const size = JSON.stringify({ ...write, type: write.op, seq: Number.MAX_SAFE_INTEGER }).length;
     if (size > this.maxMessageBytes) {
-      return { ok: false, error: { code: 'message_too_big', message: `the event is ${size} bytes; the server accepts at most ${this.maxMessageBytes}` } };
+      return { ok: false, error: { code: 'message_too_big', message: `the write is ${size} bytes; the server accepts at most ${this.maxMessageBytes}` } };
     }
     const writer = await this.currentWriter();
     let entry: OutboxEntry;
     try {
-      entry = await writer.outbox.add({ op: 'publish', channel, data });
+      entry = await writer.outbox.add(write);
     } catch (error) {
       return { ok: false, error: error instanceof TetherError ? error.toJSON() : { code: 'internal', message: String(error) } };
     }
-    const settled = new Promise<Outcome<{ offset: number | null }>>((resolve) => {
-      this.waiters.set(`${entry.clientId}:${entry.seq}`, {
-        resolve: (offset) => resolve({ ok: true, value: { offset } }),
-        reject: (error) => resolve({ ok: false, error }),
-      });
-    });
+    const settled = new Promise<WriteResult>((resolve) => this.waiters.set(`${entry.clientId}:${entry.seq}`, resolve));
     // If the user changed meanwhile, the write waits in IndexedDB for its own user's token.
     if ((await this.currentWriter()) === writer) {
       writer.queue.push(entry);
-      this.queuedCount = writer.queue.length;
-      this.publishStatus();
+      this.queueChanged(writer, entry);
       this.pump(writer);
     }
     return settled;
@@ -140,7 +164,23 @@ export class ServerConnection {
 
   async pendingWrites(): Promise<PendingWrite[]> {
     const writer = await this.currentWriter();
-    return (await writer.outbox.list()).map(({ seq, op, channel, data, createdAt }) => ({ seq, op, channel, data, createdAt }));
+    return (await writer.outbox.list()).map((entry): PendingWrite =>
+      entry.op === 'publish'
+        ? { seq: entry.seq, createdAt: entry.createdAt, op: 'publish', channel: entry.channel, data: entry.data }
+        : { seq: entry.seq, createdAt: entry.createdAt, op: 'transact', doc: entry.doc, writes: entry.writes },
+    );
+  }
+
+  openDoc(tabId: string, id: string, doc: string, listener: DocListener): Promise<void> {
+    return this.documents.add(tabId, id, doc, listener);
+  }
+
+  closeDoc(id: string): void {
+    this.documents.remove(id);
+  }
+
+  clearConflicts(doc: string): Promise<void> {
+    return this.documents.clearConflicts(doc);
   }
 
   subscribe(tabId: string, id: string, channel: string, listener: ChannelListener): Promise<void> {
@@ -162,11 +202,22 @@ export class ServerConnection {
       case 'welcome': {
         this.maxMessageBytes = message.maxMessageBytes;
         const writer = await this.currentWriter();
-        // Writes up to lastSeq were applied before (their acks were lost): done.
-        while (writer.queue[0] && writer.queue[0].seq <= message.lastSeq) this.acknowledged(writer, writer.queue[0].seq, null);
-        this.lastSent = (writer.queue[0]?.seq ?? message.lastSeq + 1) - 1;
+        // Resend everything unacknowledged: the server answers writes it applied before with
+        // their first outcome (offset, version or conflict), without applying them again.
+        this.lastSent = (writer.queue[0]?.seq ?? 1) - 1;
         this.pump(writer);
         this.subscriptions.resubscribeAll();
+        this.documents.reopenAll();
+        return;
+      }
+      case 'doc':
+        return this.documents.handle(message);
+      case 'conflict': {
+        const writer = await this.currentWriter();
+        const entry = this.settle(writer, message.seq, { conflict: true }, (waited, taken) => {
+          this.documents.rejected(message, taken?.op === 'transact' ? taken : undefined, !waited);
+        });
+        if (entry?.op === 'transact') this.documents.changed(entry.doc);
         return;
       }
       case 'result':
@@ -191,22 +242,42 @@ export class ServerConnection {
     for (const entry of writer.queue) {
       if (entry.seq <= this.lastSent) continue;
       if (entry.seq - first >= SEND_WINDOW) break;
-      if (!this.link.send({ type: 'publish', seq: entry.seq, channel: entry.channel, data: entry.data })) break;
+      const frame: ClientMessage =
+        entry.op === 'publish'
+          ? { type: 'publish', seq: entry.seq, channel: entry.channel, data: entry.data }
+          : { type: 'transact', seq: entry.seq, doc: entry.doc, reads: entry.reads, writes: entry.writes };
+      if (!this.link.send(frame)) break;
       this.lastSent = entry.seq;
     }
   }
 
   private acknowledged(writer: Writer, seq: number, offset: number | null): void {
+    this.settle(writer, seq, { ok: true, offset });
+    this.pump(writer);
+  }
+
+  /**
+   * Ends a queued write: out of the queue and the outbox, its waiter told. `before` runs first
+   * (with whether anyone waits), so state it changes is visible to the waiter. Returns the entry.
+   */
+  private settle(writer: Writer, seq: number, result: WriteResult, before?: (waited: boolean, entry: OutboxEntry) => void): OutboxEntry | undefined {
     const index = writer.queue.findIndex((e) => e.seq === seq);
-    if (index === -1) return; // a second ack of a resent write
-    writer.queue.splice(index, 1);
+    if (index === -1) return undefined; // a second answer to a resent write
+    const [entry] = writer.queue.splice(index, 1) as [OutboxEntry];
     writer.outbox.remove(seq);
+    const key = `${writer.identity.clientId}:${seq}`;
+    const waiter = this.waiters.get(key);
+    this.waiters.delete(key);
+    before?.(waiter !== undefined, entry);
+    this.queueChanged(writer, entry);
+    if (waiter) waiter(result);
+    return entry;
+  }
+
+  private queueChanged(writer: Writer, entry: OutboxEntry): void {
     this.queuedCount = writer.queue.length;
     this.publishStatus();
-    const key = `${writer.identity.clientId}:${seq}`;
-    this.waiters.get(key)?.resolve(offset);
-    this.waiters.delete(key);
-    this.pump(writer);
+    if (entry.op === 'transact') this.documents.changed(entry.doc);
   }
 
   private writeFailed(writer: Writer, seq: number, error: ErrorShape): void {
@@ -221,17 +292,10 @@ export class ServerConnection {
       return;
     }
     // A write that can never succeed (forbidden…): the server moved past it; report it to its caller.
-    const index = writer.queue.findIndex((e) => e.seq === seq);
-    if (index === -1) return;
-    writer.queue.splice(index, 1);
-    writer.outbox.remove(seq);
-    this.queuedCount = writer.queue.length;
-    this.publishStatus();
-    const key = `${writer.identity.clientId}:${seq}`;
-    const waiter = this.waiters.get(key);
-    this.waiters.delete(key);
-    if (waiter) waiter.reject({ code: error.code, message: error.message });
-    else console.warn(`[tether] a queued write to ${this.url} was refused: ${error.code}: ${error.message}`);
+    this.settle(writer, seq, { ok: false, error: { code: error.code, message: error.message } }, (waited) => {
+      if (!waited) console.warn(`[tether] a queued write to ${this.url} was refused: ${error.code}: ${error.message}`);
+    });
+    this.pump(writer);
   }
 
   private currentWriter(): Promise<Writer> {
@@ -253,8 +317,10 @@ export class ServerConnection {
       const identity = await clientIdentity(db, this.url, user);
       const outbox = new Outbox(database, this.url, identity);
       const next: Writer = { identity, outbox, queue: await outbox.list() };
+      this.active = next;
       this.queuedCount = next.queue.length;
       this.publishStatus();
+      for (const doc of this.documents.open) this.documents.changed(doc);
       return next;
     });
     this.writer = writer;

@@ -6,6 +6,8 @@
 import type {
   CallOptions,
   ChannelListener,
+  DocListener,
+  TransactOutcome,
   Outcome,
   PendingWrite,
   Registration,
@@ -61,6 +63,31 @@ export class Hub implements WorkerApi {
   async pendingWrites(tabId: string): Promise<Outcome<PendingWrite[]>> {
     const connection = this.connectionOf(tabId);
     return connection ? { ok: true, value: await connection.pendingWrites() } : NOT_ATTACHED;
+  }
+
+  async openDoc(tabId: string, id: string, doc: string, listener: DocListener): Promise<Outcome<null>> {
+    const connection = this.connectionOf(tabId);
+    if (!connection) return NOT_ATTACHED;
+    await connection.openDoc(tabId, id, doc, listener);
+    return { ok: true, value: null };
+  }
+
+  closeDoc(tabId: string, id: string): void {
+    this.connectionOf(tabId)?.closeDoc(id);
+  }
+
+  async transact(
+    tabId: string,
+    doc: string,
+    reads: Record<string, number | { seq: number }>,
+    writes: Record<string, unknown>,
+  ): Promise<Outcome<TransactOutcome>> {
+    const connection = this.connectionOf(tabId);
+    return connection ? connection.transact(doc, reads, writes) : NOT_ATTACHED;
+  }
+
+  async clearConflicts(tabId: string, doc: string): Promise<void> {
+    await this.connectionOf(tabId)?.clearConflicts(doc);
   }
 
   detach(tabId: string): void {

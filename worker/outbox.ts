@@ -4,10 +4,10 @@
  * one transaction costs about a millisecond on disk, whatever it holds.
  */
 import { TetherError } from '../protocol/errors.js';
-import type { Database, OutboxEntry } from './db.js';
+import type { Database, OutboxEntry, WriteOp } from './db.js';
 import type { Identity } from './identity.js';
 
-export type NewWrite = Pick<OutboxEntry, 'op' | 'channel' | 'data'>;
+export type NewWrite = WriteOp;
 
 interface Waiting {
   write: NewWrite;

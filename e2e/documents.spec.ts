@@ -1,0 +1,95 @@
+import { test, expect, apiDoc, docView, waitForConnection } from './fixtures/test.js';
+
+test('the seed DSTM sequence: A offline changes hello, B changes it too, A is rejected, resynced, retried; both converge', async ({ browser, openTab, network, server }) => {
+  const [ca, cb] = [await browser.newContext(), await browser.newContext()];
+  const a = await openTab(ca); // through the proxy the test cuts
+  const b = await openTab(cb, { direct: true });
+  await b.evaluate(() => window.tether.state.doc('object').transact((tx) => tx.set('hello', 'initial')));
+
+  // A and B connect and receive the object.
+  await expect.poll(() => docView(a, 'object')).toEqual({ hello: 'initial' });
+  await expect.poll(() => docView(b, 'object')).toEqual({ hello: 'initial' });
+
+  network.refuse();
+  await waitForConnection(a, 'offline');
+  // A, offline, reads hello and changes it to "code camp": it sees the change at once.
+  await a.evaluate(() => {
+    const w = window as unknown as { runs: unknown[]; result?: Promise<unknown> };
+    w.runs = [];
+    w.result = window.tether.state.doc('object').transact((tx) => {
+      const seen = tx.get('hello');
+      w.runs.push(seen);
+      tx.set('hello', 'code camp');
+      return seen;
+    });
+  });
+  expect(await docView(a, 'object')).toEqual({ hello: 'code camp' });
+  expect(await a.evaluate(() => window.tether.state.doc('object').status.getState().pending)).toBe(1);
+
+  // B changes hello to "world" and commits.
+  await b.evaluate(() => window.tether.state.doc('object').transact((tx) => {
+    tx.get('hello');
+    tx.set('hello', 'world');
+  }));
+  expect(await docView(b, 'object')).toEqual({ hello: 'world' });
+
+  // A reconnects: its transaction is rejected, synchronisation is forced, its function runs again on "world".
+  await network.restore();
+  expect(await a.evaluate(() => (window as unknown as { result: Promise<unknown> }).result)).toBe('world');
+  expect(await a.evaluate(() => (window as unknown as { runs: unknown[] }).runs)).toEqual(['initial', 'world']);
+
+  await expect.poll(() => docView(a, 'object')).toEqual({ hello: 'code camp' });
+  await expect.poll(() => docView(b, 'object')).toEqual({ hello: 'code camp' });
+  expect(await apiDoc(server.httpUrl, 'object')).toMatchObject({ version: 3, keys: { hello: { value: 'code camp', version: 3 } } });
+  expect(await a.evaluate(() => window.tether.state.doc('object').status.getState())).toMatchObject({ pending: 0, conflicts: [] });
+  await Promise.all([ca.close(), cb.close()]);
+});
+
+test("two tabs of one client see each other's optimistic changes immediately, even offline", async ({ browser, openTab, network }) => {
+  const context = await browser.newContext();
+  const [t1, t2] = [await openTab(context), await openTab(context)];
+  await expect.poll(() => t2.evaluate(() => window.tether.state.doc('notes').status.getState().synced)).toBe(true);
+  network.refuse();
+  await waitForConnection(t1, 'offline');
+  await t1.evaluate(() => {
+    void window.tether.state.doc('notes').transact((tx) => tx.set('draft', 'typed in tab 1'));
+  });
+  await expect.poll(() => docView(t2, 'notes')).toEqual({ draft: 'typed in tab 1' });
+  await t2.evaluate(() => {
+    void window.tether.state.doc('notes').transact((tx) => {
+      tx.set('draft', `${tx.get('draft')} and tab 2`);
+    });
+  });
+  await expect.poll(() => docView(t1, 'notes')).toEqual({ draft: 'typed in tab 1 and tab 2' });
+  await network.restore();
+  await expect.poll(() => t1.evaluate(() => window.tether.state.doc('notes').status.getState().pending)).toBe(0);
+  expect(await docView(t1, 'notes')).toEqual({ draft: 'typed in tab 1 and tab 2' });
+  await context.close();
+});
+
+test('a reload while offline shows the pending state; after reconnecting it is committed once', async ({ browser, openTab, network, server }) => {
+  const context = await browser.newContext();
+  const tab = await openTab(context);
+  await tab.evaluate(() => window.tether.state.doc('todo').transact((tx) => tx.set('milk', false)));
+  network.refuse();
+  await waitForConnection(tab, 'offline');
+  await tab.evaluate(() => {
+    void window.tether.state.doc('todo').transact((tx) => {
+      tx.set('milk', true);
+      tx.set('eggs', false);
+    });
+  });
+  await expect.poll(() => tab.evaluate(() => window.tether.state.doc('todo').status.getState().pending)).toBe(1);
+
+  await tab.reload(); // the only tab: the worker restarts from IndexedDB
+  await waitForConnection(tab, 'offline', 15_000);
+  await expect.poll(() => docView(tab, 'todo')).toEqual({ milk: true, eggs: false });
+  expect(await tab.evaluate(() => window.tether.state.doc('todo').status.getState().pending)).toBe(1);
+
+  await network.restore();
+  await expect.poll(() => tab.evaluate(() => window.tether.state.doc('todo').status.getState().pending), { timeout: 15_000 }).toBe(0);
+  const state = await apiDoc(server.httpUrl, 'todo');
+  expect(state.version).toBe(2); // the setup, then the offline transaction: once
+  expect(state.keys).toEqual({ milk: { value: true, version: 2 }, eggs: { value: false, version: 2 } });
+  await context.close();
+});

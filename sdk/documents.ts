@@ -1,0 +1,143 @@
+/**
+ * Shared documents on the tab side: a zustand store of the document's local view (a plain
+ * object), and `transact`, which runs a function over that view, and again over the fresh
+ * state when the server rejects it (the seed's DSTM: rejected, synchronisation forced, retried).
+ */
+import * as Comlink from 'comlink';
+import { createStore, type StoreApi } from 'zustand/vanilla';
+import { TetherError } from '../protocol/errors.js';
+import type { DocConflict, DocSnapshot, Outcome, WorkerApi } from '../worker/api.js';
+
+/** The operations a transaction function gets. Reads are recorded; writes are applied atomically. */
+export interface Transaction<T extends Record<string, unknown>> {
+  /** The key's value as this transaction sees it (its own writes included); undefined if absent. */
+  get<K extends keyof T & string>(key: K): T[K] | undefined;
+  /** Sets a key to a JSON value (`null` deletes the key). */
+  set<K extends keyof T & string>(key: K, value: T[K]): void;
+  delete(key: keyof T & string): void;
+}
+
+export interface TransactOptions {
+  /**
+   * How many times the function runs again after a conflict before `transact` rejects with
+   * `conflict`.
+   * @default 5
+   */
+  maxRetries?: number;
+}
+
+export interface DocStatus {
+  /** The server's state was received on the current connection. */
+  synced: boolean;
+  /** This client's transactions on the document not confirmed yet. */
+  pending: number;
+  /** Confirmed version of the document (0 before the first sync). */
+  version: number;
+  /** Rejected transactions whose function could not run again (their tab was closed). */
+  conflicts: DocConflict[];
+}
+
+/** A document: a zustand store of its local view, plus transactions. */
+export interface DocStore<T extends Record<string, unknown>> extends StoreApi<T> {
+  readonly name: string;
+  readonly status: StoreApi<DocStatus>;
+  /**
+   * Runs `fn` on the local view and commits its writes as one transaction. It shows in every
+   * tab at once and is queued durably (offline too); resolves with `fn`'s return value once the
+   * server committed it. When another client changed what `fn` read, `fn` runs again on the
+   * fresh state (up to `maxRetries` times), then rejects with `conflict`. `fn` must be
+   * synchronous and free of side effects: it may run more than once.
+   */
+  transact<R>(fn: (tx: Transaction<T>) => R, options?: TransactOptions): Promise<R>;
+  /** Forgets the conflicts listed in `status`. */
+  clearConflicts(): Promise<void>;
+  /** Stops following the document in this tab. */
+  close(): void;
+}
+
+interface Context {
+  api: Comlink.Remote<WorkerApi>;
+  tabId: string;
+  attached: Promise<void>;
+  settle: <T>(outcome: Promise<Outcome<T>>) => Promise<T>;
+}
+
+export function createDocStore<T extends Record<string, unknown>>(name: string, context: Context, onClose: () => void): DocStore<T> {
+  const { api, tabId, attached, settle } = context;
+  const store = createStore<T>()(() => ({}) as T);
+  const status = createStore<DocStatus>()(() => ({ synced: false, pending: 0, version: 0, conflicts: [] }));
+  let latest: DocSnapshot | undefined;
+  let closed = false;
+  let ready!: () => void;
+  const first = new Promise<void>((resolve) => (ready = resolve));
+
+  const show = (snapshot: DocSnapshot) => {
+    latest = snapshot;
+    store.setState(snapshot.view as T, true);
+    status.setState({ synced: snapshot.synced, pending: snapshot.pending, version: snapshot.version, conflicts: snapshot.conflicts }, true);
+    ready();
+  };
+  const listenerId = crypto.randomUUID();
+  const opened = attached.then(() => settle(api.openDoc(tabId, listenerId, name, Comlink.proxy(show))));
+  opened.catch((error: unknown) => console.error(`[tether] could not open ${name}: ${String(error)}`));
+
+  async function transact<R>(fn: (tx: Transaction<T>) => R, { maxRetries = 5 }: TransactOptions = {}): Promise<R> {
+    if (closed) throw new TetherError('closed', `the document ${name} was closed`);
+    if (typeof fn !== 'function') throw new TypeError('transact(fn): fn must be a function');
+    await opened;
+    await first;
+    let snapshot = latest!;
+    for (let run = 1; ; run++) {
+      const reads: Record<string, number | { seq: number }> = {};
+      const writes: Record<string, unknown> = {};
+      const view = snapshot.view;
+      const versions = snapshot.versions;
+      const tx: Transaction<T> = {
+        get(key) {
+          if (key in writes) return (writes[key] === null ? undefined : structuredClone(writes[key])) as T[typeof key];
+          reads[key] ??= versions[key] ?? 0;
+          return structuredClone(view[key]) as T[typeof key] | undefined;
+        },
+        set(key, value) {
+          if (value === undefined) throw new TypeError(`transact: set(${key}, undefined) — use delete(${key})`);
+          let json: string | undefined;
+          try {
+            json = JSON.stringify(value);
+          } catch (cause) {
+            throw new TypeError(`transact: the value of ${key} must be JSON (${String(cause)})`);
+          }
+          writes[key] = json === undefined ? null : JSON.parse(json);
+        },
+        delete(key) {
+          writes[key] = null;
+        },
+      };
+      const result = fn(tx);
+      if (result instanceof Promise) throw new TypeError('transact(fn): fn must be synchronous (it may run again on conflict)');
+      if (Object.keys(writes).length === 0) return result; // read-only: nothing to commit
+      const outcome = await settle(api.transact(tabId, name, reads, writes));
+      if (outcome.committed) return result;
+      show(outcome.snapshot); // the forced synchronisation: run again on what the server has
+      snapshot = outcome.snapshot;
+      if (run > maxRetries) {
+        throw new TetherError('conflict', `${outcome.message}; gave up after ${run} runs of the transaction`);
+      }
+    }
+  }
+
+  return Object.assign(store, {
+    name,
+    status,
+    transact,
+    clearConflicts: async () => {
+      await opened;
+      await api.clearConflicts(tabId, name);
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      onClose();
+      void opened.then(() => api.closeDoc(tabId, listenerId), () => {});
+    },
+  });
+}

@@ -1,0 +1,194 @@
+/**
+ * Shared documents as this client sees them. Per document the worker keeps the confirmed
+ * state (from the server, cached in IndexedDB) and computes the view every tab gets: the
+ * confirmed state with this client's pending transactions replayed on top, in order.
+ */
+import type { ClientMessage, Conflict, DocState, KeyState } from '../protocol/messages.js';
+import type { DocConflict, DocListener, DocSnapshot } from './api.js';
+import type { Database, OutboxEntry, ReadVersion } from './db.js';
+import { release } from './release.js';
+
+type Transaction = Extract<OutboxEntry, { op: 'transact' }>;
+
+interface Doc {
+  listeners: Map<string, { tabId: string; listener: DocListener }>;
+  version: number;
+  keys: Map<string, { version: number; value: unknown }>;
+  conflicts: DocConflict[];
+  synced: boolean;
+  loaded: Promise<void>;
+}
+
+export class Documents {
+  private readonly docs = new Map<string, Doc>();
+
+  constructor(
+    private readonly url: string,
+    private readonly db: () => Promise<Database>,
+    private readonly send: (message: ClientMessage) => boolean,
+    /** This client's unconfirmed transactions, in sequence order. */
+    private readonly pending: () => readonly OutboxEntry[],
+  ) {}
+
+  get open(): string[] {
+    return [...this.docs.keys()];
+  }
+
+  async add(tabId: string, id: string, name: string, listener: DocListener): Promise<void> {
+    let doc = this.docs.get(name);
+    if (!doc) {
+      const created: Doc = { listeners: new Map(), version: 0, keys: new Map(), conflicts: [], synced: false, loaded: Promise.resolve() };
+      created.loaded = this.db()
+        .then((db) => db.get('docs', [this.url, name]))
+        .then((saved) => {
+          if (!saved || created.synced) return;
+          created.version = saved.version;
+          created.keys = new Map(Object.entries(saved.keys));
+          created.conflicts = saved.conflicts;
+        })
+        .catch(() => {});
+      this.docs.set(name, (doc = created));
+      doc.listeners.set(id, { tabId, listener });
+      await doc.loaded;
+      if (this.docs.get(name) === doc) this.request(name, doc);
+    } else {
+      doc.listeners.set(id, { tabId, listener });
+      await doc.loaded;
+    }
+    void Promise.resolve(listener(this.snapshot(name, doc))).catch(() => {});
+  }
+
+  remove(id: string): void {
+    for (const [name, doc] of this.docs) {
+      const entry = doc.listeners.get(id);
+      if (!entry) continue;
+      doc.listeners.delete(id);
+      release(entry.listener);
+      if (doc.listeners.size === 0) {
+        this.docs.delete(name);
+        this.send({ type: 'doc_close', doc: name });
+      }
+    }
+  }
+
+  removeTab(tabId: string): void {
+    for (const doc of this.docs.values()) {
+      for (const [id, entry] of doc.listeners) if (entry.tabId === tabId) this.remove(id);
+    }
+  }
+
+  /** After every (re)connect: ask for what changed since the version held. */
+  reopenAll(): void {
+    for (const [name, doc] of this.docs) {
+      doc.synced = false;
+      this.request(name, doc);
+    }
+  }
+
+  /** The snapshot a tab gets, or that a re-run of a transaction starts from. */
+  snapshot(name: string, doc = this.docs.get(name)): DocSnapshot {
+    const view: Record<string, unknown> = {};
+    const versions: Record<string, ReadVersion> = {};
+    for (const [key, state] of doc?.keys ?? []) {
+      view[key] = state.value;
+      versions[key] = state.version;
+    }
+    let pending = 0;
+    for (const entry of this.pending()) {
+      if (entry.op !== 'transact' || entry.doc !== name) continue;
+      pending++;
+      for (const [key, value] of Object.entries(entry.writes)) {
+        if (value === null) delete view[key];
+        else view[key] = value;
+        versions[key] = { seq: entry.seq };
+      }
+    }
+    return { view, versions, version: doc?.version ?? 0, pending, synced: doc?.synced ?? false, conflicts: doc?.conflicts ?? [] };
+  }
+
+  /** A change in the pending transactions of `name` (queued, confirmed, rejected): tell the tabs. */
+  changed(name: string): void {
+    const doc = this.docs.get(name);
+    if (doc) this.notify(name, doc);
+  }
+
+  handle(message: DocState): void {
+    const doc = this.docs.get(message.doc);
+    if (!doc) return;
+    if (message.full) doc.keys = new Map();
+    // Key versions only grow: a delta never takes a key back to an older state.
+    this.apply(doc, message.keys, !message.full);
+    doc.version = message.full ? message.version : Math.max(doc.version, message.version);
+    doc.synced = true;
+    this.save(message.doc, doc);
+    this.notify(message.doc, doc);
+  }
+
+  /**
+   * A transaction was rejected: the current values it met become confirmed at once (the forced
+   * synchronisation), so that running it again starts from them.
+   */
+  rejected(message: Conflict, transaction: Transaction | undefined, reportable: boolean): void {
+    const doc = this.docs.get(message.doc);
+    if (doc) {
+      this.apply(doc, message.current, true);
+      if (reportable && transaction) {
+        const current: Record<string, unknown> = {};
+        for (const [key, state] of Object.entries(message.current)) current[key] = 'value' in state ? state.value : undefined;
+        doc.conflicts = [...doc.conflicts, { writes: transaction.writes, current, at: Date.now() }];
+      }
+      this.save(message.doc, doc);
+    } else if (reportable && transaction) {
+      void this.recordConflict(message, transaction);
+    }
+  }
+
+  async clearConflicts(name: string): Promise<void> {
+    const doc = this.docs.get(name);
+    if (doc) {
+      doc.conflicts = [];
+      this.save(name, doc);
+      this.notify(name, doc);
+    }
+  }
+
+  private apply(doc: Doc, keys: Record<string, KeyState>, onlyNewer = false): void {
+    for (const [key, state] of Object.entries(keys)) {
+      const held = doc.keys.get(key);
+      if (onlyNewer && held && held.version >= state.version) continue;
+      if ('deleted' in state) doc.keys.delete(key);
+      else doc.keys.set(key, { version: state.version, value: state.value });
+    }
+  }
+
+  private request(name: string, doc: Doc): void {
+    this.send(doc.version > 0 ? { type: 'doc_open', doc: name, since: doc.version } : { type: 'doc_open', doc: name });
+  }
+
+  private notify(name: string, doc: Doc): void {
+    const snapshot = this.snapshot(name, doc);
+    for (const { listener } of doc.listeners.values()) void Promise.resolve(listener(snapshot)).catch(() => {});
+  }
+
+  /** The confirmed state survives reloads; relaxed durability: the server has it anyway. */
+  private save(name: string, doc: Doc): void {
+    const record = {
+      url: this.url,
+      doc: name,
+      version: doc.version,
+      keys: Object.fromEntries(doc.keys),
+      conflicts: doc.conflicts,
+    };
+    void this.db().then((db) => db.put('docs', record)).catch(() => {});
+  }
+
+  /** A conflict on a document no tab has open: kept for whoever opens it next. */
+  private async recordConflict(message: Conflict, transaction: Transaction): Promise<void> {
+    const db = await this.db();
+    const saved = (await db.get('docs', [this.url, message.doc])) ?? { url: this.url, doc: message.doc, version: 0, keys: {}, conflicts: [] };
+    const current: Record<string, unknown> = {};
+    for (const [key, state] of Object.entries(message.current)) current[key] = 'value' in state ? state.value : undefined;
+    saved.conflicts = [...saved.conflicts, { writes: transaction.writes, current, at: Date.now() }];
+    await db.put('docs', saved);
+  }
+}
