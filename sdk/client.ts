@@ -202,7 +202,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     checkChannel('state.doc', name);
     let store = docs.get(name);
     if (!store) {
-      store = createDocStore(name, { api, tabId, attached, settle }, () => docs.delete(name));
+      store = createDocStore(name, { api, tabId, attached, settle, connection: status }, () => docs.delete(name));
       docs.set(name, store);
     }
     return store as unknown as DocStore<T>;

@@ -6,7 +6,7 @@
 import * as Comlink from 'comlink';
 import { createStore, type StoreApi } from 'zustand/vanilla';
 import { TetherError } from '../protocol/errors.js';
-import type { DocConflict, DocSnapshot, Outcome, WorkerApi } from '../worker/api.js';
+import type { DocConflict, DocSnapshot, Outcome, Status, WorkerApi } from '../worker/api.js';
 
 /** The operations a transaction function gets. Reads are recorded; writes are applied atomically. */
 export interface Transaction<T extends Record<string, unknown>> {
@@ -60,10 +60,15 @@ interface Context {
   tabId: string;
   attached: Promise<void>;
   settle: <T>(outcome: Promise<Outcome<T>>) => Promise<T>;
+  /** The client's connection status. */
+  connection: StoreApi<Status>;
 }
 
+/** How long a first transaction waits for the server's state before running on the cached one. */
+const SYNC_WAIT_MS = 10_000;
+
 export function createDocStore<T extends Record<string, unknown>>(name: string, context: Context, onClose: () => void): DocStore<T> {
-  const { api, tabId, attached, settle } = context;
+  const { api, tabId, attached, settle, connection } = context;
   const store = createStore<T>()(() => ({}) as T);
   const status = createStore<DocStatus>()(() => ({ synced: false, pending: 0, version: 0, conflicts: [] }));
   let latest: DocSnapshot | undefined;
@@ -81,11 +86,33 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
   const opened = attached.then(() => settle(api.openDoc(tabId, listenerId, name, Comlink.proxy(show))));
   opened.catch((error: unknown) => console.error(`[tether] could not open ${name}: ${String(error)}`));
 
+  /**
+   * Online, a transaction waits for the server's state, so that what it decides on (even when
+   * it ends up writing nothing) is current. Offline it runs on the cached state at once.
+   */
+  function usable(): Promise<void> {
+    const ok = () => latest?.synced === true || connection.getState().connection === 'offline';
+    if (ok()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        offStatus();
+        offDoc();
+        resolve();
+      };
+      const check = () => ok() && done();
+      const timer = setTimeout(done, SYNC_WAIT_MS);
+      const offStatus = connection.subscribe(check);
+      const offDoc = status.subscribe(check);
+    });
+  }
+
   async function transact<R>(fn: (tx: Transaction<T>) => R, { maxRetries = 5 }: TransactOptions = {}): Promise<R> {
     if (closed) throw new TetherError('closed', `the document ${name} was closed`);
     if (typeof fn !== 'function') throw new TypeError('transact(fn): fn must be a function');
     await opened;
     await first;
+    await usable();
     let snapshot = latest!;
     for (let run = 1; ; run++) {
       const reads: Record<string, number | { seq: number }> = {};
