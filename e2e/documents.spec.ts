@@ -93,3 +93,35 @@ test('a reload while offline shows the pending state; after reconnecting it is c
   expect(state.keys).toEqual({ milk: { value: true, version: 2 }, eggs: { value: false, version: 2 } });
   await context.close();
 });
+
+test('a rejected transaction whose tab was closed is reported on the document, not dropped', async ({ browser, openTab, network }) => {
+  const [cx, cy] = [await browser.newContext(), await browser.newContext()];
+  const [x1, x2] = [await openTab(cx), await openTab(cx)];
+  const y = await openTab(cy, { direct: true });
+  await y.evaluate(() => window.tether.state.doc('shared').transact((tx) => tx.set('hello', 'initial')));
+  await expect.poll(() => docView(x2, 'shared')).toEqual({ hello: 'initial' });
+
+  network.refuse();
+  await waitForConnection(x1, 'offline');
+  await x1.evaluate(() => {
+    void window.tether.state.doc('shared').transact((tx) => {
+      tx.get('hello');
+      tx.set('hello', 'from a closed tab');
+    });
+  });
+  await expect.poll(() => docView(x2, 'shared')).toEqual({ hello: 'from a closed tab' });
+  await x1.close(); // nobody can run that function again
+  await y.evaluate(() => window.tether.state.doc('shared').transact((tx) => {
+    tx.get('hello');
+    tx.set('hello', 'world');
+  }));
+
+  await network.restore();
+  await expect.poll(() => x2.evaluate(() => window.tether.state.doc('shared').status.getState().conflicts.length)).toBe(1);
+  const [conflict] = await x2.evaluate(() => window.tether.state.doc('shared').status.getState().conflicts);
+  expect(conflict).toMatchObject({ writes: { hello: 'from a closed tab' }, current: { hello: 'world' } });
+  expect(await docView(x2, 'shared')).toEqual({ hello: 'world' });
+  await x2.evaluate(() => window.tether.state.doc('shared').clearConflicts());
+  await expect.poll(() => x2.evaluate(() => window.tether.state.doc('shared').status.getState().conflicts)).toEqual([]);
+  await Promise.all([cx.close(), cy.close()]);
+});

@@ -32,7 +32,8 @@ interface Writer {
 
 /** How a queued write ended, for whoever waits on it. */
 type WriteResult = { ok: true; offset: number | null } | { ok: false; error: ErrorShape } | { conflict: true };
-type Waiter = (result: WriteResult) => void;
+/** Who waits for a write: the tab that made it (its answer is lost if the tab is gone). */
+type Waiter = { tabId: string; settle: (result: WriteResult) => void };
 
 export class ServerConnection {
   readonly tabs = new Map<string, Tab>();
@@ -98,6 +99,8 @@ export class ServerConnection {
       this.tabs.delete(tabId);
       this.subscriptions.removeTab(tabId);
       this.documents.removeTab(tabId);
+      // Its writes stay queued; how they end is now reported on the document, not to the tab.
+      for (const [key, waiter] of this.waiters) if (waiter.tabId === tabId) this.waiters.delete(key);
       release(tab.onStatus);
       if (tab.getToken) release(tab.getToken);
     }
@@ -121,8 +124,8 @@ export class ServerConnection {
   }
 
   /** Queues a publish durably, sends it when it can, and settles when the server acknowledges it. */
-  async publish(channel: string, data: unknown): Promise<Outcome<{ offset: number | null }>> {
-    const result = await this.enqueue({ op: 'publish', channel, data });
+  async publish(tabId: string, channel: string, data: unknown): Promise<Outcome<{ offset: number | null }>> {
+    const result = await this.enqueue(tabId, { op: 'publish', channel, data });
     if ('conflict' in result) return { ok: false, error: { code: 'internal', message: 'a publish cannot conflict' } };
     return result.ok ? { ok: true, value: { offset: result.offset } } : result;
   }
@@ -131,8 +134,8 @@ export class ServerConnection {
    * Applies a transaction optimistically (every tab sees it at once), queues it durably, and
    * settles when the server committed it — or rejected it: then with the fresh state to run on.
    */
-  async transact(doc: string, reads: Record<string, ReadVersion>, writes: Record<string, unknown>): Promise<Outcome<TransactOutcome>> {
-    const result = await this.enqueue({ op: 'transact', doc, reads, writes });
+  async transact(tabId: string, doc: string, reads: Record<string, ReadVersion>, writes: Record<string, unknown>): Promise<Outcome<TransactOutcome>> {
+    const result = await this.enqueue(tabId, { op: 'transact', doc, reads, writes });
     if ('conflict' in result) {
       return { ok: true, value: { committed: false, snapshot: this.documents.snapshot(doc), message: `another client changed ${doc} first` } };
     }
@@ -140,7 +143,7 @@ export class ServerConnection {
   }
 
   /** Stores a write in the outbox, sends it when it can, and resolves with how it ended. */
-  private async enqueue(write: WriteOp): Promise<WriteResult> {
+  private async enqueue(tabId: string, write: WriteOp): Promise<WriteResult> {
     const size = JSON.stringify({ ...write, type: write.op, seq: Number.MAX_SAFE_INTEGER }).length;
     if (size > this.maxMessageBytes) {
       return { ok: false, error: { code: 'message_too_big', message: `the write is ${size} bytes; the server accepts at most ${this.maxMessageBytes}` } };
@@ -152,7 +155,7 @@ export class ServerConnection {
     } catch (error) {
       return { ok: false, error: error instanceof TetherError ? error.toJSON() : { code: 'internal', message: String(error) } };
     }
-    const settled = new Promise<WriteResult>((resolve) => this.waiters.set(`${entry.clientId}:${entry.seq}`, resolve));
+    const settled = new Promise<WriteResult>((resolve) => this.waiters.set(`${entry.clientId}:${entry.seq}`, { tabId, settle: resolve }));
     // If the user changed meanwhile, the write waits in IndexedDB for its own user's token.
     if ((await this.currentWriter()) === writer) {
       writer.queue.push(entry);
@@ -270,7 +273,7 @@ export class ServerConnection {
     this.waiters.delete(key);
     before?.(waiter !== undefined, entry);
     this.queueChanged(writer, entry);
-    if (waiter) waiter(result);
+    if (waiter) waiter.settle(result);
     return entry;
   }
 

@@ -46,7 +46,7 @@ export class Hub implements WorkerApi {
 
   async publish(tabId: string, channel: string, data: unknown): Promise<Outcome<{ offset: number | null }>> {
     const connection = this.connectionOf(tabId);
-    return connection ? connection.publish(channel, data) : NOT_ATTACHED;
+    return connection ? connection.publish(tabId, channel, data) : NOT_ATTACHED;
   }
 
   async subscribe(tabId: string, id: string, channel: string, listener: ChannelListener): Promise<Outcome<null>> {
@@ -83,7 +83,7 @@ export class Hub implements WorkerApi {
     writes: Record<string, unknown>,
   ): Promise<Outcome<TransactOutcome>> {
     const connection = this.connectionOf(tabId);
-    return connection ? connection.transact(doc, reads, writes) : NOT_ATTACHED;
+    return connection ? connection.transact(tabId, doc, reads, writes) : NOT_ATTACHED;
   }
 
   async clearConflicts(tabId: string, doc: string): Promise<void> {
