@@ -3,6 +3,7 @@
  *   worker → dist/client/tether-worker.js  (IIFE: classic SharedWorker scripts work everywhere)
  *   global → dist/client/tether.js         (IIFE for <script src>, defines window.Tether)
  *   sdk    → dist/lib/index.js             (ESM for npm; types come from tsconfig.lib.json)
+ *   react  → dist/lib/react.js             (the optional `tether/react` bindings)
  *   demo   → dist/client/index.html + assets
  */
 import { defineConfig, type UserConfig } from 'vite';
@@ -17,7 +18,7 @@ function library(entry: string, outDir: string, fileName: string, format: 'es' |
       sourcemap: true,
       target: 'es2022',
       lib: { entry, formats: [format], fileName: () => fileName, ...(name ? { name } : {}) },
-      ...(format === 'es' ? { rollupOptions: { external: ['comlink', 'zustand', 'zustand/vanilla'] } } : {}),
+      ...(format === 'es' ? { rollupOptions: { external: ['comlink', 'zustand', 'zustand/vanilla', 'react'] } } : {}),
     },
   };
 }
@@ -30,6 +31,8 @@ export default defineConfig(({ mode }): UserConfig => {
       return library('sdk/global.ts', 'dist/client', 'tether.js', 'iife', 'Tether');
     case 'sdk':
       return library('sdk/index.ts', 'dist/lib', 'index.js', 'es');
+    case 'react':
+      return library('sdk/react.ts', 'dist/lib', 'react.js', 'es');
     default:
       return {
         root: 'demo',
