@@ -16,6 +16,8 @@ import { PendingRequests } from './requests.js';
 import { ServerLink } from './socket.js';
 import { Subscriptions } from './subscriptions.js';
 
+/** A token asked for at attach may serve the first handshake for this long. */
+const UNUSED_TOKEN_MAX_AGE_MS = 10_000;
 /** How long a tab may take to hand over a token before another tab is asked. */
 const TOKEN_TIMEOUT_MS = 3000;
 /** Writes sent and not yet acknowledged, at most. */
@@ -52,11 +54,15 @@ export class ServerConnection {
   /** Writes of the current user not yet acknowledged (mirrors the writer's queue for `status`). */
   private queuedCount = 0;
   private maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
+  private unused: { token: Promise<string | undefined>; writer: Promise<Writer>; at: number } | undefined;
 
   constructor(readonly url: string) {
     this.link = new ServerLink(url, {
       getHandshake: async () => {
-        const { token, writer } = this.refreshIdentity();
+        // A token fetched at attach and not used yet serves the first handshake (one ask, not two).
+        const fresh = this.unused && Date.now() - this.unused.at < UNUSED_TOKEN_MAX_AGE_MS ? this.unused : undefined;
+        this.unused = undefined;
+        const { token, writer } = fresh ?? this.refreshIdentity();
         return { token: await token, clientId: (await writer).identity.clientId };
       },
       onState: (state) => {
@@ -89,7 +95,10 @@ export class ServerConnection {
     this.tabs.set(tab.tabId, tab);
     // Load the outbox at once (with the tab's token to know whose it is), so that offline, right
     // after a reload, `pending` and the documents' views already include the queued writes.
-    void this.currentWriter().catch(() => {});
+    if (!this.writer) {
+      this.unused = { ...this.refreshIdentity(), at: Date.now() };
+      this.unused.writer.catch(() => {});
+    }
   }
 
   /** Removes a tab; returns true when no tab uses this connection any more. */
