@@ -125,3 +125,41 @@ test('a rejected transaction whose tab was closed is reported on the document, n
   await expect.poll(() => x2.evaluate(() => window.tether.state.doc('shared').status.getState().conflicts)).toEqual([]);
   await Promise.all([cx.close(), cy.close()]);
 });
+
+test("the app's backend reads and commits through the HTTP API under the same version checks; when retries run out the conflict is listed", async ({ browser, openTab, server, network }) => {
+  const context = await browser.newContext();
+  const tab = await openTab(context);
+  await tab.evaluate(() => window.tether.state.doc('cart').transact((tx) => tx.set('items', 1)));
+  const post = (body: unknown) =>
+    fetch(`${server.httpUrl}/api/docs/cart/transact`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer e2e-api-key', 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+
+  const stale = await post({ reads: { items: 0 }, writes: { items: 5 } });
+  expect(stale.status).toBe(409);
+  expect(await stale.json()).toMatchObject({ error: { code: 'conflict' }, current: { items: { value: 1, version: 1 } } });
+  const ok = await post({ reads: { items: 1 }, writes: { items: 2, coupon: 'SPRING' } });
+  expect(await ok.json()).toEqual({ doc: 'cart', version: 2 });
+  await expect.poll(() => docView(tab, 'cart')).toEqual({ items: 2, coupon: 'SPRING' }); // live in the browser
+  expect((await fetch(`${server.httpUrl}/api/docs/cart`)).status).toBe(401);
+
+  // A transaction that may not run again (maxRetries 0) and meets a change: rejected, and listed.
+  network.refuse();
+  await waitForConnection(tab, 'offline');
+  const result = tab.evaluate(() =>
+    window.tether.state.doc('cart').transact((tx) => tx.set('items', (tx.get('items') as number) + 1), { maxRetries: 0 }).then(
+      () => 'committed',
+      (e: { code: string }) => e.code,
+    ),
+  );
+  await post({ writes: { items: 10 } });
+  await network.restore();
+  expect(await result).toBe('conflict');
+  expect(await tab.evaluate(() => window.tether.state.doc('cart').status.getState().conflicts)).toEqual([
+    expect.objectContaining({ writes: { items: 3 }, current: { items: 10 } }),
+  ]);
+  expect(await docView(tab, 'cart')).toEqual({ items: 10, coupon: 'SPRING' });
+  await context.close();
+});

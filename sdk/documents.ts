@@ -45,7 +45,8 @@ export interface DocStore<T extends Record<string, unknown>> extends StoreApi<T>
    * Runs `fn` on the local view and commits its writes as one transaction. It shows in every
    * tab at once and is queued durably (offline too); resolves with `fn`'s return value once the
    * server committed it. When another client changed what `fn` read, `fn` runs again on the
-   * fresh state (up to `maxRetries` times), then rejects with `conflict`. `fn` must be
+   * fresh state (up to `maxRetries` times), then rejects with `conflict` (and the conflict is
+   * listed in `status.conflicts`). `fn` must be
    * synchronous and free of side effects: it may run more than once.
    */
   transact<R>(fn: (tx: Transaction<T>) => R, options?: TransactOptions): Promise<R>;
@@ -142,7 +143,7 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
       const result = fn(tx);
       if (result instanceof Promise) throw new TypeError('transact(fn): fn must be synchronous (it may run again on conflict)');
       if (Object.keys(writes).length === 0) return result; // read-only: nothing to commit
-      const outcome = await settle(api.transact(tabId, name, reads, writes));
+      const outcome = await settle(api.transact(tabId, name, reads, writes, run > maxRetries));
       if (outcome.committed) return result;
       show(outcome.snapshot); // the forced synchronisation: run again on what the server has
       snapshot = outcome.snapshot;

@@ -107,7 +107,14 @@ export interface WorkerApi {
   openDoc(tabId: string, listenerId: string, doc: string, listener: DocListener): Promise<Outcome<null>>;
   closeDoc(tabId: string, listenerId: string): void;
   /** Applies a transaction optimistically, queues it durably, and settles when the server decided. */
-  transact(tabId: string, doc: string, reads: Record<string, number | { seq: number }>, writes: Record<string, unknown>): Promise<Outcome<TransactOutcome>>;
+  transact(
+    tabId: string,
+    doc: string,
+    reads: Record<string, number | { seq: number }>,
+    writes: Record<string, unknown>,
+    /** The caller's last run: if it conflicts, the conflict is listed on the document. */
+    final: boolean,
+  ): Promise<Outcome<TransactOutcome>>;
   /** Forgets the conflicts reported on a document. */
   clearConflicts(tabId: string, doc: string): Promise<void>;
 }

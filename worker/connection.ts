@@ -35,7 +35,7 @@ interface Writer {
 /** How a queued write ended, for whoever waits on it. */
 type WriteResult = { ok: true; offset: number | null } | { ok: false; error: ErrorShape } | { conflict: true };
 /** Who waits for a write: the tab that made it (its answer is lost if the tab is gone). */
-type Waiter = { tabId: string; settle: (result: WriteResult) => void };
+type Waiter = { tabId: string; final: boolean; settle: (result: WriteResult) => void };
 
 export class ServerConnection {
   readonly tabs = new Map<string, Tab>();
@@ -143,8 +143,14 @@ export class ServerConnection {
    * Applies a transaction optimistically (every tab sees it at once), queues it durably, and
    * settles when the server committed it — or rejected it: then with the fresh state to run on.
    */
-  async transact(tabId: string, doc: string, reads: Record<string, ReadVersion>, writes: Record<string, unknown>): Promise<Outcome<TransactOutcome>> {
-    const result = await this.enqueue(tabId, { op: 'transact', doc, reads, writes });
+  async transact(
+    tabId: string,
+    doc: string,
+    reads: Record<string, ReadVersion>,
+    writes: Record<string, unknown>,
+    final: boolean,
+  ): Promise<Outcome<TransactOutcome>> {
+    const result = await this.enqueue(tabId, { op: 'transact', doc, reads, writes }, final);
     if ('conflict' in result) {
       return { ok: true, value: { committed: false, snapshot: this.documents.snapshot(doc), message: `another client changed ${doc} first` } };
     }
@@ -152,7 +158,7 @@ export class ServerConnection {
   }
 
   /** Stores a write in the outbox, sends it when it can, and resolves with how it ended. */
-  private async enqueue(tabId: string, write: WriteOp): Promise<WriteResult> {
+  private async enqueue(tabId: string, write: WriteOp, final = false): Promise<WriteResult> {
     const size = JSON.stringify({ ...write, type: write.op, seq: Number.MAX_SAFE_INTEGER }).length;
     if (size > this.maxMessageBytes) {
       return { ok: false, error: { code: 'message_too_big', message: `the write is ${size} bytes; the server accepts at most ${this.maxMessageBytes}` } };
@@ -164,7 +170,7 @@ export class ServerConnection {
     } catch (error) {
       return { ok: false, error: error instanceof TetherError ? error.toJSON() : { code: 'internal', message: String(error) } };
     }
-    const settled = new Promise<WriteResult>((resolve) => this.waiters.set(`${entry.clientId}:${entry.seq}`, { tabId, settle: resolve }));
+    const settled = new Promise<WriteResult>((resolve) => this.waiters.set(`${entry.clientId}:${entry.seq}`, { tabId, final, settle: resolve }));
     // If the user changed meanwhile, the write waits in IndexedDB for its own user's token.
     if ((await this.currentWriter()) === writer) {
       writer.queue.push(entry);
@@ -226,8 +232,8 @@ export class ServerConnection {
         return this.documents.handle(message);
       case 'conflict': {
         const writer = await this.currentWriter();
-        const entry = this.settle(writer, message.seq, { conflict: true }, (waited, taken) => {
-          this.documents.rejected(message, taken?.op === 'transact' ? taken : undefined, !waited);
+        const entry = this.settle(writer, message.seq, { conflict: true }, (canRetry, taken) => {
+          this.documents.rejected(message, taken?.op === 'transact' ? taken : undefined, !canRetry);
         });
         if (entry?.op === 'transact') this.documents.changed(entry.doc);
         return;
@@ -270,9 +276,14 @@ export class ServerConnection {
 
   /**
    * Ends a queued write: out of the queue and the outbox, its waiter told. `before` runs first
-   * (with whether anyone waits), so state it changes is visible to the waiter. Returns the entry.
+   * (with whether the waiter can still act on it), so state it changes is visible to the waiter.
    */
-  private settle(writer: Writer, seq: number, result: WriteResult, before?: (waited: boolean, entry: OutboxEntry) => void): OutboxEntry | undefined {
+  private settle(
+    writer: Writer,
+    seq: number,
+    result: WriteResult,
+    before?: (canRetry: boolean, entry: OutboxEntry) => void,
+  ): OutboxEntry | undefined {
     const index = writer.queue.findIndex((e) => e.seq === seq);
     if (index === -1) return undefined; // a second answer to a resent write
     const [entry] = writer.queue.splice(index, 1) as [OutboxEntry];
@@ -280,7 +291,8 @@ export class ServerConnection {
     const key = `${writer.identity.clientId}:${seq}`;
     const waiter = this.waiters.get(key);
     this.waiters.delete(key);
-    before?.(waiter !== undefined, entry);
+    // Whoever waits may still act on the outcome (run the transaction again) unless it said this was its last try.
+    before?.(waiter !== undefined && !waiter.final, entry);
     this.queueChanged(writer, entry);
     if (waiter) waiter.settle(result);
     return entry;
@@ -304,8 +316,8 @@ export class ServerConnection {
       return;
     }
     // A write that can never succeed (forbidden…): the server moved past it; report it to its caller.
-    this.settle(writer, seq, { ok: false, error: { code: error.code, message: error.message } }, (waited) => {
-      if (!waited) console.warn(`[tether] a queued write to ${this.url} was refused: ${error.code}: ${error.message}`);
+    this.settle(writer, seq, { ok: false, error: { code: error.code, message: error.message } }, (canRetry) => {
+      if (!canRetry) console.warn(`[tether] a queued write to ${this.url} was refused: ${error.code}: ${error.message}`);
     });
     this.pump(writer);
   }

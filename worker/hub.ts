@@ -81,9 +81,10 @@ export class Hub implements WorkerApi {
     doc: string,
     reads: Record<string, number | { seq: number }>,
     writes: Record<string, unknown>,
+    final: boolean,
   ): Promise<Outcome<TransactOutcome>> {
     const connection = this.connectionOf(tabId);
-    return connection ? connection.transact(tabId, doc, reads, writes) : NOT_ATTACHED;
+    return connection ? connection.transact(tabId, doc, reads, writes, final) : NOT_ATTACHED;
   }
 
   async clearConflicts(tabId: string, doc: string): Promise<void> {
