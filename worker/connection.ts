@@ -270,7 +270,9 @@ export class ServerConnection {
   }
 
   private acknowledged(writer: Writer, seq: number, offset: number | null): void {
-    this.settle(writer, seq, { ok: true, offset });
+    this.settle(writer, seq, { ok: true, offset }, (_, entry) => {
+      if (entry.op === 'transact' && offset !== null) this.documents.committed(entry.doc, entry.writes, offset);
+    });
     this.pump(writer);
   }
 

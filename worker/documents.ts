@@ -125,6 +125,19 @@ export class Documents {
   }
 
   /**
+   * One of this client's transactions committed at `version`: its writes are confirmed now,
+   * even if the server's broadcast of them is still on its way (no flicker in between).
+   */
+  committed(name: string, writes: Record<string, unknown>, version: number): void {
+    const doc = this.docs.get(name);
+    if (!doc) return;
+    const keys: Record<string, KeyState> = {};
+    for (const [key, value] of Object.entries(writes)) keys[key] = value === null ? { version, deleted: true } : { version, value };
+    this.apply(doc, keys, true);
+    this.save(name, doc);
+  }
+
+  /**
    * A transaction was rejected: the current values it met become confirmed at once (the forced
    * synchronisation), so that running it again starts from them.
    */
