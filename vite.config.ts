@@ -7,6 +7,7 @@
  *   demo   → dist/client/index.html + assets
  */
 import { defineConfig, type UserConfig } from 'vite';
+import { VitePWA } from 'vite-plugin-pwa';
 
 function library(entry: string, outDir: string, fileName: string, format: 'es' | 'iife', name?: string): UserConfig {
   return {
@@ -38,6 +39,31 @@ export default defineConfig(({ mode }): UserConfig => {
         root: 'demo',
         publicDir: false,
         build: { outDir: '../dist/client', emptyOutDir: false, target: 'es2022', sourcemap: true },
+        plugins: [
+          // The offline app shell (Workbox): the page, its assets, /tether.js and the worker are
+          // precached, so a reload without a network still starts the app from this browser.
+          // It runs last, so the SDK bundles built before it into dist/client are in the precache.
+          VitePWA({
+            registerType: 'autoUpdate',
+            injectRegister: false,
+            manifest: {
+              name: 'Tether team board',
+              short_name: 'Team board',
+              start_url: '/',
+              display: 'standalone',
+              theme_color: '#1a7f37',
+              background_color: '#ffffff',
+              icons: [],
+            },
+            workbox: {
+              globPatterns: ['**/*.{js,css,html}'],
+              globIgnores: ['**/*.map', 'sw.js', 'workbox-*.js'],
+              navigateFallback: '/index.html',
+              navigateFallbackDenylist: [/^\/api\//, /^\/ws/],
+              cleanupOutdatedCaches: true,
+            },
+          }),
+        ],
       };
   }
 });

@@ -82,7 +82,7 @@ function randomId(): string {
 
 export function createClient(options: ConnectOptions, defaultWorkerUrl: string | undefined): TetherClient {
   const resolved = resolveOptions(options, defaultWorkerUrl);
-  const status = createStore<Status>()(() => ({ connection: 'connecting', pending: 0 }));
+  const status = createStore<Status>()(() => ({ connection: 'connecting', pending: 0, lastSyncAt: null }));
 
   let worker: SharedWorker;
   try {

@@ -12,6 +12,8 @@ export interface Status {
   connection: ConnectionState;
   /** Operations sent to (or queued for) the server that it has not answered yet. */
   pending: number;
+  /** When this client was last fully in sync (online, nothing pending), in ms since the epoch; null if never. */
+  lastSyncAt: number | null;
 }
 
 /** A result that crosses postMessage without losing the error code (Comlink would drop it). */

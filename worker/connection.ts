@@ -54,6 +54,7 @@ export class ServerConnection {
   /** Writes of the current user not yet acknowledged (mirrors the writer's queue for `status`). */
   private queuedCount = 0;
   private maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
+  private lastSyncAt: number | null = null;
   private unused: { token: Promise<string | undefined>; writer: Promise<Writer>; at: number } | undefined;
 
   constructor(readonly url: string) {
@@ -84,7 +85,7 @@ export class ServerConnection {
   }
 
   get status(): Status {
-    return { connection: this.link.state, pending: this.requests.size + this.queuedCount };
+    return { connection: this.link.state, pending: this.requests.size + this.queuedCount, lastSyncAt: this.lastSyncAt };
   }
 
   get channels(): string[] {
@@ -378,6 +379,7 @@ export class ServerConnection {
   }
 
   private publishStatus(): void {
+    if (this.link.state === 'online' && this.requests.size + this.queuedCount === 0) this.lastSyncAt = Date.now();
     const status = this.status;
     // Fire and forget: a tab that died without detaching yet simply never reads it.
     for (const tab of this.tabs.values()) void Promise.resolve(tab.onStatus(status)).catch(() => {});
