@@ -26,6 +26,8 @@ export interface ServerConfig {
   logLevel: string;
   /** SQLite file of the events DB (':memory:' keeps nothing). @default './tether.db' */
   db: string;
+  /** `full`: every acknowledged write is on disk (fsync per group commit). `off`: only for measuring what that costs. @default 'full' */
+  dbSync: 'full' | 'off';
   /** Events kept per channel. @default 10000 */
   historyMaxEvents: number;
   /** Age after which events are dropped, in seconds. @default 604800 (7 days) */
@@ -53,6 +55,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   maxMessageBytes: 64 * 1024,
   logLevel: 'info',
   db: './tether.db',
+  dbSync: 'full',
   historyMaxEvents: 10_000,
   historyMaxAgeS: 7 * 24 * 3600,
   allowedOrigins: [],
@@ -74,6 +77,12 @@ function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: nu
 function text(env: NodeJS.ProcessEnv, name: string): string | undefined {
   const raw = env[name];
   return raw === undefined || raw.trim() === '' ? undefined : raw.trim();
+}
+
+function dbSync(raw: string | undefined): 'full' | 'off' {
+  if (raw === undefined || raw === 'full') return 'full';
+  if (raw === 'off') return 'off';
+  throw new TypeError(`TETHER_DB_SYNC must be full or off, got ${JSON.stringify(raw)}`);
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
@@ -104,6 +113,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     maxMessageBytes: integer(env, 'TETHER_MAX_MESSAGE_BYTES', DEFAULT_CONFIG.maxMessageBytes, 1024, 16 * 1024 * 1024),
     logLevel: text(env, 'TETHER_LOG_LEVEL') ?? DEFAULT_CONFIG.logLevel,
     db: text(env, 'TETHER_DB') ?? DEFAULT_CONFIG.db,
+    dbSync: dbSync(text(env, 'TETHER_DB_SYNC')),
     historyMaxEvents: integer(env, 'TETHER_HISTORY_MAX_EVENTS', DEFAULT_CONFIG.historyMaxEvents, 1, 1e9),
     historyMaxAgeS: integer(env, 'TETHER_HISTORY_MAX_AGE_S', DEFAULT_CONFIG.historyMaxAgeS, 1, 1e10),
     allowedOrigins: (text(env, 'TETHER_ALLOWED_ORIGINS') ?? '').split(',').map((o) => o.trim()).filter(Boolean),

@@ -50,6 +50,7 @@ const DEFAULT_CLIENT_DIR = fileURLToPath(new URL('../../client', import.meta.url
 export async function startServer(options: ServerOptions = {}): Promise<TetherServer> {
   const config: ServerConfig = { ...DEFAULT_CONFIG, ...options };
   const log = options.logger ?? createLogger(config.logLevel);
+  if (config.dbSync === 'off') log.warn('TETHER_DB_SYNC=off: acknowledged writes can be lost in a crash. For measurements only.');
   if (config.tokenSecret === undefined) {
     log.warn('TETHER_TOKEN_SECRET is not set: DEVELOPMENT MODE, anonymous clients are accepted. Never run this in production.');
   }
@@ -67,6 +68,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
 
   const store = options.store ?? openSqliteStore({
     path: config.db,
+    synchronous: config.dbSync,
     retention: { maxEvents: config.historyMaxEvents, maxAgeMs: config.historyMaxAgeS * 1000 },
   });
   const broker = options.broker ?? createLocalBroker();

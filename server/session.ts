@@ -199,7 +199,7 @@ export class Session {
       this.expiry.unref();
     }
     this.welcomed = true;
-    this.log.info({ user: this.user }, 'client connected');
+    this.log.debug({ user: this.user }, 'client connected');
     this.send({ type: 'welcome', v: PROTOCOL_VERSION, session: this.id, user: this.user, heartbeatMs: this.deps.heartbeatMs, lastSeq, maxMessageBytes: this.deps.maxMessageBytes });
   }
 

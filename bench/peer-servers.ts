@@ -1,0 +1,38 @@
+/**
+ * The peers Tether is measured against, each run as its own process like Tether's server:
+ *   ws        — a raw `ws` broadcast that serialises each message once (the practical floor)
+ *   socketio  — Socket.IO, websocket transport only, room broadcast
+ * Usage: node dist/bench/peer-servers.js ws|socketio  → prints "listening <port>".
+ */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, WebSocket } from 'ws';
+import { Server } from 'socket.io';
+
+const kind = process.argv[2];
+const http = createServer();
+
+if (kind === 'ws') {
+  const wss = new WebSocketServer({ server: http });
+  wss.on('connection', (socket) => {
+    socket.on('message', (data, isBinary) => {
+      // One frame for everyone: the cheapest broadcast Node can do.
+      const text = isBinary ? data : data.toString();
+      for (const client of wss.clients) if (client !== socket && client.readyState === WebSocket.OPEN) client.send(text);
+    });
+  });
+} else if (kind === 'socketio') {
+  const io = new Server(http, { transports: ['websocket'], serveClient: false });
+  io.on('connection', (socket) => {
+    socket.on('join', (room: string, ack?: () => void) => {
+      void socket.join(room);
+      ack?.();
+    });
+    socket.on('pub', (room: string, data: unknown) => void socket.to(room).emit('msg', data));
+  });
+} else {
+  console.error('usage: peer-servers ws|socketio');
+  process.exit(2);
+}
+
+http.listen(0, '127.0.0.1', () => console.log(`listening ${(http.address() as AddressInfo).port}`));
