@@ -11,11 +11,12 @@ import { cpus, totalmem } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { connectClient, cpuMs, rssBytes, startTarget, type Kind, type LoadClient, type Target } from './targets.js';
 import { measureSizes, BUDGETS, TARGETS, checkBudgets, type SizeRow } from './sizes.js';
+import { offlineOutbox, tabToTab, type LatencyResult, type OutboxResult } from './browser.js';
 
 const smoke = process.argv.includes('--smoke');
 const PLAN = smoke
-  ? { fanout: [50], repeats: 1, rate: 10, seconds: 1, publishers: [1, 10], idle: [100] }
-  : { fanout: [100, 1000, 5000], repeats: 3, rate: 20, seconds: 4, publishers: [1, 10, 100], idle: [1000, 5000] };
+  ? { fanout: [50], repeats: 1, rate: 10, seconds: 1, publishers: [1, 10], idle: [100], messages: 50, outbox: 200 }
+  : { fanout: [100, 1000, 5000], repeats: 3, rate: 20, seconds: 4, publishers: [1, 10, 100], idle: [1000, 5000], messages: 1000, outbox: 10_000 };
 const KINDS: Kind[] = ['tether', 'socketio', 'ws'];
 const CHANNEL = 'bench';
 
@@ -202,6 +203,20 @@ for (const n of PLAN.idle) {
 }
 results.memory = mem;
 
+const browserTarget = await startTarget('tether', { TETHER_API_KEY: 'bench-key' });
+const latency: { tether: LatencyResult; baseline: LatencyResult }[] = [];
+const outbox: OutboxResult[] = [];
+try {
+  for (let i = 0; i < PLAN.repeats; i++) latency.push(await tabToTab(browserTarget, PLAN.messages));
+  log(`tab→tab p50 ${spread(latency.map((l) => l.tether.p50)).median.toFixed(2)} ms (bare SharedWorker + ws echo: ${spread(latency.map((l) => l.baseline.p50)).median.toFixed(2)} ms)`);
+  for (let i = 0; i < PLAN.repeats; i++) outbox.push(await offlineOutbox(browserTarget, PLAN.outbox, 'bench-key'));
+  log(`offline outbox: ${PLAN.outbox} queued in ${spread(outbox.map((o) => o.queueMs)).median.toFixed(0)} ms, drained in ${spread(outbox.map((o) => o.drainMs)).median.toFixed(0)} ms`);
+} finally {
+  await browserTarget.stop();
+}
+results.latency = latency;
+results.outbox = outbox;
+
 const sizes: SizeRow[] = await measureSizes();
 results.sizes = sizes;
 
@@ -249,13 +264,27 @@ const md: string[] = [
     return `| ${r.n} | ${r.kind} | ${fmt({ median: r.bytes.median / 1024, min: r.bytes.min / 1024, max: r.bytes.max / 1024 })} | ${r.kind === 'tether' ? '' : ratio(t.bytes.median, r.bytes.median)} |`;
   }),
   '',
+  `## In the browser (headless Chromium, loopback)`,
+  '',
+  `Tab A publishes ${PLAN.messages} messages 2 ms apart; tab B (same browser) receives them through the worker and the server. The floor: a bare SharedWorker owning one ws to an echo server, in the same run. Tether's path includes the durable outbox write (IndexedDB) before sending.`,
+  '',
+  '| path | p50 ms | p99 ms |',
+  '|---|---|---|',
+  `| Tether: tab → worker (outbox) → server (stored) → worker → tab | ${fmt(spread(latency.map((l) => l.tether.p50)), 2)} | ${fmt(spread(latency.map((l) => l.tether.p99)), 2)} |`,
+  `| bare SharedWorker + ws echo | ${fmt(spread(latency.map((l) => l.baseline.p50)), 2)} | ${fmt(spread(latency.map((l) => l.baseline.p99)), 2)} |`,
+  `| ratio (median) | ${ratio(spread(latency.map((l) => l.tether.p50)).median, spread(latency.map((l) => l.baseline.p50)).median)} | ${ratio(spread(latency.map((l) => l.tether.p99)).median, spread(latency.map((l) => l.baseline.p99)).median)} |`,
+  '',
+  `Offline outbox, on-disk profile: ${PLAN.outbox} publishes made while the network is cut.`,
+  '',
+  '| until all are durably queued (ms) | from reconnect until the server stored all (ms) | stored on the server |',
+  '|---|---|---|',
+  `| ${fmt(spread(outbox.map((o) => o.queueMs)), 0)} | ${fmt(spread(outbox.map((o) => o.drainMs)), 0)} | ${outbox.map((o) => o.stored).join(', ')} |`,
+  '',
   '## Bundle size (esbuild, minified, gzip -9)',
   '',
   '| bundle | what | minified B | gzip B | budget (CI) | target |',
   '|---|---|---|---|---|---|',
   ...sizes.map((r) => `| ${r.name} | ${r.what} | ${r.minified} | ${r.gzip} | ${BUDGETS[r.name] ?? ''} | ${TARGETS[r.name] ?? ''} |`),
-  '',
-  'Not measured yet: tab → worker → server → worker → tab latency in the browser beside a bare SharedWorker + ws echo, and the 10,000-write offline outbox (time to queue, time to drain).',
   '',
 ];
 
