@@ -152,21 +152,22 @@ export async function offlineOutbox(target: Target, count: number, apiKey: strin
     await page.waitForFunction(() => window.tether.status.getState().connection === 'online');
     proxy.refuse();
     await page.waitForFunction(() => window.tether.status.getState().connection === 'offline');
-    const queueMs = await page.evaluate(async (count) => {
+    const channel = `outbox-${Math.random().toString(36).slice(2)}`; // a fresh channel per run
+    const queueMs = await page.evaluate(async ({ count, channel }) => {
       const t0 = performance.now();
-      for (let i = 0; i < count; i++) void window.tether.pubsub.publish('outbox', i);
+      for (let i = 0; i < count; i++) void window.tether.pubsub.publish(channel, i);
       await new Promise<void>((resolve) => {
         const check = () => (window.tether.status.getState().pending >= count ? resolve() : setTimeout(check, 5));
         check();
       });
       return performance.now() - t0;
-    }, count);
+    }, { count, channel });
     const t1 = performance.now();
     await proxy.restore();
     // Drained when the server's history holds them all.
     let stored = 0;
     for (;;) {
-      const response = await fetch(`http://127.0.0.1:${target.port}/api/history?channel=outbox&since=0&limit=1`, { headers: { authorization: `Bearer ${apiKey}` } });
+      const response = await fetch(`http://127.0.0.1:${target.port}/api/history?channel=${channel}&since=0&limit=1`, { headers: { authorization: `Bearer ${apiKey}` } });
       stored = ((await response.json()) as { head: number }).head;
       if (stored >= count) break;
       if (performance.now() - t1 > 120_000) break;

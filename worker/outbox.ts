@@ -1,7 +1,8 @@
 /**
  * The IndexedDB outbox: every write is stored with strict durability before anything else
- * happens to it. Writes made in the same task are stored in one transaction (group commit):
- * one transaction costs about a millisecond on disk, whatever it holds.
+ * happens to it. Group commit: while one transaction is being written, the writes that arrive
+ * (each tab call is its own task) gather into the next one. A transaction costs about a
+ * millisecond on disk whatever it holds, so a burst of writes costs a few transactions.
  */
 import { TetherError } from '../protocol/errors.js';
 import type { Database, OutboxEntry, WriteOp } from './db.js';
@@ -17,6 +18,7 @@ interface Waiting {
 
 export class Outbox {
   private batch: Waiting[] = [];
+  private committing = false;
   private deletions: number[] = [];
 
   constructor(
@@ -29,7 +31,10 @@ export class Outbox {
   add(write: NewWrite): Promise<OutboxEntry> {
     return new Promise((resolve, reject) => {
       this.batch.push({ write, resolve, reject });
-      if (this.batch.length === 1) queueMicrotask(() => void this.commit());
+      if (!this.committing) {
+        this.committing = true;
+        queueMicrotask(() => void this.drain());
+      }
     });
   }
 
@@ -46,9 +51,16 @@ export class Outbox {
     if (this.deletions.length === 1) setTimeout(() => void this.commitDeletions(), 0);
   }
 
-  private async commit(): Promise<void> {
-    const batch = this.batch;
-    this.batch = [];
+  private async drain(): Promise<void> {
+    while (this.batch.length > 0) {
+      const batch = this.batch;
+      this.batch = [];
+      await this.commit(batch);
+    }
+    this.committing = false;
+  }
+
+  private async commit(batch: Waiting[]): Promise<void> {
     try {
       const db = await this.db();
       const tx = db.transaction(['clients', 'outbox'], 'readwrite', { durability: 'strict' });
