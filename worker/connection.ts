@@ -51,8 +51,6 @@ export class ServerConnection {
   private writer: Promise<Writer> | undefined;
   private readonly waiters = new Map<string, Waiter>();
   private lastSent = 0;
-  /** Writes of the current user not yet acknowledged (mirrors the writer's queue for `status`). */
-  private queuedCount = 0;
   private maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
   private lastSyncAt: number | null = null;
   private unused: { token: Promise<string | undefined>; writer: Promise<Writer>; at: number } | undefined;
@@ -85,7 +83,12 @@ export class ServerConnection {
   }
 
   get status(): Status {
-    return { connection: this.link.state, pending: this.requests.size + this.queuedCount, lastSyncAt: this.lastSyncAt };
+    return { connection: this.link.state, pending: this.pending, lastSyncAt: this.lastSyncAt };
+  }
+
+  /** Calls in flight and the current user's unacknowledged writes. */
+  private get pending(): number {
+    return this.requests.size + (this.active?.queue.length ?? 0);
   }
 
   get channels(): string[] {
@@ -175,7 +178,7 @@ export class ServerConnection {
     // If the user changed meanwhile, the write waits in IndexedDB for its own user's token.
     if ((await this.currentWriter()) === writer) {
       writer.queue.push(entry);
-      this.queueChanged(writer, entry);
+      this.queueChanged(entry);
       this.pump(writer);
     }
     return settled;
@@ -296,13 +299,12 @@ export class ServerConnection {
     this.waiters.delete(key);
     // Whoever waits may still act on the outcome (run the transaction again) unless it said this was its last try.
     before?.(waiter !== undefined && !waiter.final, entry);
-    this.queueChanged(writer, entry);
+    this.queueChanged(entry);
     if (waiter) waiter.settle(result);
     return entry;
   }
 
-  private queueChanged(writer: Writer, entry: OutboxEntry): void {
-    this.queuedCount = writer.queue.length;
+  private queueChanged(entry: OutboxEntry): void {
     this.publishStatus();
     if (entry.op === 'transact') this.documents.changed(entry.doc);
   }
@@ -345,7 +347,6 @@ export class ServerConnection {
       const outbox = new Outbox(database, this.url, identity);
       const next: Writer = { identity, outbox, queue: await outbox.list() };
       this.active = next;
-      this.queuedCount = next.queue.length;
       this.publishStatus();
       for (const doc of this.documents.open) this.documents.changed(doc);
       return next;
@@ -379,7 +380,7 @@ export class ServerConnection {
   }
 
   private publishStatus(): void {
-    if (this.link.state === 'online' && this.requests.size + this.queuedCount === 0) this.lastSyncAt = Date.now();
+    if (this.link.state === 'online' && this.pending === 0) this.lastSyncAt = Date.now();
     const status = this.status;
     // Fire and forget: a tab that died without detaching yet simply never reads it.
     for (const tab of this.tabs.values()) void Promise.resolve(tab.onStatus(status)).catch(() => {});
