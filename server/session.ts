@@ -13,6 +13,7 @@ import type { ClientMessage, DocOpen, Handshake, Publish, RpcRequest, ServerMess
 import type { Authenticate } from './auth.js';
 import type { Logger } from './log.js';
 import type { Broker } from './pubsub/broker.js';
+import { CatchUp } from './pubsub/catch-up.js';
 import { conflictFrame, docFrame, eventFrame } from './pubsub/frames.js';
 import { channelPermission, type ChannelPermission } from './pubsub/permissions.js';
 import type { WriteQueue } from './pubsub/write-queue.js';
@@ -272,26 +273,16 @@ export class Session {
     if (this.openDocs.size >= this.deps.limits.maxSubscriptions) {
       return this.sendError({ code: 'limit_exceeded', message: `at most ${this.deps.limits.maxSubscriptions} open documents per connection` }, { doc });
     }
-    // As for channels: listen first, hold changes while the state is read.
-    let version = -1;
-    let held: { version: number; frame: string }[] | undefined = [];
-    const deliver = (v: number, frame: string) => {
-      if (v <= version) return;
-      version = v;
-      this.sendFrame(frame);
-    };
-    const close = this.deps.broker.subscribeDoc(doc, (change, frame) => {
-      if (held) held.push({ version: change.version, frame });
-      else deliver(change.version, frame);
-    });
+    // Listen first, hold changes while the state is read, so that none falls in between.
+    const feed = new CatchUp((frame) => this.sendFrame(frame));
+    const close = this.deps.broker.subscribeDoc(doc, (change, frame) => feed.live(change.version, frame));
     this.openDocs.set(doc, close);
     try {
       const state = await this.deps.store.document(doc, since);
       if (this.openDocs.get(doc) !== close) return;
       this.sendFrame(docFrame(state, state.full));
-      version = state.version;
-      for (const change of held) deliver(change.version, change.frame);
-      held = undefined;
+      feed.skipTo(state.version);
+      feed.release();
     } catch (error) {
       close();
       this.openDocs.delete(doc);
@@ -313,17 +304,8 @@ export class Session {
       );
     }
     // Listen first and hold live events while the history is read, so none falls in between.
-    let delivered = -1;
-    let held: { offset: number; frame: string }[] | undefined = [];
-    const deliver = (offset: number, frame: string) => {
-      if (offset <= delivered) return;
-      delivered = offset;
-      this.sendFrame(frame);
-    };
-    const unsubscribe = this.deps.broker.subscribe(channel, (event, frame) => {
-      if (held) held.push({ offset: event.offset, frame });
-      else deliver(event.offset, frame);
-    });
+    const feed = new CatchUp((frame) => this.sendFrame(frame));
+    const unsubscribe = this.deps.broker.subscribe(channel, (event, frame) => feed.live(event.offset, frame));
     this.subscriptions.set(channel, unsubscribe);
     try {
       let page = await this.deps.store.history(channel, since, HISTORY_PAGE);
@@ -334,14 +316,13 @@ export class Session {
           ? { type: 'reset', channel, epoch: page.epoch, offset: page.from }
           : { type: 'subscribed', channel, epoch: page.epoch, offset: page.head },
       );
-      delivered = page.from;
+      feed.skipTo(page.from);
       while (since !== undefined || page.reset) {
-        for (const event of page.events) deliver(event.offset, eventFrame(channel, event.offset, event.data));
+        for (const event of page.events) feed.deliver(event.offset, eventFrame(channel, event.offset, event.data));
         if (page.events.length < HISTORY_PAGE) break;
-        page = await this.deps.store.history(channel, { offset: delivered, epoch: page.epoch }, HISTORY_PAGE);
+        page = await this.deps.store.history(channel, { offset: feed.position, epoch: page.epoch }, HISTORY_PAGE);
       }
-      for (const event of held) deliver(event.offset, event.frame);
-      held = undefined;
+      feed.release();
     } catch (error) {
       unsubscribe();
       this.subscriptions.delete(channel);
