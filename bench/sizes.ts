@@ -50,7 +50,8 @@ export async function measureSizes(): Promise<SizeRow[]> {
  */
 export const BUDGETS: Record<string, number> = {
   'tether sdk': 5_100,
-  'tether worker': 13_000,
+  // 13,000 until the worker validated every server frame with the protocol's valibot schemas (+4.8 KB).
+  'tether worker': 17_500,
   'tether.js': 5_300,
 };
 export const TARGETS: Record<string, number> = { 'tether sdk': 4_096, 'tether worker': 12_288, 'tether.js': 4_096 };

@@ -7,7 +7,17 @@ import * as v from 'valibot';
 import { ClientMessage, ServerMessage } from './messages.js';
 import type { ErrorShape } from './errors.js';
 
-export type Decoded<T> = { ok: true; message: T } | { ok: false; error: ErrorShape; id?: number };
+/**
+ * A refused frame echoes the request `id` or the write `seq` it carried (when usable), so the
+ * sender can match the error — and a refused write still takes its place in the sequence.
+ */
+export type Decoded<T> = { ok: true; message: T } | { ok: false; error: ErrorShape; id?: number; seq?: number };
+
+const WRITE_TYPES = new Set(['publish', 'transact', 'skip']);
+
+function positiveInteger(value: unknown): number | undefined {
+  return Number.isSafeInteger(value) && (value as number) > 0 ? (value as number) : undefined;
+}
 
 /** Serializes one message as a JSON text frame. */
 export function encode(message: ClientMessage | ServerMessage): string {
@@ -30,10 +40,12 @@ function decodeWith<T>(schema: v.GenericSchema<unknown, T>, frame: string): Deco
   }
   const parsed = v.safeParse(schema, json);
   if (parsed.success) return { ok: true, message: parsed.output };
-  // Echo the request id back when there is a usable one, so the sender can match the error.
-  const id = typeof json === 'object' && json !== null && 'id' in json ? json.id : undefined;
   const error: ErrorShape = { code: 'invalid_message', message: describe(parsed.issues) };
-  return Number.isSafeInteger(id) && (id as number) > 0 ? { ok: false, error, id: id as number } : { ok: false, error };
+  if (typeof json !== 'object' || json === null) return { ok: false, error };
+  const fields = json as Record<string, unknown>;
+  const id = positiveInteger(fields.id);
+  const seq = WRITE_TYPES.has(String(fields.type)) ? positiveInteger(fields.seq) : undefined;
+  return { ok: false, error, ...(id === undefined ? {} : { id }), ...(seq === undefined ? {} : { seq }) };
 }
 
 /** Validates a frame received from a client. */

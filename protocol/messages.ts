@@ -36,6 +36,13 @@ export const Handshake = v.strictObject({
   token: v.optional(v.pipe(v.string(), v.maxLength(8192))),
   /** The client's durable id (one per user per browser profile); required to send writes. */
   clientId: v.optional(ClientId),
+  /**
+   * The lowest write sequence this client still holds unacknowledged (its next sequence when it
+   * holds none). Everything before it was acknowledged once: a server that does not know those
+   * writes (a restored backup, a new events DB) moves the client's sequence up to it, explicitly,
+   * instead of accepting whatever sequence comes first. Default 1.
+   */
+  firstSeq: v.optional(Seq),
 });
 
 /** Heartbeat; the server answers with `pong` echoing `t`. */
@@ -63,8 +70,8 @@ export const Publish = v.strictObject({
   data: v.unknown(),
 });
 
-/** Keys of a shared document: same rules as channel names. */
-const DocKey = v.pipe(v.string(), v.minLength(1), v.maxLength(200));
+/** Keys of a shared document: 1–200 characters. */
+export const DocKey = v.pipe(v.string(), v.minLength(1), v.maxLength(200));
 
 /**
  * What a transaction read: the version of each key (0 = the key did not exist), or, for a key
@@ -109,7 +116,20 @@ export const Unsubscribe = v.strictObject({
   channel: ChannelName,
 });
 
-export const ClientMessage = v.variant('type', [Handshake, Ping, RpcRequest, Publish, Subscribe, Unsubscribe, Transact, DocOpen, DocClose]);
+/**
+ * The client gives up queued write `seq` without sending it: it grew over the server's size limit
+ * (the operator lowered it while the write waited). The server records the refusal, advances the
+ * sequence as for any refused write, and answers `error` with that `seq`.
+ */
+export const Skip = v.strictObject({
+  type: v.literal('skip'),
+  seq: Seq,
+  reason: v.picklist(['message_too_big']),
+  /** The write's size in bytes, for the error message. */
+  bytes: v.optional(Offset),
+});
+
+export const ClientMessage = v.variant('type', [Handshake, Ping, RpcRequest, Publish, Subscribe, Unsubscribe, Transact, DocOpen, DocClose, Skip]);
 
 // ---- server → client -------------------------------------------------------------------
 
@@ -224,6 +244,7 @@ export type Publish = v.InferOutput<typeof Publish>;
 export type Subscribe = v.InferOutput<typeof Subscribe>;
 export type Unsubscribe = v.InferOutput<typeof Unsubscribe>;
 export type Transact = v.InferOutput<typeof Transact>;
+export type Skip = v.InferOutput<typeof Skip>;
 export type DocOpen = v.InferOutput<typeof DocOpen>;
 export type ReadVersion = v.InferOutput<typeof ReadVersion>;
 export type KeyState = v.InferOutput<typeof KeyState>;

@@ -2,7 +2,8 @@
  * The tab side: a thin proxy to the SharedWorker that owns the socket.
  */
 import * as Comlink from 'comlink';
-import { createStore, type StoreApi } from 'zustand/vanilla';
+import { createStore } from 'zustand/vanilla';
+import { readonly, type ReadonlyStore } from './readonly-store.js';
 import { TetherError } from '../protocol/errors.js';
 import { CHANNEL_NAME } from '../protocol/constants.js';
 import type { ChannelDelivery, Outcome, PendingWrite, Status, WorkerApi } from '../worker/api.js';
@@ -37,8 +38,8 @@ export interface SubscribeOptions {
 export type Persistence = 'persisted' | 'best-effort' | 'unsupported';
 
 export interface TetherClient {
-  /** Connection status, as a zustand store: `client.status.getState().connection`. */
-  readonly status: StoreApi<Status>;
+  /** Connection status, as a read-only zustand store: `client.status.getState().connection`. */
+  readonly status: ReadonlyStore<Status>;
   readonly rpc: {
     /**
      * Calls a procedure on the server. Rejects with a `TetherError` whose `code` is
@@ -82,7 +83,7 @@ function randomId(): string {
 
 export function createClient(options: ConnectOptions, defaultWorkerUrl: string | undefined): TetherClient {
   const resolved = resolveOptions(options, defaultWorkerUrl);
-  const status = createStore<Status>()(() => ({ connection: 'connecting', pending: 0, lastSyncAt: null }));
+  const status = createStore<Status>()(() => ({ connection: 'connecting', pending: 0, lastSyncAt: null, error: null }));
 
   let worker: SharedWorker;
   try {
@@ -209,7 +210,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
   }
 
   return {
-    status,
+    status: readonly(status),
     rpc: { call },
     pubsub: { publish, subscribe, pending },
     state: { doc },

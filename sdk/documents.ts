@@ -4,7 +4,8 @@
  * state when the server rejects it (the seed's DSTM: rejected, synchronisation forced, retried).
  */
 import * as Comlink from 'comlink';
-import { createStore, type StoreApi } from 'zustand/vanilla';
+import { createStore } from 'zustand/vanilla';
+import { readonly, type ReadonlyStore } from './readonly-store.js';
 import { TetherError } from '../protocol/errors.js';
 import type { DocConflict, DocSnapshot, Outcome, Status, WorkerApi } from '../worker/api.js';
 
@@ -37,10 +38,10 @@ export interface DocStatus {
   conflicts: DocConflict[];
 }
 
-/** A document: a zustand store of its local view, plus transactions. */
-export interface DocStore<T extends Record<string, unknown>> extends StoreApi<T> {
+/** A document: a read-only zustand store of its local view (change it with `transact`). */
+export interface DocStore<T extends Record<string, unknown>> extends ReadonlyStore<T> {
   readonly name: string;
-  readonly status: StoreApi<DocStatus>;
+  readonly status: ReadonlyStore<DocStatus>;
   /**
    * Runs `fn` on the local view and commits its writes as one transaction. It shows in every
    * tab at once and is queued durably (offline too); resolves with `fn`'s return value once the
@@ -62,7 +63,7 @@ interface Context {
   attached: Promise<void>;
   settle: <T>(outcome: Promise<Outcome<T>>) => Promise<T>;
   /** The client's connection status. */
-  connection: StoreApi<Status>;
+  connection: ReadonlyStore<Status>;
 }
 
 /** How long a first transaction waits for the server's state before running on the cached one. */
@@ -153,9 +154,10 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
     }
   }
 
-  return Object.assign(store, {
+  return {
+    ...readonly(store),
     name,
-    status,
+    status: readonly(status),
     transact,
     clearConflicts: async () => {
       await opened;
@@ -167,5 +169,5 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
       onClose();
       void opened.then(() => api.closeDoc(tabId, listenerId), () => {});
     },
-  });
+  };
 }

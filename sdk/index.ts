@@ -16,4 +16,5 @@ export type { ErrorCode } from '../protocol/constants.js';
 export type { ConnectOptions } from './options.js';
 export type { TetherClient, RpcCallOptions, EventMeta, SubscribeOptions, Persistence } from './client.js';
 export type { Status, ConnectionState, PendingWrite, DocConflict } from '../worker/api.js';
+export type { ReadonlyStore } from './readonly-store.js';
 export type { DocStore, DocStatus, Transaction, TransactOptions } from './documents.js';

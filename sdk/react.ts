@@ -3,7 +3,7 @@
  * `useStore` (useSyncExternalStore underneath): a component re-renders when what it selects changes.
  */
 import { useStore } from 'zustand';
-import type { StoreApi } from 'zustand/vanilla';
+import type { ReadonlyStore } from './readonly-store.js';
 import type { DocStatus, DocStore } from './documents.js';
 import type { Status } from '../worker/api.js';
 
@@ -25,6 +25,6 @@ export function useDocStatus<T extends Record<string, unknown>>(doc: DocStore<T>
 }
 
 /** The client's connection status: `const { connection, pending } = useStatus(client.status)`. */
-export function useStatus(status: StoreApi<Status>): Status {
+export function useStatus(status: ReadonlyStore<Status>): Status {
   return useStore(status);
 }

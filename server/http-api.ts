@@ -8,6 +8,8 @@
  *   GET  /api/docs/<name>                                 → 200 {"doc", "version", "keys": {"k": {"value", "version"}}}
  *   POST /api/docs/<name>/transact  {"reads"?: {"k": version}, "writes": {"k": value | null}}
  *                                                         → 200 {"doc", "version"} | 409 {"error", "current"}
+ * Writes take an optional `Idempotency-Key` header, bound to the request: a retry with the same
+ * key and body is answered with the first outcome; the same key with another body gets 422.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -79,6 +81,19 @@ function checkKey(req: IncomingMessage, apiKey: string | undefined): void {
   }
 }
 
+/** The optional `Idempotency-Key` header: a retried request with the same key is applied once. */
+function idempotencyKeyOf(req: IncomingMessage): string | undefined {
+  const header = req.headers['idempotency-key'];
+  if (header === undefined) return undefined;
+  const key = v.safeParse(IdempotencyKey, header);
+  if (!key.success) throw new ApiError(400, 'invalid_message', 'Idempotency-Key must be 1–200 characters');
+  return key.output;
+}
+
+function reusedKey(): ApiError {
+  return new ApiError(422, 'invalid_argument', 'this Idempotency-Key was used for a different request (another channel, document or body); use a new key per request');
+}
+
 function issueText(issues: readonly v.BaseIssue<unknown>[]): string {
   const first = issues[0];
   const path = first?.path?.map((p) => String(p.key)).join('.');
@@ -90,13 +105,7 @@ export function createHttpApi(deps: HttpApiDeps) {
   async function publish(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const parsed = v.safeParse(PublishBody, await readBody(req, deps.maxBodyBytes));
     if (!parsed.success) throw new ApiError(400, 'invalid_message', issueText(parsed.issues));
-    const keyHeader = req.headers['idempotency-key'];
-    let idempotencyKey: string | undefined;
-    if (keyHeader !== undefined) {
-      const key = v.safeParse(IdempotencyKey, keyHeader);
-      if (!key.success) throw new ApiError(400, 'invalid_message', 'Idempotency-Key must be 1–200 characters');
-      idempotencyKey = key.output;
-    }
+    const idempotencyKey = idempotencyKeyOf(req);
     const { channel, data } = parsed.output;
     const json = JSON.stringify(data) ?? 'null';
     const outcome = await deps.writes.submit({
@@ -105,6 +114,7 @@ export function createHttpApi(deps: HttpApiDeps) {
     });
     if (outcome.status === 'stored') return reply(res, 200, { channel, offset: outcome.event.offset });
     if (outcome.status === 'duplicate') return reply(res, 200, { channel, offset: outcome.offset }, { 'idempotent-replayed': 'true' });
+    if (outcome.status === 'idempotency_mismatch') throw reusedKey();
     throw new ApiError(500, 'internal', `unexpected write outcome ${outcome.status}`);
   }
 
@@ -152,8 +162,14 @@ export function createHttpApi(deps: HttpApiDeps) {
     if (!parsed.success) throw new ApiError(400, 'invalid_message', issueText(parsed.issues));
     const writes: Record<string, string | null> = {};
     for (const [key, value] of Object.entries(parsed.output.writes)) writes[key] = value === null ? null : (JSON.stringify(value) ?? null);
-    const outcome = await deps.writes.submit({ kind: 'transact', doc, reads: parsed.output.reads ?? {}, writes, clientId: null, seq: null, user: null });
+    const idempotencyKey = idempotencyKeyOf(req);
+    const outcome = await deps.writes.submit({
+      kind: 'transact', doc, reads: parsed.output.reads ?? {}, writes, clientId: null, seq: null, user: null,
+      ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+    });
     if (outcome.status === 'committed') return reply(res, 200, { doc, version: outcome.change.version });
+    if (outcome.status === 'duplicate') return reply(res, 200, { doc, version: outcome.offset }, { 'idempotent-replayed': 'true' });
+    if (outcome.status === 'idempotency_mismatch') throw reusedKey();
     if (outcome.status === 'conflict') {
       const current: Record<string, { value?: unknown; version: number }> = {};
       for (const [key, s] of Object.entries(outcome.current)) current[key] = 'value' in s ? { value: JSON.parse(s.value) as unknown, version: s.version } : { version: s.version };

@@ -44,6 +44,8 @@ export interface SessionDeps {
 
 /** Malformed frames tolerated before the connection is closed with 4005. */
 const MAX_BAD_FRAMES = 20;
+/** The longest delay setTimeout takes without firing at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Events read from the history per page when a subscriber catches up. */
 const HISTORY_PAGE = 500;
 
@@ -122,7 +124,15 @@ export class Session {
     if (this.handshaking) await this.handshaking;
     if (isBinary) return this.refuse({ code: 'invalid_message', message: 'binary frames are not supported; send JSON text' });
     const decoded = decodeClientFrame(data.toString());
-    if (!decoded.ok) return this.refuse(decoded.error, decoded.id);
+    if (!decoded.ok) {
+      // A malformed write still takes its place in the sequence, or every write behind it would wait forever.
+      if (decoded.seq !== undefined && this.welcomed && this.clientId !== undefined) {
+        this.countBadFrame(decoded.error);
+        const { code, message } = decoded.error;
+        return this.write(decoded.seq, () => ({ kind: 'skip', clientId: this.clientId!, seq: decoded.seq!, user: this.user, code, message }));
+      }
+      return this.refuse(decoded.error, decoded.id);
+    }
     const message: ClientMessage = decoded.message;
     if (!this.welcomed) {
       if (message.type !== 'handshake') {
@@ -155,14 +165,23 @@ export class Session {
         this.openDocs.get(message.doc)?.();
         this.openDocs.delete(message.doc);
         return;
+      case 'skip': {
+        const size = message.bytes === undefined ? '' : ` (${message.bytes} bytes)`;
+        const text = `the write is larger${size} than this server accepts (${this.deps.maxMessageBytes} bytes); it was not sent`;
+        return this.write(message.seq, (clientId) => ({ kind: 'skip', clientId, seq: message.seq, user: this.user, code: 'message_too_big', message: text }));
+      }
     }
   }
 
   private refuse(error: ErrorShape, id?: number): void {
-    this.badFrames++;
-    this.log.debug({ code: error.code }, 'refused frame');
     this.sendError(error, id === undefined ? {} : { id });
     if (!this.welcomed) return this.close(CloseCode.HandshakeExpected, 'handshake expected');
+    this.countBadFrame(error);
+  }
+
+  private countBadFrame(error: ErrorShape): void {
+    this.badFrames++;
+    this.log.debug({ code: error.code }, 'refused frame');
     if (this.badFrames > MAX_BAD_FRAMES) this.close(CloseCode.TooManyErrors, 'too many malformed frames');
   }
 
@@ -181,27 +200,42 @@ export class Session {
     }
     let lastSeq = 0;
     if (message.clientId !== undefined) {
-      const seq = await this.deps.store.lastSeq(message.clientId, identity.user);
-      if (seq === 'forbidden') {
+      const resync = await this.deps.store.handshake(message.clientId, identity.user, message.firstSeq ?? 1);
+      if (resync === 'forbidden') {
         this.sendError({ code: 'forbidden', message: 'this clientId belongs to another user' });
         return this.close(CloseCode.Unauthorized, 'clientId of another user');
       }
-      lastSeq = seq;
+      if (resync.movedFrom !== undefined) {
+        // Only a restored backup or a replaced events DB gets here: say so, it explains missing events.
+        this.log.warn(
+          { clientId: message.clientId, from: resync.movedFrom, to: resync.lastSeq },
+          'a client holds only writes after ones this events DB never stored (restored backup or new DB?): its sequence moves up',
+        );
+      }
+      lastSeq = resync.lastSeq;
       this.clientId = message.clientId;
     }
     this.user = identity.user;
     this.mayUse = channelPermission(identity.channels);
-    if (identity.expiresAt !== undefined) {
-      // The client reconnects and its token function is asked for a fresh token.
-      this.expiry = setTimeout(() => {
-        this.sendError({ code: 'unauthorized', message: 'the token has expired' });
-        this.close(CloseCode.Unauthorized, 'token expired');
-      }, Math.max(0, identity.expiresAt - Date.now()));
-      this.expiry.unref();
-    }
+    if (identity.expiresAt !== undefined) this.expireAt(identity.expiresAt);
     this.welcomed = true;
     this.log.debug({ user: this.user }, 'client connected');
     this.send({ type: 'welcome', v: PROTOCOL_VERSION, session: this.id, user: this.user, heartbeatMs: this.deps.heartbeatMs, lastSeq, maxMessageBytes: this.deps.maxMessageBytes });
+  }
+
+  /**
+   * Disconnects at the token's expiry; the client reconnects and its token function is asked
+   * for a fresh token. Timers overflow past 2^31-1 ms (24.8 days) and would fire at once, so a
+   * longer wait is taken in steps.
+   */
+  private expireAt(expiresAt: number): void {
+    const wait = expiresAt - Date.now();
+    this.expiry = setTimeout(() => {
+      if (Date.now() < expiresAt) return this.expireAt(expiresAt);
+      this.sendError({ code: 'unauthorized', message: 'the token has expired' });
+      this.close(CloseCode.Unauthorized, 'token expired');
+    }, Math.min(Math.max(0, wait), MAX_TIMER_MS));
+    this.expiry.unref();
   }
 
   private async rpc({ id, method, args }: RpcRequest): Promise<void> {
@@ -221,29 +255,34 @@ export class Session {
   }
 
   private publish({ seq, channel, data }: Publish): Promise<void> {
-    return this.write(seq, this.mayUse(channel), `you may not publish to ${channel}`, (clientId) => ({
-      kind: 'publish', channel, data: JSON.stringify(data) ?? 'null', clientId, seq, user: this.user,
-    }));
+    return this.write(seq, (clientId) =>
+      this.mayUse(channel)
+        ? { kind: 'publish', channel, data: JSON.stringify(data) ?? 'null', clientId, seq, user: this.user }
+        : this.forbidden(clientId, seq, `you may not publish to ${channel}`),
+    );
   }
 
   private transact({ seq, doc, reads, writes }: Transact): Promise<void> {
+    if (!this.mayUse(doc)) return this.write(seq, (clientId) => this.forbidden(clientId, seq, `you may not change ${doc}`));
     const values: Record<string, string | null> = {};
     for (const [key, value] of Object.entries(writes)) values[key] = value === null ? null : (JSON.stringify(value) ?? null);
-    return this.write(seq, this.mayUse(doc), `you may not change ${doc}`, (clientId) => ({
-      kind: 'transact', doc, reads, writes: values, clientId, seq, user: this.user,
-    }));
+    return this.write(seq, (clientId) => ({ kind: 'transact', doc, reads, writes: values, clientId, seq, user: this.user }));
+  }
+
+  /** A forbidden write still takes its place in the sequence, so it never blocks the queue. */
+  private forbidden(clientId: string, seq: number, message: string): WriteRequest {
+    return { kind: 'skip', clientId, seq, user: this.user, code: 'forbidden', message };
   }
 
   /** Applies one queued write exactly once and answers it. */
-  private async write(seq: number, allowed: boolean, refusal: string, request: (clientId: string) => WriteRequest): Promise<void> {
+  private async write(seq: number, request: (clientId: string) => WriteRequest): Promise<void> {
     const clientId = this.clientId;
     if (clientId === undefined) {
       return this.sendError({ code: 'invalid_message', message: 'writes need a clientId in the handshake' }, { seq });
     }
     let outcome: WriteOutcome;
     try {
-      // A forbidden write still takes its place in the sequence, so it never blocks the queue.
-      outcome = await this.deps.writes.submit(allowed ? request(clientId) : { kind: 'skip', clientId, seq, user: this.user });
+      outcome = await this.deps.writes.submit(request(clientId));
     } catch (error) {
       this.log.error({ err: error }, 'write failed');
       return this.sendError({ code: 'internal', message: 'the server could not store the write; it will be retried' }, { seq });
@@ -257,12 +296,14 @@ export class Session {
         return this.send({ type: 'ack', seq, offset: outcome.offset });
       case 'conflict':
         return this.sendFrame(conflictFrame(seq, outcome.doc, outcome.version, outcome.current));
-      case 'skipped':
-        return this.sendError({ code: 'forbidden', message: refusal }, { seq });
+      case 'refused':
+        return this.sendError({ code: outcome.code, message: outcome.message }, { seq });
       case 'out_of_order':
         return this.sendError({ code: 'out_of_order', message: `expected write ${outcome.expected}, got ${seq}` }, { seq });
       case 'forbidden':
         return this.sendError({ code: 'forbidden', message: 'this clientId belongs to another user' }, { seq });
+      case 'idempotency_mismatch':
+        return this.sendError({ code: 'internal', message: 'unexpected outcome for a client write' }, { seq });
     }
   }
 

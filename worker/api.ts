@@ -3,6 +3,7 @@
  * `/// <reference lib="webworker" />` here, so the DOM-side SDK can import it safely.
  */
 import type { ErrorShape } from '../protocol/errors.js';
+import type { DocConflict, ReadVersion } from '../protocol/shapes.js';
 
 export type ConnectionState = 'connecting' | 'online' | 'offline';
 
@@ -14,6 +15,11 @@ export interface Status {
   pending: number;
   /** When this client was last fully in sync (online, nothing pending), in ms since the epoch; null if never. */
   lastSyncAt: number | null;
+  /**
+   * Why this client cannot sync, while it lasts: the token function fails (`unauthorized`:
+   * writes are kept and sent once it works), or the server refused the handshake. Null otherwise.
+   */
+  error: ErrorShape | null;
 }
 
 /** A result that crosses postMessage without losing the error code (Comlink would drop it). */
@@ -61,19 +67,13 @@ export type PendingWrite = { seq: number; createdAt: number } & (
   | { op: 'transact'; doc: string; writes: Record<string, unknown> }
 );
 
-/** A transaction the server rejected whose function could not run again (its tab was gone). */
-export interface DocConflict {
-  writes: Record<string, unknown>;
-  /** The confirmed values it met (`undefined`: the key does not exist). */
-  current: Record<string, unknown>;
-  at: number;
-}
+export type { DocConflict } from '../protocol/shapes.js';
 
 /** A document as a tab sees it: the confirmed state with this client's pending transactions on top. */
 export interface DocSnapshot {
   view: Record<string, unknown>;
   /** Per key, what a transaction reading it now records (see ReadVersion). */
-  versions: Record<string, number | { seq: number }>;
+  versions: Record<string, ReadVersion>;
   /** Confirmed document version (0 before the first sync). */
   version: number;
   /** This client's transactions on the document not confirmed yet. */
@@ -112,7 +112,7 @@ export interface WorkerApi {
   transact(
     tabId: string,
     doc: string,
-    reads: Record<string, number | { seq: number }>,
+    reads: Record<string, ReadVersion>,
     writes: Record<string, unknown>,
     /** The caller's last run: if it conflicts, the conflict is listed on the document. */
     final: boolean,

@@ -6,6 +6,7 @@
  *   docs     — per server URL and document, the last confirmed state (and unresolved conflicts)
  */
 import { openDB, type DBSchema, type IDBPDatabase } from 'idb';
+import type { DocConflict, WriteOp } from '../protocol/shapes.js';
 
 export interface ClientRecord {
   url: string;
@@ -13,16 +14,11 @@ export interface ClientRecord {
   user: string;
   clientId: string;
   nextSeq: number;
+  /** When a token of this user last worked here: the fallback owner of writes made while tokens fail. */
+  lastUsedAt?: number;
 }
 
-/** What a transaction read of a key: its version, or "what my own write `seq` produced". */
-export type ReadVersion = number | { seq: number };
-
-/** A queued write, without the fields the outbox assigns. */
-export type WriteOp =
-  | { op: 'publish'; channel: string; data: unknown }
-  /** `null` in writes deletes the key. */
-  | { op: 'transact'; doc: string; reads: Record<string, ReadVersion>; writes: Record<string, unknown> };
+export type { ReadVersion, WriteOp, DocConflict } from '../protocol/shapes.js';
 
 export type OutboxEntry = WriteOp & {
   clientId: string;
@@ -32,18 +28,12 @@ export type OutboxEntry = WriteOp & {
   createdAt: number;
 };
 
-export interface DocConflict {
-  /** The rejected transaction's writes, and the state it met. */
-  writes: Record<string, unknown>;
-  current: Record<string, unknown>;
-  at: number;
-}
-
 export interface DocRecord {
   url: string;
   doc: string;
   version: number;
-  keys: Record<string, { version: number; value: unknown }>;
+  /** Confirmed keys; deleted ones as tombstones (`deleted: true`). */
+  keys: Record<string, { version: number; value: unknown } | { version: number; deleted: true }>;
   conflicts: DocConflict[];
 }
 
@@ -68,9 +58,9 @@ const DB_VERSION = 2;
 
 let opening: Promise<Database> | undefined;
 
-/** Opens (once per worker) the database, running migrations keyed on the old version. */
-export function database(): Promise<Database> {
-  opening ??= openDB<TetherDB>(DB_NAME, DB_VERSION, {
+/** Opens the database `name`, running migrations keyed on the old version. */
+export function openTetherDB(name: string, onLost: () => void = () => {}): Promise<Database> {
+  const opened: Promise<Database> = openDB<TetherDB>(name, DB_VERSION, {
     upgrade(db, oldVersion) {
       if (oldVersion < 1) {
         db.createObjectStore('clients', { keyPath: ['url', 'user'] });
@@ -84,12 +74,18 @@ export function database(): Promise<Database> {
     blocking() {
       // A newer worker (a new deploy) needs to upgrade the schema: step aside. The next call
       // opens the database again (and waits for the upgrade) instead of failing for good.
-      void opening?.then((db) => db.close());
-      opening = undefined;
+      void opened.then((db) => db.close());
+      onLost();
     },
     terminated() {
-      opening = undefined; // the browser closed it (e.g. storage cleared): reopen on next use
+      onLost(); // the browser closed it (e.g. storage cleared): reopen on next use
     },
   });
+  return opened;
+}
+
+/** The worker's database, opened once per worker (and again after it was lost). */
+export function database(): Promise<Database> {
+  opening ??= openTetherDB(DB_NAME, () => (opening = undefined));
   return opening;
 }

@@ -12,8 +12,13 @@ type Transaction = Extract<OutboxEntry, { op: 'transact' }>;
 
 interface Doc {
   listeners: Map<string, { tabId: string; listener: DocListener }>;
+  /** The confirmed version: `keys` reflects every change up to it. */
   version: number;
-  keys: Map<string, { version: number; value: unknown }>;
+  /**
+   * Confirmed keys, deleted ones included (tombstones with their version): a late answer about
+   * an older write must not bring a deleted key back.
+   */
+  keys: Map<string, KeyState>;
   conflicts: DocConflict[];
   synced: boolean;
   loaded: Promise<void>;
@@ -90,6 +95,7 @@ export class Documents {
     const view: Record<string, unknown> = {};
     const versions: Record<string, ReadVersion> = {};
     for (const [key, state] of doc?.keys ?? []) {
+      if ('deleted' in state) continue; // absent: a read records 0, which the server matches to a deleted key
       view[key] = state.value;
       versions[key] = state.version;
     }
@@ -115,7 +121,7 @@ export class Documents {
   handle(message: DocState): void {
     const doc = this.docs.get(message.doc);
     if (!doc) return;
-    if (message.full) doc.keys = new Map();
+    if (message.full) doc.keys = new Map(); // a full state lists no tombstones: none are needed below its version
     // Key versions only grow: a delta never takes a key back to an older state.
     this.apply(doc, message.keys, !message.full);
     doc.version = message.full ? message.version : Math.max(doc.version, message.version);
@@ -130,7 +136,8 @@ export class Documents {
    */
   committed(name: string, writes: Record<string, unknown>, version: number): void {
     const doc = this.docs.get(name);
-    if (!doc) return;
+    // The server state held already reflects every change up to doc.version: this one included.
+    if (!doc || version <= doc.version) return;
     const keys: Record<string, KeyState> = {};
     for (const [key, value] of Object.entries(writes)) keys[key] = value === null ? { version, deleted: true } : { version, value };
     this.apply(doc, keys, true);
@@ -169,8 +176,7 @@ export class Documents {
     for (const [key, state] of Object.entries(keys)) {
       const held = doc.keys.get(key);
       if (onlyNewer && held && held.version >= state.version) continue;
-      if ('deleted' in state) doc.keys.delete(key);
-      else doc.keys.set(key, { version: state.version, value: state.value });
+      doc.keys.set(key, state);
     }
   }
 

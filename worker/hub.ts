@@ -17,7 +17,8 @@ import type {
   WorkerApi,
   WorkerStats,
 } from './api.js';
-import { ServerConnection } from './connection.js';
+import type { ReadVersion } from '../protocol/shapes.js';
+import { ServerConnection, type EngineDeps } from './connection.js';
 
 const NOT_ATTACHED = { ok: false, error: { code: 'closed', message: 'this tab is not attached (was the client closed?)' } } as const;
 
@@ -25,18 +26,20 @@ export class Hub implements WorkerApi {
   private readonly connections = new Map<string, ServerConnection>();
   private readonly tabUrls = new Map<string, string>();
 
+  constructor(private readonly deps: EngineDeps) {}
+
   async attach(registration: Registration, onStatus: StatusListener, getToken?: TokenProvider): Promise<Status> {
     const { tabId, url, lockName } = registration;
     this.detach(tabId); // a re-attach replaces the old registration
     let connection = this.connections.get(url);
     if (!connection) {
-      connection = new ServerConnection(url);
+      connection = new ServerConnection(url, this.deps);
       this.connections.set(url, connection);
     }
     connection.add({ ...registration, onStatus, getToken });
     this.tabUrls.set(tabId, url);
     void navigator.locks.request(lockName, async () => this.detach(tabId));
-    return connection.status;
+    return connection.status(tabId);
   }
 
   async call(tabId: string, method: string, args: unknown[], options: CallOptions): Promise<Outcome<unknown>> {
@@ -62,7 +65,7 @@ export class Hub implements WorkerApi {
 
   async pendingWrites(tabId: string): Promise<Outcome<PendingWrite[]>> {
     const connection = this.connectionOf(tabId);
-    return connection ? { ok: true, value: await connection.pendingWrites() } : NOT_ATTACHED;
+    return connection ? { ok: true, value: await connection.pendingWrites(tabId) } : NOT_ATTACHED;
   }
 
   async openDoc(tabId: string, id: string, doc: string, listener: DocListener): Promise<Outcome<null>> {
@@ -79,7 +82,7 @@ export class Hub implements WorkerApi {
   async transact(
     tabId: string,
     doc: string,
-    reads: Record<string, number | { seq: number }>,
+    reads: Record<string, ReadVersion>,
     writes: Record<string, unknown>,
     final: boolean,
   ): Promise<Outcome<TransactOutcome>> {
@@ -105,9 +108,9 @@ export class Hub implements WorkerApi {
       tabs: this.tabUrls.size,
       connections: [...this.connections.values()].map((c) => ({
         url: c.url,
-        tabs: c.tabs.size,
-        state: c.status.connection,
-        pending: c.status.pending,
+        tabs: c.tabCount,
+        state: c.status().connection,
+        pending: c.status().pending,
         channels: c.channels,
       })),
     };

@@ -5,7 +5,8 @@
  * millisecond on disk whatever it holds, so a burst of writes costs a few transactions.
  */
 import { TetherError } from '../protocol/errors.js';
-import type { Database, OutboxEntry, WriteOp } from './db.js';
+import type { WriteOp } from '../protocol/shapes.js';
+import type { Database, OutboxEntry } from './db.js';
 import type { Identity } from './identity.js';
 
 export type NewWrite = WriteOp;
@@ -20,6 +21,8 @@ export class Outbox {
   private batch: Waiting[] = [];
   private committing = false;
   private deletions: number[] = [];
+  /** Acknowledged entries whose deletion is not committed yet: never listed again. */
+  private readonly deleting = new Set<number>();
 
   constructor(
     private readonly db: () => Promise<Database>,
@@ -42,11 +45,26 @@ export class Outbox {
   async list(): Promise<OutboxEntry[]> {
     const db = await this.db();
     const range = IDBKeyRange.bound([this.identity.clientId, 0], [this.identity.clientId, Infinity]);
-    return db.getAll('outbox', range);
+    return (await db.getAll('outbox', range)).filter((entry) => !this.deleting.has(entry.seq));
+  }
+
+  /**
+   * The lowest sequence not answered yet: the first stored entry, or the next sequence when
+   * none is left. Read in one transaction with the counter, so a write being added at the same
+   * time is either seen or numbered after (the in-memory queue could lag behind the database).
+   */
+  async firstUnanswered(): Promise<number> {
+    const db = await this.db();
+    const tx = db.transaction(['clients', 'outbox'], 'readonly');
+    const range = IDBKeyRange.bound([this.identity.clientId, 0], [this.identity.clientId, Infinity]);
+    const [client, keys] = await Promise.all([tx.objectStore('clients').get([this.url, this.identity.user]), tx.objectStore('outbox').getAllKeys(range)]);
+    const first = keys.map(([, seq]) => seq).find((seq) => !this.deleting.has(seq));
+    return first ?? client?.nextSeq ?? 1;
   }
 
   /** Forgets acknowledged entries; batched, since a lost deletion only means a deduplicated resend. */
   remove(seq: number): void {
+    this.deleting.add(seq);
     this.deletions.push(seq);
     if (this.deletions.length === 1) setTimeout(() => void this.commitDeletions(), 0);
   }
@@ -91,8 +109,13 @@ export class Outbox {
   private async commitDeletions(): Promise<void> {
     const seqs = this.deletions;
     this.deletions = [];
-    const db = await this.db();
-    const tx = db.transaction('outbox', 'readwrite');
-    await Promise.all([...seqs.map((seq) => tx.store.delete([this.identity.clientId, seq])), tx.done]).catch(() => {});
+    try {
+      const db = await this.db();
+      const tx = db.transaction('outbox', 'readwrite');
+      await Promise.all([...seqs.map((seq) => tx.store.delete([this.identity.clientId, seq])), tx.done]);
+      for (const seq of seqs) this.deleting.delete(seq);
+    } catch {
+      // Not deleted: the next worker resends them and the server answers them again, no second effect.
+    }
   }
 }

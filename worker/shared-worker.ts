@@ -5,10 +5,11 @@
 import * as Comlink from 'comlink';
 import { Hub } from './hub.js';
 import type { WorkerStats } from './api.js';
+import { database } from './db.js';
 
 declare const self: SharedWorkerGlobalScope & { tetherWorkerStats?: () => WorkerStats };
 
-const hub = new Hub();
+const hub = new Hub({ database });
 
 self.tetherWorkerStats = () => hub.stats();
 

@@ -5,15 +5,22 @@
  */
 import ReconnectingWebSocket, { type Options } from 'reconnecting-websocket';
 import { PROTOCOL_VERSION } from '../protocol/constants.js';
+import { decodeServerFrame } from '../protocol/codec.js';
 import type { ClientMessage, ServerMessage } from '../protocol/messages.js';
 import type { ErrorShape } from '../protocol/errors.js';
 import type { ConnectionState } from './api.js';
 
+/** A WebSocket class (the browser's, or `ws` in Node tests): reconnecting-websocket takes any. */
+export type WebSocketClass = new (url: string, protocols?: string | string[]) => WebSocket;
+
 export interface LinkEvents {
   /** The token and client id for the next handshake. */
-  getHandshake: () => Promise<{ token: string | undefined; clientId: string | undefined }>;
+  getHandshake: () => Promise<{ token: string | undefined; clientId: string | undefined; firstSeq: number | undefined }>;
   onState: (state: ConnectionState) => void;
+  /** A frame from the server, validated by the protocol module. */
   onMessage: (message: ServerMessage) => void;
+  /** Something went wrong that the developer should hear of (an invalid frame, ignored). */
+  onInvalid: (error: ErrorShape) => void;
   /** The server refused the connection itself (bad token, wrong version): why, for the callers. */
   onRefused: (error: ErrorShape) => void;
 }
@@ -30,8 +37,9 @@ function uniform(min: number, max: number): number {
  * given, but draws no jitter. Getters make each retry's base and cap random, so that
  * thousands of clients cut at once do not come back in lockstep.
  */
-export function reconnectOptions(): Options {
+export function reconnectOptions(socketClass?: WebSocketClass): Options {
   const options: Options = {
+    ...(socketClass ? { WebSocket: socketClass } : {}),
     maxEnqueuedMessages: 0, // the worker's own queues are the only queues
     connectionTimeout: 4000,
     reconnectionDelayGrowFactor: 1.6,
@@ -48,6 +56,8 @@ export class ServerLink {
   state: ConnectionState = 'connecting';
   private readonly ws: ReconnectingWebSocket;
   private generation = 0;
+  /** `close()` was called: nothing may open the socket again (a late timer would revive it). */
+  private closed = false;
   private heartbeatMs = 0;
   private lastHeard = 0;
   private lastPing = 0;
@@ -57,8 +67,9 @@ export class ServerLink {
   constructor(
     readonly url: string,
     private readonly events: LinkEvents,
+    socketClass?: WebSocketClass,
   ) {
-    this.ws = new ReconnectingWebSocket(url, [], reconnectOptions());
+    this.ws = new ReconnectingWebSocket(url, [], reconnectOptions(socketClass));
     this.ws.addEventListener('open', () => void this.handshake());
     this.ws.addEventListener('message', (event) => this.receive(event.data));
     // Also fires for every failed attempt (code 1000, wasClean) — each one means "not online".
@@ -72,20 +83,32 @@ export class ServerLink {
     return true;
   }
 
+  /** Drops the connection and makes a new one (a new handshake, e.g. with another user's token). */
+  reconnect(): void {
+    if (this.closed) return;
+    this.lost();
+    this.ws.reconnect(1000, 'reconnecting with another token');
+  }
+
   close(): void {
+    this.closed = true;
+    this.generation++;
     this.stopTimers();
     this.ws.close(1000, 'client closed');
   }
 
   private async handshake(): Promise<void> {
+    if (this.closed) return;
     const generation = ++this.generation;
     this.lastHeard = Date.now();
     let token: string | undefined;
     let clientId: string | undefined;
+    let firstSeq: number | undefined;
     try {
-      ({ token, clientId } = await this.events.getHandshake());
-    } catch {
-      // The server refuses the handshake with a clear error if it needed a token.
+      ({ token, clientId, firstSeq } = await this.events.getHandshake());
+    } catch (error) {
+      // Handshake without them: the server refuses it with a clear error if it needed a token.
+      this.events.onInvalid({ code: 'internal', message: `could not prepare the handshake: ${String(error)}` });
     }
     if (generation !== this.generation || this.ws.readyState !== ReconnectingWebSocket.OPEN) return;
     const hello: ClientMessage = {
@@ -93,21 +116,21 @@ export class ServerLink {
       v: PROTOCOL_VERSION,
       ...(token === undefined ? {} : { token }),
       ...(clientId === undefined ? {} : { clientId }),
+      ...(clientId === undefined || firstSeq === undefined ? {} : { firstSeq }),
     };
     this.ws.send(JSON.stringify(hello));
     clearTimeout(this.handshakeTimer);
-    this.handshakeTimer = setTimeout(() => this.ws.reconnect(), HANDSHAKE_TIMEOUT_MS);
+    this.handshakeTimer = setTimeout(() => {
+      if (generation === this.generation) this.ws.reconnect();
+    }, HANDSHAKE_TIMEOUT_MS);
   }
 
   private receive(data: unknown): void {
-    if (typeof data !== 'string') return;
-    let message: ServerMessage;
-    try {
-      message = JSON.parse(data) as ServerMessage;
-    } catch {
-      return;
-    }
+    if (typeof data !== 'string' || this.closed) return;
     this.lastHeard = Date.now();
+    const decoded = decodeServerFrame(data);
+    if (!decoded.ok) return this.events.onInvalid(decoded.error);
+    const message = decoded.message;
     if (message.type === 'welcome') {
       clearTimeout(this.handshakeTimer);
       this.startHeartbeat(message.heartbeatMs);
@@ -130,6 +153,7 @@ export class ServerLink {
   private beat(): void {
     const now = Date.now();
     if (now - this.lastHeard > this.heartbeatMs * 2) {
+      if (this.closed) return;
       this.lost();
       this.ws.reconnect(4000, 'heartbeat timeout');
       return;

@@ -3,6 +3,8 @@
  * added beside it without touching sessions, the protocol or the HTTP API. Methods are async
  * so that a networked database fits the same shape.
  */
+import type { ErrorCode } from '../../protocol/constants.js';
+import type { ReadVersion } from '../../protocol/shapes.js';
 
 /** A write to apply once. `data` is JSON text (validated JSON, serialised once at the edge). */
 export type WriteRequest =
@@ -26,12 +28,16 @@ export type WriteRequest =
       clientId: string | null;
       seq: number | null;
       user: string | null;
+      /** Set for HTTP API transactions that carried an `Idempotency-Key`. */
+      idempotencyKey?: string;
     }
-  /** A client write that can never succeed (e.g. forbidden): advance the sequence, store nothing. */
-  | { kind: 'skip'; clientId: string; seq: number; user: string | null };
+  /**
+   * A client write refused for good (forbidden, malformed, withdrawn as too big): advance the
+   * sequence, store nothing but the refusal, so that a resend gets the same answer.
+   */
+  | { kind: 'skip'; clientId: string; seq: number; user: string | null; code: ErrorCode; message: string };
 
-/** A version read by a transaction, or "what my own write `seq` produced". */
-export type ReadVersion = number | { seq: number };
+export type { ReadVersion } from '../../protocol/shapes.js';
 
 /** A key's confirmed state: value as JSON text, or deleted. */
 export type StoredKey = { version: number; value: string } | { version: number; deleted: true };
@@ -52,7 +58,10 @@ export interface StoredEvent {
 
 export type WriteOutcome =
   | { status: 'stored'; event: StoredEvent }
-  | { status: 'skipped' }
+  /** Refused for good (now, or before: a resend of a refused write gets the same refusal). */
+  | { status: 'refused'; code: ErrorCode; message: string }
+  /** The `Idempotency-Key` was used before by a different request (another channel, document or body). */
+  | { status: 'idempotency_mismatch' }
   /** A transaction committed: the document's new version and the keys it changed. */
   | { status: 'committed'; change: DocChange }
   /** A transaction was rejected: the current state of the keys it read. */
@@ -62,6 +71,13 @@ export type WriteOutcome =
   | { status: 'out_of_order'; expected: number }
   /** The clientId belongs to another user. */
   | { status: 'forbidden' };
+
+export interface ClientResync {
+  /** The last applied sequence, after the move. */
+  lastSeq: number;
+  /** The last applied sequence the store had before moving it up (undefined: not moved). */
+  movedFrom?: number;
+}
 
 export interface History {
   epoch: string;
@@ -89,8 +105,13 @@ export interface EventStore {
   history(channel: string, since: { offset: number; epoch?: string } | undefined, limit: number): Promise<History>;
   /** A document's keys: all of them (`full`), or those changed after version `since`. */
   document(doc: string, since: number | undefined): Promise<DocChange & { full: boolean }>;
-  /** The last applied sequence of a client, or 'forbidden' if the clientId belongs to another user. */
-  lastSeq(clientId: string, user: string | null): Promise<number | 'forbidden'>;
+  /**
+   * A client connects holding writes from `firstSeq` on: its last applied sequence, moved up to
+   * `firstSeq - 1` when the store knows less (the writes before were acknowledged by a store
+   * that no longer has them: a restored backup, a new events DB). 'forbidden' if the clientId
+   * belongs to another user.
+   */
+  handshake(clientId: string, user: string | null, firstSeq: number): Promise<ClientResync | 'forbidden'>;
   /** Drops events past the retention policy; returns how many. */
   prune(now?: number): Promise<number>;
   close(): Promise<void>;

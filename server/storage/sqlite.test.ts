@@ -62,34 +62,55 @@ describe('exactly-once writes', () => {
     expect((await store.history('c', { offset: 0 }, 100)).events).toHaveLength(2);
   });
 
-  it('a skipped (forbidden) write advances the sequence without storing anything', async () => {
+  it('a refused (forbidden) write advances the sequence, stores nothing, and a resend gets the same refusal', async () => {
     const store = open();
-    expect(await store.write([{ kind: 'skip', clientId: 'client-aaaa', seq: 1, user: 'u1' }, pub(2)])).toMatchObject([
-      { status: 'skipped' },
+    const skip: WriteRequest = { kind: 'skip', clientId: 'client-aaaa', seq: 1, user: 'u1', code: 'forbidden', message: 'you may not publish to c' };
+    expect(await store.write([skip, pub(2)])).toMatchObject([
+      { status: 'refused', code: 'forbidden', message: 'you may not publish to c' },
       { status: 'stored', event: { offset: 1 } },
     ]);
-    expect(await store.write([{ kind: 'skip', clientId: 'client-aaaa', seq: 1, user: 'u1' }])).toEqual([{ status: 'duplicate', offset: null }]);
+    // The answer was lost; the client resends the original write: same refusal, not an ack.
+    expect(await store.write([pub(1)])).toEqual([{ status: 'refused', code: 'forbidden', message: 'you may not publish to c' }]);
+    expect((await store.history('c', { offset: 0 }, 10)).events.map((e) => e.data)).toEqual(['"w2"']);
   });
 
   it("refuses a client id that belongs to another user", async () => {
     const store = open();
     await store.write([pub(1)]);
     expect(await store.write([pub(2, '"x"', 'client-aaaa', 'mallory')])).toEqual([{ status: 'forbidden' }]);
-    expect(await store.lastSeq('client-aaaa', 'mallory')).toBe('forbidden');
-    expect(await store.lastSeq('client-aaaa', 'u1')).toBe(1);
-    expect(await store.lastSeq('client-new', 'u1')).toBe(0);
+    expect(await store.handshake('client-aaaa', 'mallory', 1)).toBe('forbidden');
+    expect(await store.handshake('client-aaaa', 'u1', 1)).toEqual({ lastSeq: 1 });
+    expect(await store.handshake('client-new', 'u1', 1)).toEqual({ lastSeq: 0 });
   });
 
-  it('an unknown client may start at any sequence (its server DB was replaced)', async () => {
+  it('a new client starts at 1: a later write first is out of order, and the first one is stored, not taken for a duplicate', async () => {
     const store = open();
+    expect(await store.write([pub(2)])).toEqual([{ status: 'out_of_order', expected: 1 }]);
+    expect(await store.write([pub(1), pub(2)])).toMatchObject([{ status: 'stored' }, { status: 'stored' }]);
+    expect((await store.history('c', { offset: 0 }, 10)).events.map((e) => e.data)).toEqual(['"w1"', '"w2"']);
+  });
+
+  it('a client holding only later writes (restored backup, new DB) moves its sequence up explicitly in the handshake', async () => {
+    const store = open();
+    await store.write([pub(1), pub(2)]);
+    expect(await store.handshake('client-aaaa', 'u1', 57)).toEqual({ lastSeq: 56, movedFrom: 2 });
     expect(await store.write([pub(57)])).toMatchObject([{ status: 'stored' }]);
-    expect(await store.lastSeq('client-aaaa', 'u1')).toBe(57);
+    // A handshake never moves a sequence back.
+    expect(await store.handshake('client-aaaa', 'u1', 3)).toEqual({ lastSeq: 57 });
+    expect(await store.handshake('client-bbbb', 'u2', 10)).toEqual({ lastSeq: 9, movedFrom: 0 });
   });
 
-  it('an Idempotency-Key makes API retries safe', async () => {
+  it('an Idempotency-Key makes API retries safe, and is bound to its request', async () => {
     const store = open();
-    const api: WriteRequest = { kind: 'publish', channel: 'c', data: '1', clientId: null, seq: null, user: null, idempotencyKey: 'k1' };
-    expect(await store.write([api, api])).toMatchObject([{ status: 'stored', event: { offset: 1 } }, { status: 'duplicate', offset: 1 }]);
+    const api = (channel: string, data: string): WriteRequest => ({ kind: 'publish', channel, data, clientId: null, seq: null, user: null, idempotencyKey: 'k1' });
+    expect(await store.write([api('c', '1'), api('c', '1')])).toMatchObject([{ status: 'stored', event: { offset: 1 } }, { status: 'duplicate', offset: 1 }]);
+    expect(await store.write([api('c', '2')])).toEqual([{ status: 'idempotency_mismatch' }]);
+    expect(await store.write([api('other', '1')])).toEqual([{ status: 'idempotency_mismatch' }]);
+    expect((await store.history('c', { offset: 0 }, 10)).events).toHaveLength(1);
+    const transact: WriteRequest = { kind: 'transact', doc: 'd', reads: {}, writes: { n: '1' }, clientId: null, seq: null, user: null, idempotencyKey: 'k2' };
+    expect(await store.write([transact, transact])).toMatchObject([{ status: 'committed', change: { version: 1 } }, { status: 'duplicate', offset: 1 }]);
+    expect(await store.write([{ ...transact, writes: { n: '2' } }])).toEqual([{ status: 'idempotency_mismatch' }]);
+    expect((await store.document('d', undefined)).version).toBe(1);
   });
 
   it('an applied write survives reopening the file (durable before acknowledged)', async () => {
@@ -187,5 +208,14 @@ describe('shared documents (DSTM)', () => {
     expect(await store.document('d', 1)).toEqual({ doc: 'd', version: 2, full: false, keys: { a: { version: 2, deleted: true } } });
     expect(await store.document('d', undefined)).toEqual({ doc: 'd', version: 2, full: true, keys: { b: { version: 1, value: '2' } } });
     expect((await store.document('d', 7)).full).toBe(true); // ahead of the server: everything again
+  });
+
+  it('a transaction that read a deleted key as absent commits on its first run (the demo edits a removed card)', async () => {
+    const store = open();
+    await store.write([tx(1, {}, { card: '"x"' }), tx(2, { card: 1 }, { card: null })]);
+    // Another client never saw the card: it reads "absent" (version 0) and creates it again.
+    expect(await store.write([tx(1, { card: 0 }, { card: '"new"' }, 'client-bbbb')])).toMatchObject([{ status: 'committed', change: { version: 3 } }]);
+    // Absent is not "any version": a key that exists now still conflicts with a read of absent.
+    expect(await store.write([tx(3, { card: 0 }, { card: '"mine"' })])).toMatchObject([{ status: 'conflict', current: { card: { version: 3, value: '"new"' } } }]);
   });
 });

@@ -2,7 +2,8 @@
  * The default events DB: one SQLite file through better-sqlite3, in WAL mode with
  * synchronous=FULL, so a write is on disk before it is acknowledged.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { isErrorCode } from '../../protocol/constants.js';
 import Database from 'better-sqlite3';
 import type { DocChange, EventStore, History, RetentionPolicy, StoredKey, WriteOutcome, WriteRequest } from './event-store.js';
 
@@ -58,6 +59,16 @@ const MIGRATIONS: string[] = [
      version INTEGER NOT NULL,
      PRIMARY KEY (client_id, client_seq)
    ) WITHOUT ROWID;`,
+  // 3: a refused write keeps its refusal, so a resend is answered the same; an Idempotency-Key
+  // is bound to its request (kind, target and body) and may name a document transaction.
+  `CREATE TABLE client_refusals (
+     client_id TEXT NOT NULL,
+     client_seq INTEGER NOT NULL,
+     code TEXT NOT NULL,
+     message TEXT NOT NULL,
+     PRIMARY KEY (client_id, client_seq)
+   ) WITHOUT ROWID;
+   ALTER TABLE api_requests ADD COLUMN fingerprint TEXT;`,
 ];
 
 /** How long an `Idempotency-Key` is remembered. */
@@ -99,8 +110,12 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
     offsetOfWrite: db.prepare<[string, number], { offset: number }>(
       'SELECT offset FROM events WHERE client_id = ? AND client_seq = ?',
     ),
-    apiRequest: db.prepare<[string], { offset: number }>('SELECT offset FROM api_requests WHERE key = ?'),
-    insertApiRequest: db.prepare('INSERT INTO api_requests (key, channel, offset, created_at) VALUES (?, ?, ?, ?)'),
+    apiRequest: db.prepare<[string], { offset: number; fingerprint: string | null }>('SELECT offset, fingerprint FROM api_requests WHERE key = ?'),
+    insertApiRequest: db.prepare('INSERT INTO api_requests (key, channel, offset, created_at, fingerprint) VALUES (?, ?, ?, ?, ?)'),
+    refusal: db.prepare<[string, number], { code: string; message: string }>(
+      'SELECT code, message FROM client_refusals WHERE client_id = ? AND client_seq = ?',
+    ),
+    insertRefusal: db.prepare('INSERT OR REPLACE INTO client_refusals (client_id, client_seq, code, message) VALUES (?, ?, ?, ?)'),
     eventsAfter: db.prepare<[string, number, number], { offset: number; data: string; created_at: number }>(
       'SELECT offset, data, created_at FROM events WHERE channel = ? AND offset > ? ORDER BY offset LIMIT ?',
     ),
@@ -149,7 +164,10 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
         const commit = q.commitOf.get(request.clientId, read.seq);
         expected = commit && commit.doc === request.doc ? commit.version : undefined;
       }
-      if (expected === undefined || state.version !== expected) conflict = true;
+      // Version 0 reads "absent": a key deleted since (a tombstone) is absent still, so the read
+      // holds — what the transaction saw is what is current, which is all serialisability needs.
+      const holds = expected !== undefined && (state.version === expected || (expected === 0 && 'deleted' in state));
+      if (!holds) conflict = true;
     }
     if (conflict) return { status: 'conflict', doc: request.doc, version, current };
     const next = version + 1;
@@ -160,6 +178,7 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
     }
     q.setDocVersion.run(request.doc, next);
     if (request.clientId !== null && request.seq !== null) q.insertCommit.run(request.clientId, request.seq, request.doc, next);
+    if (request.idempotencyKey !== undefined) q.insertApiRequest.run(request.idempotencyKey, request.doc, next, Date.now(), fingerprint(request));
     return { status: 'committed', change: { doc: request.doc, version: next, keys } };
   }
 
@@ -180,34 +199,47 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
     return { epoch, head: 0, pruned_through: 0 };
   }
 
+  /** The outcome a resent write had the first time (it is not applied again). */
+  function replayed(request: WriteRequest, clientId: string, seq: number): WriteOutcome {
+    const refusal = q.refusal.get(clientId, seq);
+    if (refusal) return { status: 'refused', code: isErrorCode(refusal.code) ? refusal.code : 'internal', message: refusal.message };
+    if (request.kind === 'transact') return replayedTransact(request, clientId, seq);
+    return { status: 'duplicate', offset: q.offsetOfWrite.get(clientId, seq)?.offset ?? null };
+  }
+
   const writeAll = db.transaction((requests: WriteRequest[]): WriteOutcome[] => {
     const now = Date.now();
     const touched = new Map<string, number>();
     const outcomes = requests.map((request): WriteOutcome => {
-      if (request.kind === 'publish' && request.idempotencyKey !== undefined) {
+      if (request.kind !== 'skip' && request.idempotencyKey !== undefined) {
         const seen = q.apiRequest.get(request.idempotencyKey);
-        if (seen) return { status: 'duplicate', offset: seen.offset };
+        if (seen) {
+          // Same key, another request: answering with the first one's offset would drop this body.
+          if (seen.fingerprint !== null && seen.fingerprint !== fingerprint(request)) return { status: 'idempotency_mismatch' };
+          return { status: 'duplicate', offset: seen.offset };
+        }
       }
       const clientId = request.clientId;
       if (clientId !== null && request.seq !== null) {
         const client = q.client.get(clientId);
         if (client && client.user !== request.user) return { status: 'forbidden' };
         const last = client?.last_seq ?? 0;
-        if (request.seq <= last) {
-          if (request.kind === 'transact') return replayedTransact(request, clientId, request.seq);
-          return { status: 'duplicate', offset: q.offsetOfWrite.get(clientId, request.seq)?.offset ?? null };
-        }
-        // An unknown client may start anywhere (e.g. the events DB was replaced); a known one may not skip.
-        if (client && request.seq !== last + 1) return { status: 'out_of_order', expected: last + 1 };
+        if (request.seq <= last) return replayed(request, clientId, request.seq);
+        // Sequences never skip, for new clients too: a client that holds only later writes says
+        // so in its handshake (firstSeq), which moves its sequence up explicitly.
+        if (request.seq !== last + 1) return { status: 'out_of_order', expected: last + 1 };
         q.upsertClient.run(clientId, request.user, request.seq, now);
       }
-      if (request.kind === 'skip') return { status: 'skipped' };
+      if (request.kind === 'skip') {
+        q.insertRefusal.run(request.clientId, request.seq, request.code, request.message);
+        return { status: 'refused', code: request.code, message: request.message };
+      }
       if (request.kind === 'transact') return transact(request);
       const channel = ensureChannel(request.channel);
       const offset = (touched.get(request.channel) ?? channel.head) + 1;
       touched.set(request.channel, offset);
       q.insertEvent.run(request.channel, offset, request.data, now, request.clientId, request.seq);
-      if (request.idempotencyKey !== undefined) q.insertApiRequest.run(request.idempotencyKey, request.channel, offset, now);
+      if (request.idempotencyKey !== undefined) q.insertApiRequest.run(request.idempotencyKey, request.channel, offset, now, fingerprint(request));
       return { status: 'stored', event: { channel: request.channel, offset, epoch: channel.epoch, data: request.data } };
     });
     for (const [name, head] of touched) {
@@ -219,6 +251,15 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       }
     }
     return outcomes;
+  });
+
+  const resync = db.transaction((clientId: string, user: string | null, firstSeq: number) => {
+    const client = q.client.get(clientId);
+    if (client && client.user !== user) return 'forbidden' as const;
+    const last = client?.last_seq ?? 0;
+    if (firstSeq - 1 <= last) return { lastSeq: last };
+    q.upsertClient.run(clientId, user, firstSeq - 1, Date.now());
+    return { lastSeq: firstSeq - 1, movedFrom: last };
   });
 
   const pruneOld = db.transaction((now: number): number => {
@@ -267,10 +308,8 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       const change: DocChange = { doc, version, keys };
       return { ...change, full };
     },
-    async lastSeq(clientId, user) {
-      const client = q.client.get(clientId);
-      if (!client) return 0;
-      return client.user === user ? client.last_seq : 'forbidden';
+    async handshake(clientId, user, firstSeq) {
+      return resync(clientId, user, firstSeq);
     },
     async prune(now = Date.now()) {
       return pruneOld(now);
@@ -279,6 +318,14 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       db.close();
     },
   };
+}
+
+/** What an `Idempotency-Key` is bound to: the kind of write, its target and its body. */
+function fingerprint(request: Exclude<WriteRequest, { kind: 'skip' }>): string {
+  const body = request.kind === 'publish'
+    ? ['publish', request.channel, request.data]
+    : ['transact', request.doc, JSON.stringify(request.reads), JSON.stringify(request.writes)];
+  return createHash('sha256').update(JSON.stringify(body)).digest('base64url');
 }
 
 function migrate(db: Database.Database): void {

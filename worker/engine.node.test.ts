@@ -1,0 +1,222 @@
+/**
+ * The worker engine under the unusual, against a real server: every case here was broken once
+ * (issue 9); each test fails on the code before its fix.
+ */
+import { copyFileSync, rmSync } from 'node:fs';
+import { SignJWT } from 'jose';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Documents } from './documents.js';
+import { Harness, eventually } from './testing/harness.js';
+
+const SECRET = 'engine-test-secret-of-at-least-32-characters';
+
+let harness: Harness | undefined;
+afterEach(async () => {
+  await harness?.close();
+  harness = undefined;
+});
+
+function token(sub: string): Promise<string> {
+  return new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setExpirationTime('1h').sign(new TextEncoder().encode(SECRET));
+}
+
+async function storedData(h: Harness, channel: string): Promise<unknown[]> {
+  return (await h.server.store.history(channel, { offset: 0 }, 10_000)).events.map((e) => JSON.parse(e.data) as unknown);
+}
+
+describe('no write blocks the writes behind it', () => {
+  it('publishes through the real server and gets the offset', async () => {
+    harness = await Harness.start();
+    const engine = harness.engine();
+    const tab = engine.attach();
+    expect(await engine.connection.publish(tab.tabId, 'c', 'hey')).toEqual({ ok: true, value: { offset: 1 } });
+    await eventually(() => engine.status(tab).pending === 0);
+  });
+
+  it('sizes are UTF-8 bytes: a 30,000 × "€" publish (90 KB) fails at once, the next write goes through', async () => {
+    harness = await Harness.start();
+    const engine = harness.engine();
+    const tab = engine.attach();
+    await engine.connection.publish(tab.tabId, 'c', 'first'); // online: the server's limit is known
+    const big = await engine.connection.publish(tab.tabId, 'c', '€'.repeat(30_000));
+    expect(big).toMatchObject({ ok: false, error: { code: 'message_too_big' } });
+    expect(await engine.connection.publish(tab.tabId, 'c', 'after')).toEqual({ ok: true, value: { offset: 2 } });
+    expect(await storedData(harness, 'c')).toEqual(['first', 'after']);
+    expect(engine.frames.of('handshake')).toBe(1); // no close-1009 reconnect loop
+  });
+
+  it('a limit lowered while writes waited fails those writes clearly; the rest are delivered in order', async () => {
+    harness = await Harness.start();
+    const engine = harness.engine();
+    const tab = engine.attach();
+    await engine.connection.publish(tab.tabId, 'c', 'online');
+    harness.proxy.refuse();
+    await eventually(() => engine.status(tab).connection === 'offline');
+    const results = [
+      engine.connection.publish(tab.tabId, 'c', 'small-1'),
+      engine.connection.publish(tab.tabId, 'c', 'x'.repeat(40_000)),
+      engine.connection.publish(tab.tabId, 'c', 'small-2'),
+    ];
+    await eventually(() => engine.status(tab).pending === 3);
+    await harness.restartServer({ maxMessageBytes: 16 * 1024 });
+    await harness.proxy.restore();
+    const [first, big, second] = await Promise.all(results);
+    expect(first).toMatchObject({ ok: true });
+    expect(big).toMatchObject({ ok: false, error: { code: 'message_too_big' } });
+    expect(second).toMatchObject({ ok: true });
+    expect(await storedData(harness, 'c')).toEqual(['online', 'small-1', 'small-2']);
+    await eventually(() => engine.status(tab).pending === 0);
+  });
+
+  it('a write the server refuses at the frame level (a document key over 200 characters) fails alone', async () => {
+    harness = await Harness.start();
+    const engine = harness.engine();
+    const tab = engine.attach();
+    const bad = engine.connection.transact(tab.tabId, 'd', {}, { ['k'.repeat(201)]: 1 }, true);
+    const good = engine.connection.publish(tab.tabId, 'c', 'behind it');
+    expect(await bad).toMatchObject({ ok: false, error: { code: 'invalid_message' } });
+    expect(await good).toMatchObject({ ok: true });
+    await eventually(() => engine.status(tab).pending === 0);
+  });
+
+  it('a store that fails (internal) is retried after a pause, once per window: no resend storm', async () => {
+    harness = await Harness.start();
+    const store = harness.server.store;
+    let failures = 3;
+    const write = store.write.bind(store);
+    store.write = async (requests) => {
+      if (failures > 0) {
+        failures--;
+        throw new Error('disk on fire');
+      }
+      return write(requests);
+    };
+    const engine = harness.engine();
+    const tab = engine.attach();
+    await eventually(() => engine.status(tab).connection === 'online');
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => engine.connection.publish(tab.tabId, 'c', i)));
+    expect(results.every((r) => r.ok)).toBe(true);
+    expect(await storedData(harness, 'c')).toEqual(Array.from({ length: 200 }, (_, i) => i));
+    // 200 writes, 3 failed batches: each failure resends the window once (≤ 200 frames), never once per error.
+    expect(engine.frames.of('publish')).toBeLessThanOrEqual(200 * 4);
+  }, 30_000);
+});
+
+describe('client and server disagree on sequences', () => {
+  it('a server restored from an older backup: the client moves on explicitly, nothing stuck, nothing lost', async () => {
+    harness = await Harness.start();
+    const engine = harness.engine();
+    const tab = engine.attach();
+    for (const n of [1, 2]) expect(await engine.connection.publish(tab.tabId, 'c', n)).toMatchObject({ ok: true, value: { offset: n } });
+    await harness.restartServer(); // checkpoints the WAL into the file
+    copyFileSync(harness.dbFile, `${harness.dbFile}.backup`);
+    for (const n of [3, 4]) expect(await engine.connection.publish(tab.tabId, 'c', n)).toMatchObject({ ok: true });
+    await harness.restartServer({}, () => {
+      // The operator restores the backup (a clean close leaves no WAL behind).
+      for (const suffix of ['-wal', '-shm']) rmSync(`${harness!.dbFile}${suffix}`, { force: true });
+      copyFileSync(`${harness!.dbFile}.backup`, harness!.dbFile);
+    });
+    // Before: the server expected write 3 forever ("out_of_order") and write 5 never landed.
+    expect(await engine.connection.publish(tab.tabId, 'c', 5)).toMatchObject({ ok: true });
+    expect(await storedData(harness, 'c')).toEqual([1, 2, 5]);
+  }, 20_000);
+
+  it('a worker restart resends what was queued, and the server answers the resends with their first outcome', async () => {
+    harness = await Harness.start();
+    const db = Harness.newDatabase();
+    const first = harness.engine(db);
+    const tab = first.attach();
+    expect(await first.connection.publish(tab.tabId, 'c', 'a')).toMatchObject({ ok: true });
+    harness.proxy.refuse();
+    await eventually(() => first.status(tab).connection === 'offline');
+    void first.connection.publish(tab.tabId, 'c', 'b');
+    void first.connection.publish(tab.tabId, 'c', 'c');
+    await eventually(() => first.status(tab).pending === 2);
+    first.close();
+    await harness.proxy.restore();
+    const second = harness.engine(db);
+    const tab2 = second.attach();
+    await eventually(() => second.status(tab2).connection === 'online' && second.status(tab2).pending === 0);
+    expect(await storedData(harness, 'c')).toEqual(['a', 'b', 'c']);
+  });
+});
+
+describe('tokens and users', () => {
+  it('tokens valid for more than 24.8 days stay connected', async () => {
+    harness = await Harness.start({ tokenSecret: SECRET });
+    const longLived = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setExpirationTime('30d').sign(new TextEncoder().encode(SECRET));
+    const engine = harness.engine();
+    const tab = engine.attach(async () => longLived);
+    await eventually(() => engine.status(tab).connection === 'online');
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(engine.status(tab).connection).toBe('online');
+    expect(engine.frames.of('handshake')).toBe(1);
+  });
+
+  it('a failing token function after a reload never orphans writes: kept, counted, sent as the last user once it works', async () => {
+    harness = await Harness.start({ tokenSecret: SECRET });
+    const db = Harness.newDatabase();
+    const before = harness.engine(db);
+    const aliceTab = before.attach(() => token('alice'));
+    await before.connection.publish(aliceTab.tabId, 'c', 'online as alice');
+    before.close();
+    harness.proxy.refuse();
+
+    // The reload, offline: the token endpoint cannot be reached either.
+    let tokenWorks = false;
+    const after = harness.engine(db);
+    const tab = after.attach(async () => {
+      if (!tokenWorks) throw new Error('fetch /tether-token failed');
+      return token('alice');
+    });
+    const queued = after.connection.publish(tab.tabId, 'c', 'written offline');
+    await eventually(() => after.status(tab).pending === 1, 8000, 'the write counted in pending');
+    expect(after.status(tab).error).toMatchObject({ code: 'unauthorized' });
+
+    tokenWorks = true;
+    await harness.proxy.restore();
+    expect(await queued).toMatchObject({ ok: true, value: { offset: 2 } });
+    await eventually(() => after.status(tab).pending === 0 && after.status(tab).error === null);
+    expect(await storedData(harness, 'c')).toEqual(['online as alice', 'written offline']);
+  }, 20_000);
+
+  it("a tab's writes belong to its own user at once, not to the token the socket used last", async () => {
+    harness = await Harness.start({ tokenSecret: SECRET });
+    const engine = harness.engine();
+    const alice = engine.attach(() => token('alice'));
+    await engine.connection.publish(alice.tabId, 'c', 'from alice');
+    const bob = engine.attach(() => token('bob'));
+    // Before: Bob's write went into Alice's outbox (sent under her token), or waited for a reconnect.
+    expect(await engine.connection.publish(bob.tabId, 'c', 'from bob')).toMatchObject({ ok: true });
+    const writers = (await harness.server.store.history('c', { offset: 0 }, 10)).events.length;
+    expect(writers).toBe(2);
+    // Alice's tab writes as Alice still: her write waits for her token, it is never sent as Bob's.
+    const aliceLater = engine.connection.publish(alice.tabId, 'c', 'alice again');
+    await eventually(() => engine.status(alice).pending === 1);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await storedData(harness, 'c')).toEqual(['from alice', 'from bob']);
+    void aliceLater;
+  });
+});
+
+describe('deleted keys in the cached view', () => {
+  it('an acknowledgement that arrives after the broadcast of a later delete does not resurrect the key', async () => {
+    const saved: unknown[] = [];
+    const db = Harness.newDatabase();
+    const documents = new Documents('ws://x/ws', db, () => true, () => []);
+    let view: Record<string, unknown> = {};
+    await documents.add('tab', 'l1', 'board', (snapshot) => void (view = snapshot.view));
+    documents.handle({ type: 'doc', doc: 'board', version: 0, full: true, keys: {} });
+    documents.handle({ type: 'doc', doc: 'board', version: 1, full: false, keys: { card: { version: 1, value: 'mine' } } });
+    documents.handle({ type: 'doc', doc: 'board', version: 2, full: false, keys: { card: { version: 2, deleted: true } } });
+    documents.committed('board', { card: 'mine' }, 1); // the ack of version 1, late
+    documents.changed('board');
+    expect(view).toEqual({});
+    // Also after a full state that no longer lists the key (a reload, a reconnect):
+    documents.handle({ type: 'doc', doc: 'board', version: 5, full: true, keys: {} });
+    documents.committed('board', { card: 'mine' }, 3);
+    documents.changed('board');
+    expect(view).toEqual({});
+    void saved;
+  });
+});

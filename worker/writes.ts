@@ -1,0 +1,270 @@
+/**
+ * The write pipeline of one server connection: per user, the outbox and its in-memory mirror;
+ * the send window; the answers (ack, conflict, refusal) routed to whoever waits; resends.
+ *
+ * Rules it keeps:
+ * - a write is in IndexedDB before anything else happens to it, and leaves it only on the
+ *   server's answer (so whatever happens in between, it is resent, and the server dedupes);
+ * - only the writes of the user whose token is on the socket are sent;
+ * - every answer that carries a `seq` ends that write (a refusal fails it to its caller), so no
+ *   write blocks the ones behind it;
+ * - disagreement about sequences (`out_of_order`) and store failures (`internal`) lead to ONE
+ *   resend of the window, after a growing pause, with the window reloaded from the outbox.
+ */
+import { DEFAULT_MAX_MESSAGE_BYTES } from '../protocol/constants.js';
+import { TetherError, type ErrorShape } from '../protocol/errors.js';
+import type { ClientMessage, Conflict, ServerMessage, Welcome } from '../protocol/messages.js';
+import type { WriteOp } from '../protocol/shapes.js';
+import type { Database, OutboxEntry } from './db.js';
+import { clientIdentity, type Identity } from './identity.js';
+import { Outbox } from './outbox.js';
+
+/** Writes sent and not yet answered, at most. */
+export const SEND_WINDOW = 1000;
+/** First pause before resending after `out_of_order`/`internal`; doubles while it repeats, up to the max. */
+const RESEND_MIN_MS = 50;
+const RESEND_MAX_MS = 30_000;
+
+export type TransactEntry = Extract<OutboxEntry, { op: 'transact' }>;
+
+/** How a queued write ended, for whoever waits on it. */
+export type WriteResult = { ok: true; offset: number | null } | { ok: false; error: ErrorShape } | { conflict: true };
+
+export interface WriteEvents {
+  /** Sends a frame if the link is online; false when it was not sent. */
+  send(message: ClientMessage): boolean;
+  /** A user's queue changed (a write queued or ended): status and document views follow. */
+  queueChanged(user: string, entry: OutboxEntry): void;
+  /** One of this client's transactions committed at `version`. */
+  committed(entry: TransactEntry, version: number): void;
+  /** A transaction was rejected; `reportable`: nobody can run it again (list it as a conflict). */
+  rejected(conflict: Conflict, entry: TransactEntry, reportable: boolean): void;
+  /** Something the developer should know about (a write refused with nobody left to tell). */
+  warn(message: string): void;
+}
+
+export interface Writer {
+  identity: Identity;
+  outbox: Outbox;
+  /** Mirror of this identity's outbox, in sequence order. */
+  queue: OutboxEntry[];
+}
+
+/** Who waits for a write: the tab that made it (its answer goes nowhere once the tab is gone). */
+interface Waiter {
+  tabId: string;
+  /** The caller will not run the transaction again: a conflict is listed on the document. */
+  final: boolean;
+  settle: (result: WriteResult) => void;
+}
+
+/** The UTF-8 size of a frame: what the server's limit counts, not JavaScript's UTF-16 length. */
+export function frameBytes(message: ClientMessage): number {
+  return new TextEncoder().encode(JSON.stringify(message)).length;
+}
+
+export function writeFrame(entry: OutboxEntry): ClientMessage {
+  return entry.op === 'publish'
+    ? { type: 'publish', seq: entry.seq, channel: entry.channel, data: entry.data }
+    : { type: 'transact', seq: entry.seq, doc: entry.doc, reads: entry.reads, writes: entry.writes };
+}
+
+export class Writes {
+  private readonly writers = new Map<string, Promise<Writer>>();
+  private readonly loaded = new Map<string, Writer>();
+  private readonly waiters = new Map<string, Waiter>();
+  /** The writer whose token is on the socket (set by `welcome`, cleared when offline). */
+  private sender: Writer | undefined;
+  private lastSent = 0;
+  private maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
+  private resendTimer: ReturnType<typeof setTimeout> | undefined;
+  private resendDelay = 0;
+
+  constructor(
+    private readonly url: string,
+    private readonly db: () => Promise<Database>,
+    private readonly events: WriteEvents,
+  ) {}
+
+  /** The outbox of `user` for this server, loaded once. */
+  writer(user: string): Promise<Writer> {
+    let writer = this.writers.get(user);
+    if (!writer) {
+      writer = (async () => {
+        const identity = await clientIdentity(await this.db(), this.url, user);
+        const outbox = new Outbox(this.db, this.url, identity);
+        const loadedWriter: Writer = { identity, outbox, queue: await outbox.list() };
+        this.loaded.set(user, loadedWriter);
+        return loadedWriter;
+      })();
+      // A failed load (IndexedDB unavailable) is tried again by the next caller.
+      writer.catch(() => this.writers.delete(user));
+      this.writers.set(user, writer);
+    }
+    return writer;
+  }
+
+  /** `user`'s unacknowledged writes, in order ([] until loaded). */
+  queueOf(user: string | undefined): readonly OutboxEntry[] {
+    return user === undefined ? [] : (this.loaded.get(user)?.queue ?? []);
+  }
+
+  /** The first sequence `user` still holds unanswered, for the handshake (`firstSeq`). */
+  async firstSeq(user: string): Promise<number> {
+    return (await this.writer(user)).outbox.firstUnanswered();
+  }
+
+  /** Checks, stores and sends a write; resolves with how it ended. */
+  async enqueue(user: string, tabId: string, write: WriteOp, final = false): Promise<WriteResult> {
+    const bytes = frameBytes(writeFrame({ ...write, seq: Number.MAX_SAFE_INTEGER } as OutboxEntry));
+    if (bytes > this.maxMessageBytes) {
+      return { ok: false, error: { code: 'message_too_big', message: `the write is ${bytes} bytes (UTF-8); the server accepts at most ${this.maxMessageBytes}` } };
+    }
+    let writer: Writer;
+    let entry: OutboxEntry;
+    try {
+      writer = await this.writer(user);
+      entry = await writer.outbox.add(write);
+    } catch (error) {
+      return { ok: false, error: error instanceof TetherError ? error.toJSON() : { code: 'internal', message: `the write could not be stored (${String(error)}); nothing was sent` } };
+    }
+    const settled = new Promise<WriteResult>((resolve) => this.waiters.set(`${entry.clientId}:${entry.seq}`, { tabId, final, settle: resolve }));
+    writer.queue.push(entry);
+    this.events.queueChanged(user, entry);
+    if (writer === this.sender) this.pump();
+    return settled;
+  }
+
+  /** The handshake made for `user` (undefined: none, e.g. no token) was welcomed: resend all. */
+  async online(user: string | undefined, welcome: Welcome): Promise<void> {
+    this.maxMessageBytes = welcome.maxMessageBytes;
+    this.cancelResend();
+    this.resendDelay = 0;
+    this.sender = user === undefined ? undefined : await this.writer(user);
+    // Resend everything unanswered: the server answers writes it applied before with their
+    // first outcome (offset, version, conflict or refusal), without applying them again.
+    this.rewind();
+    this.pump();
+  }
+
+  offline(): void {
+    this.sender = undefined;
+    this.cancelResend();
+  }
+
+  /** Forgets the waiters of a closed tab; its writes stay queued and are still sent. */
+  forgetTab(tabId: string): void {
+    for (const [key, waiter] of this.waiters) if (waiter.tabId === tabId) this.waiters.delete(key);
+  }
+
+  /** Routes an answer about a write; returns false for messages that are not about writes. */
+  handle(message: ServerMessage): boolean {
+    const sender = this.sender;
+    switch (message.type) {
+      case 'ack':
+        if (sender) this.acknowledged(sender, message.seq, message.offset);
+        return true;
+      case 'conflict':
+        if (sender) {
+          this.settle(sender, message.seq, { conflict: true }, (canRetry, entry) => {
+            if (entry.op === 'transact') this.events.rejected(message, entry, !canRetry);
+          });
+          this.pump();
+        }
+        return true;
+      case 'error':
+        if (message.seq === undefined || message.id !== undefined) return false;
+        if (sender) this.failed(sender, message.seq, { code: message.code, message: message.message });
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  /** Sends queued writes in order, keeping at most SEND_WINDOW unanswered. */
+  private pump(): void {
+    const writer = this.sender;
+    if (!writer || this.resendTimer !== undefined) return;
+    const first = writer.queue[0]?.seq ?? 0;
+    for (const entry of writer.queue) {
+      if (entry.seq <= this.lastSent) continue;
+      if (entry.seq - first >= SEND_WINDOW) break;
+      let frame = writeFrame(entry);
+      const bytes = frameBytes(frame);
+      // Queued under a larger limit than the server has now: withdraw it (the server records
+      // the refusal and answers it), instead of a frame the server would close the socket on.
+      if (bytes > this.maxMessageBytes) frame = { type: 'skip', seq: entry.seq, reason: 'message_too_big', bytes };
+      if (!this.events.send(frame)) break;
+      this.lastSent = entry.seq;
+    }
+  }
+
+  private acknowledged(writer: Writer, seq: number, offset: number | null): void {
+    this.resendDelay = 0; // progress: the next trouble starts with a short pause again
+    this.settle(writer, seq, { ok: true, offset }, (_, entry) => {
+      if (entry.op === 'transact' && offset !== null) this.events.committed(entry, offset);
+    });
+    this.pump();
+  }
+
+  private failed(writer: Writer, seq: number, error: ErrorShape): void {
+    if (error.code === 'out_of_order' || error.code === 'internal') return this.scheduleResend(writer, error.code);
+    // Refused for good (forbidden, invalid, too big…): the server moved past it; its caller learns why.
+    this.settle(writer, seq, { ok: false, error }, (canRetry) => {
+      if (!canRetry) this.events.warn(`a queued write to ${this.url} was refused: ${error.code}: ${error.message}`);
+    });
+    this.pump();
+  }
+
+  /**
+   * One resend for a whole window of errors (a window of 1,000 writes answers 1,000 times), after
+   * a pause that grows while it repeats. The queue is reloaded from the outbox first: another
+   * worker of this origin (a deploy) may have numbered writes this one never saw.
+   */
+  private scheduleResend(writer: Writer, reason: 'out_of_order' | 'internal'): void {
+    if (this.resendTimer !== undefined) return;
+    this.resendDelay = Math.min(RESEND_MAX_MS, Math.max(reason === 'internal' ? 1000 : RESEND_MIN_MS, this.resendDelay * 2));
+    this.resendTimer = setTimeout(() => {
+      void writer.outbox
+        .list()
+        .then((stored) => {
+          const known = new Set(writer.queue.map((e) => e.seq));
+          const added = stored.filter((e) => !known.has(e.seq));
+          if (added.length > 0) writer.queue = [...writer.queue, ...added].sort((a, b) => a.seq - b.seq);
+        })
+        .catch((error: unknown) => this.events.warn(`could not reload the outbox: ${String(error)}`))
+        .finally(() => {
+          this.resendTimer = undefined;
+          if (this.sender !== writer) return;
+          this.rewind();
+          this.pump();
+        });
+    }, this.resendDelay);
+  }
+
+  private cancelResend(): void {
+    clearTimeout(this.resendTimer);
+    this.resendTimer = undefined;
+  }
+
+  private rewind(): void {
+    this.lastSent = (this.sender?.queue[0]?.seq ?? 1) - 1;
+  }
+
+  /**
+   * Ends a queued write: out of the queue and the outbox, its waiter told. `before` runs first
+   * (with whether the waiter can still act on it), so state it changes is visible to the waiter.
+   */
+  private settle(writer: Writer, seq: number, result: WriteResult, before?: (canRetry: boolean, entry: OutboxEntry) => void): void {
+    const index = writer.queue.findIndex((e) => e.seq === seq);
+    if (index === -1) return; // a second answer to a resent write
+    const [entry] = writer.queue.splice(index, 1) as [OutboxEntry];
+    writer.outbox.remove(seq);
+    const key = `${writer.identity.clientId}:${seq}`;
+    const waiter = this.waiters.get(key);
+    this.waiters.delete(key);
+    before?.(waiter !== undefined && !waiter.final, entry);
+    this.events.queueChanged(writer.identity.user, entry);
+    waiter?.settle(result);
+  }
+}
