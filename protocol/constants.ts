@@ -69,5 +69,8 @@ export function isErrorCode(value: unknown): value is ErrorCode {
 /** Channel names: no `*` (reserved for the patterns of a token's `channels` claim). */
 export const CHANNEL_NAME = /^[A-Za-z0-9_][\w.:@/-]{0,199}$/;
 
+/** Document keys are 1–200 characters (any characters). */
+export const MAX_DOC_KEY_LENGTH = 200;
+
 /** Largest frame a server accepts unless configured otherwise (TETHER_MAX_MESSAGE_BYTES). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024;

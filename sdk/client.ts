@@ -161,12 +161,24 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     if (typeof onEvent !== 'function') throw new TypeError('pubsub.subscribe: onEvent must be a function');
     const id = randomId();
     let active = true;
+    // A throwing handler must not cost the events after it: report it and go on.
+    const guarded = (what: string, run: () => void) => {
+      try {
+        run();
+      } catch (error) {
+        console.error(`[tether] the ${what} handler of ${channel} threw; later events are still delivered:`, error);
+      }
+    };
     const listener = Comlink.proxy((delivery: ChannelDelivery) => {
       if (!active) return;
-      if (delivery.kind === 'event') onEvent(delivery.data as T, { channel: delivery.channel, offset: delivery.offset });
-      else if (delivery.kind === 'subscribed') options.onSubscribed?.({ channel: delivery.channel, offset: delivery.offset });
-      else if (delivery.kind === 'reset') options.onReset?.({ channel: delivery.channel, epoch: delivery.epoch, offset: delivery.offset });
-      else {
+      if (delivery.kind === 'event') guarded('event', () => onEvent(delivery.data as T, { channel: delivery.channel, offset: delivery.offset }));
+      else if (delivery.kind === 'subscribed') guarded('onSubscribed', () => options.onSubscribed?.({ channel: delivery.channel, offset: delivery.offset }));
+      else if (delivery.kind === 'reset') {
+        const info = { channel: delivery.channel, epoch: delivery.epoch, offset: delivery.offset };
+        // A gap is never silent: without onReset, the console says events were missed.
+        if (options.onReset) guarded('onReset', () => options.onReset!(info));
+        else console.warn(`[tether] ${channel}: events up to offset ${delivery.offset} were missed and cannot be recovered (history retention or a restored server); pass onReset to reload what you show`);
+      } else {
         const error = TetherError.from(delivery);
         if (options.onError) options.onError(error);
         else console.error(`[tether] subscription to ${channel} refused: ${error.code}: ${error.message}`);

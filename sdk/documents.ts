@@ -7,6 +7,7 @@ import * as Comlink from 'comlink';
 import { createStore } from 'zustand/vanilla';
 import { readonly, type ReadonlyStore } from './readonly-store.js';
 import { TetherError } from '../protocol/errors.js';
+import { MAX_DOC_KEY_LENGTH } from '../protocol/constants.js';
 import type { DocConflict, DocSnapshot, Outcome, Status, WorkerApi } from '../worker/api.js';
 
 /** The operations a transaction function gets. Reads are recorded; writes are applied atomically. */
@@ -66,6 +67,14 @@ interface Context {
   connection: ReadonlyStore<Status>;
 }
 
+/** Keys are checked here as the protocol checks them, so a bad key fails in the app, not on the wire. */
+function checkKey(operation: string, key: unknown): void {
+  if (typeof key !== 'string' || key.length === 0 || key.length > MAX_DOC_KEY_LENGTH) {
+    const got = typeof key === 'string' ? `${key.length} characters` : typeof key;
+    throw new TypeError(`transact: ${operation}(key): keys are strings of 1–${MAX_DOC_KEY_LENGTH} characters, got ${got}`);
+  }
+}
+
 /** How long a first transaction waits for the server's state before running on the cached one. */
 const SYNC_WAIT_MS = 10_000;
 
@@ -123,11 +132,13 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
       const versions = snapshot.versions;
       const tx: Transaction<T> = {
         get(key) {
+          checkKey('get', key);
           if (key in writes) return (writes[key] === null ? undefined : structuredClone(writes[key])) as T[typeof key];
           reads[key] ??= versions[key] ?? 0;
           return structuredClone(view[key]) as T[typeof key] | undefined;
         },
         set(key, value) {
+          checkKey('set', key);
           if (value === undefined) throw new TypeError(`transact: set(${key}, undefined) — use delete(${key})`);
           let json: string | undefined;
           try {
@@ -138,6 +149,7 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
           writes[key] = json === undefined ? null : JSON.parse(json);
         },
         delete(key) {
+          checkKey('delete', key);
           writes[key] = null;
         },
       };

@@ -14,7 +14,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as v from 'valibot';
-import { ChannelName } from '../protocol/messages.js';
+import { ChannelName, DocKey } from '../protocol/messages.js';
 import type { ErrorCode } from '../protocol/constants.js';
 import type { Logger } from './log.js';
 import type { WriteQueue } from './pubsub/write-queue.js';
@@ -30,8 +30,8 @@ export interface HttpApiDeps {
 
 const PublishBody = v.strictObject({ channel: ChannelName, data: v.unknown() });
 const TransactBody = v.strictObject({
-  reads: v.optional(v.record(v.pipe(v.string(), v.minLength(1), v.maxLength(200)), v.pipe(v.number(), v.integer(), v.minValue(0)))),
-  writes: v.record(v.pipe(v.string(), v.minLength(1), v.maxLength(200)), v.unknown()),
+  reads: v.optional(v.record(DocKey, v.pipe(v.number(), v.integer(), v.minValue(0)))),
+  writes: v.record(DocKey, v.unknown()),
 });
 const DOC_ROUTE = /^\/api\/docs\/([^/]+)(\/transact)?$/;
 const IdempotencyKey = v.pipe(v.string(), v.minLength(1), v.maxLength(200));

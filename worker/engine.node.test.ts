@@ -82,7 +82,7 @@ describe('no write blocks the writes behind it', () => {
   it.each([
     ['internal', 'the store throws (disk full): `internal`'],
     ['out_of_order', 'the server answers `out_of_order` (two workers of one origin during a deploy)'],
-  ] as const)('%s: one paced resend per window of errors, no resend storm — %s', async (failure) => {
+  ] as const)('%s: one paced resend per window of errors, no resend storm — %s', async (failure: 'internal' | 'out_of_order', _why: string) => {
     harness = await Harness.start();
     const store = harness.server.store;
     // Every write fails for a while after the first one arrives, then the store recovers.

@@ -1,8 +1,9 @@
 /**
  * The channels one server connection is subscribed to, shared by every tab: one server
  * subscription per channel however many listeners. The last offset delivered per channel is
- * stored in IndexedDB *before* the tabs see the events, so a reconnect, a reload or a new
- * worker resumes exactly after it — no gap, no repeat.
+ * stored in IndexedDB right after the tabs got the events (deduplicated by offset), so a
+ * reconnect, a reload or a new worker resumes after it — no gap; at most a repeat to new tabs
+ * when the worker died between delivering and saving.
  */
 import { release } from './release.js';
 import type { ClientMessage, ServerMessage } from '../protocol/messages.js';
@@ -156,6 +157,9 @@ export class Subscriptions {
         }
         touched.set(message.channel, channel);
       }
+      // Deliver first, then keep the offset of what was delivered: a worker that dies in between
+      // gets these events again after its restart (its tabs are new then), never loses them.
+      for (const [channel, delivery] of deliveries) this.deliver(channel, delivery);
       try {
         const db = await this.db();
         const tx = db.transaction('offsets', 'readwrite');
@@ -166,7 +170,6 @@ export class Subscriptions {
       } catch {
         // Not saved: after a restart these events come again rather than being lost.
       }
-      for (const [channel, delivery] of deliveries) this.deliver(channel, delivery);
     }
     this.draining = false;
   }
