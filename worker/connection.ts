@@ -15,7 +15,7 @@ import { PendingRequests } from './requests.js';
 import { ServerLink, type WebSocketClass } from './socket.js';
 import { Subscriptions } from './subscriptions.js';
 import { Tokens } from './tokens.js';
-import { Writes, type WriteResult } from './writes.js';
+import { Writes, type Writer, type WriteResult } from './writes.js';
 
 export interface EngineDeps {
   /** Opens the worker's IndexedDB (worker/db.ts's `database` in a browser, fake-indexeddb in tests). */
@@ -204,6 +204,11 @@ export class ServerConnection {
     return this.writes.enqueue(await state.user, tabId, write, final);
   }
 
+  /** The outbox of `user` (for diagnostics and tests). */
+  writerOf(user: string): Promise<Writer> {
+    return this.writes.writer(user);
+  }
+
   /** The writes of the tab's user that the server has not answered yet, oldest first. */
   async pendingWrites(tabId: string): Promise<PendingWrite[]> {
     const state = this.tabs.get(tabId);
@@ -238,7 +243,7 @@ export class ServerConnection {
 
   close(): void {
     this.link.close();
-    this.writes.offline();
+    this.writes.close();
     this.requests.failAll({ code: 'closed', message: 'the client was closed' });
   }
 

@@ -79,12 +79,30 @@ export class Writes {
   private maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
   private resendTimer: ReturnType<typeof setTimeout> | undefined;
   private resendDelay = 0;
+  /** Tells the other workers of this origin (a deploy runs two) that the outbox grew. */
+  private readonly peers: BroadcastChannel | undefined;
+  private closed = false;
 
   constructor(
     private readonly url: string,
     private readonly db: () => Promise<Database>,
     private readonly events: WriteEvents,
-  ) {}
+  ) {
+    if (typeof BroadcastChannel !== 'undefined') {
+      this.peers = new BroadcastChannel('tether-outbox');
+      this.peers.onmessage = (event: MessageEvent<{ url: string; clientId: string }>) => {
+        const sender = this.sender;
+        if (!sender || event.data.url !== url || event.data.clientId !== sender.identity.clientId) return;
+        void this.reload(sender).then(() => this.pump(), (error: unknown) => this.events.warn(`could not reload the outbox: ${String(error)}`));
+      };
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    this.offline();
+    this.peers?.close();
+  }
 
   /** The outbox of `user` for this server, loaded once. */
   writer(user: string): Promise<Writer> {
@@ -130,6 +148,7 @@ export class Writes {
     }
     const settled = new Promise<WriteResult>((resolve) => this.waiters.set(`${entry.clientId}:${entry.seq}`, { tabId, final, settle: resolve }));
     writer.queue.push(entry);
+    if (!this.closed) this.peers?.postMessage({ url: this.url, clientId: entry.clientId });
     this.events.queueChanged(user, entry);
     if (writer === this.sender) this.pump();
     return settled;
@@ -141,10 +160,25 @@ export class Writes {
     this.cancelResend();
     this.resendDelay = 0;
     this.sender = user === undefined ? undefined : await this.writer(user);
+    if (this.sender) await this.reload(this.sender);
     // Resend everything unanswered: the server answers writes it applied before with their
     // first outcome (offset, version, conflict or refusal), without applying them again.
     this.rewind();
     this.pump();
+  }
+
+  /**
+   * Takes in the writes another worker of this origin stored in the shared outbox (during a
+   * deploy the old and the new worker both run): they are sent from here too, deduplicated by
+   * the server, so none waits for a worker that is about to die.
+   */
+  private async reload(writer: Writer): Promise<void> {
+    const stored = await writer.outbox.list();
+    const known = new Set(writer.queue.map((e) => e.seq));
+    const added = stored.filter((e) => !known.has(e.seq));
+    if (added.length === 0) return;
+    writer.queue = [...writer.queue, ...added].sort((a, b) => a.seq - b.seq);
+    for (const entry of added) this.events.queueChanged(writer.identity.user, entry);
   }
 
   offline(): void {
@@ -225,13 +259,7 @@ export class Writes {
     if (this.resendTimer !== undefined) return;
     this.resendDelay = Math.min(RESEND_MAX_MS, Math.max(reason === 'internal' ? 1000 : RESEND_MIN_MS, this.resendDelay * 2));
     this.resendTimer = setTimeout(() => {
-      void writer.outbox
-        .list()
-        .then((stored) => {
-          const known = new Set(writer.queue.map((e) => e.seq));
-          const added = stored.filter((e) => !known.has(e.seq));
-          if (added.length > 0) writer.queue = [...writer.queue, ...added].sort((a, b) => a.seq - b.seq);
-        })
+      void this.reload(writer)
         .catch((error: unknown) => this.events.warn(`could not reload the outbox: ${String(error)}`))
         .finally(() => {
           this.resendTimer = undefined;
