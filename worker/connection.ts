@@ -201,6 +201,8 @@ export class ServerConnection {
   private async enqueue(tabId: string, write: WriteOp, final = false): Promise<WriteResult> {
     const state = this.tabs.get(tabId);
     if (!state) return { ok: false, error: { code: 'closed', message: 'this tab is not attached (was the client closed?)' } };
+    const refused = this.writes.refusal(write); // at once, before waiting for the tab's user
+    if (refused) return { ok: false, error: refused };
     return this.writes.enqueue(await state.user, tabId, write, final);
   }
 

@@ -16,7 +16,7 @@ import type { DocSnapshot, Outcome } from './api.js';
 import { Harness, eventually, type Engine, type EngineTab } from './testing/harness.js';
 
 const SECRET = 'model-test-secret-of-at-least-32-characters';
-const RUNS = Number(process.env.TETHER_MODEL_RUNS ?? 5);
+const RUNS = Number(process.env.TETHER_MODEL_RUNS ?? 15);
 
 type Op =
   | { kind: 'publish' }
@@ -27,7 +27,9 @@ type Op =
   | { kind: 'serverRestart' }
   | { kind: 'storeError'; batches: number }
   | { kind: 'tokenFailure'; ms: number }
-  | { kind: 'pause'; ms: number };
+  | { kind: 'pause'; ms: number }
+  /** The app's backend changes the document over the HTTP API (another writer, deletes included). */
+  | { kind: 'backend'; key: string; del: boolean };
 
 const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.constant<Op>({ kind: 'publish' }) },
@@ -39,7 +41,9 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('storeError' as const), batches: fc.integer({ min: 1, max: 3 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('tokenFailure' as const), ms: fc.integer({ min: 20, max: 300 }) }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('pause' as const), ms: fc.integer({ min: 0, max: 50 }) }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('backend' as const), key: fc.constantFrom('a', 'b', 'c'), del: fc.boolean() }) },
 );
+const API_KEY = 'model-test-api-key';
 
 interface Tracked {
   id: number;
@@ -58,7 +62,7 @@ afterEach(async () => {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function run(ops: Op[]): Promise<void> {
-  harness = await Harness.start({ tokenSecret: SECRET });
+  harness = await Harness.start({ tokenSecret: SECRET, apiKey: API_KEY });
   const h = harness;
   const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('model-user').setExpirationTime('1h').sign(new TextEncoder().encode(SECRET));
   let tokenWorks = true;
@@ -151,6 +155,23 @@ async function run(ops: Op[]): Promise<void> {
       case 'pause':
         await sleep(step.ms);
         break;
+      case 'backend': {
+        // A backend retries a failed request (a store error is a 500) with the same Idempotency-Key.
+        const key = `backend-${nextId}-${step.key}`;
+        const body = JSON.stringify({ writes: { [step.key]: step.del ? null : key } });
+        let status = 0;
+        for (let attempt = 0; attempt < 10 && status !== 200; attempt++) {
+          const response = await fetch(`http://127.0.0.1:${h.server.port}/api/docs/doc/transact`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json', 'idempotency-key': key },
+            body,
+          });
+          status = response.status;
+          if (status !== 200) await sleep(20);
+        }
+        expect(status, 'the backend write-only transaction commits').toBe(200);
+        break;
+      }
     }
   }
 
@@ -171,6 +192,7 @@ async function run(ops: Op[]): Promise<void> {
   expect(stored).toEqual([...stored].sort((a, b) => a - b));
   for (const w of writes) {
     if (w.kind === 'oversized') {
+      // Refused before anything is stored, so it settles even when its worker restarts right after.
       expect(w.result, `oversized write ${w.id}`).toMatchObject({ ok: false, error: { code: 'message_too_big' } });
       expect(counts.has(w.id), `oversized write ${w.id} is not stored`).toBe(false);
     } else if (!w.orphaned) {
@@ -183,7 +205,7 @@ async function run(ops: Op[]): Promise<void> {
   }
 
   const tally = (kind: string) => ops.filter((o) => o.kind === kind).length;
-  console.log(`run: ${ops.length} steps (${tally('cut')} cuts, ${tally('workerRestart')} worker and ${tally('serverRestart')} server restarts, ${tally('storeError')} store errors, ${tally('tokenFailure')} token failures); ${writes.length} writes, ${stored.length} events stored, ${writes.filter((w) => w.orphaned).length} orphaned`);
+  console.log(`run: ${ops.length} steps (${tally('backend')} backend writes, ${tally('cut')} cuts, ${tally('workerRestart')} worker and ${tally('serverRestart')} server restarts, ${tally('storeError')} store errors, ${tally('tokenFailure')} token failures); ${writes.length} writes, ${stored.length} events stored, ${writes.filter((w) => w.orphaned).length} orphaned`);
 
   // The worker's view of the document equals the server's, once nothing is pending.
   await eventually(() => snapshot?.pending === 0 && snapshot.synced, 10_000, 'the document synced');

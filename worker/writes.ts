@@ -132,12 +132,17 @@ export class Writes {
     return (await this.writer(user)).outbox.firstUnanswered();
   }
 
+  /** Why a write cannot be queued (over the server's size limit, in UTF-8 bytes), or undefined. */
+  refusal(write: WriteOp): ErrorShape | undefined {
+    const bytes = frameBytes(writeFrame({ ...write, seq: Number.MAX_SAFE_INTEGER } as OutboxEntry));
+    if (bytes <= this.maxMessageBytes) return undefined;
+    return { code: 'message_too_big', message: `the write is ${bytes} bytes (UTF-8); the server accepts at most ${this.maxMessageBytes}` };
+  }
+
   /** Checks, stores and sends a write; resolves with how it ended. */
   async enqueue(user: string, tabId: string, write: WriteOp, final = false): Promise<WriteResult> {
-    const bytes = frameBytes(writeFrame({ ...write, seq: Number.MAX_SAFE_INTEGER } as OutboxEntry));
-    if (bytes > this.maxMessageBytes) {
-      return { ok: false, error: { code: 'message_too_big', message: `the write is ${bytes} bytes (UTF-8); the server accepts at most ${this.maxMessageBytes}` } };
-    }
+    const refused = this.refusal(write);
+    if (refused) return { ok: false, error: refused };
     let writer: Writer;
     let entry: OutboxEntry;
     try {
