@@ -97,6 +97,8 @@ export const DocOpen = v.strictObject({
   type: v.literal('doc_open'),
   doc: ChannelName,
   since: v.optional(Offset),
+  /** The documents epoch `since` belongs to; another epoch (a restored backup) gets the full state. */
+  epoch: v.optional(v.pipe(v.string(), v.maxLength(64))),
 });
 
 export const DocClose = v.strictObject({
@@ -194,6 +196,8 @@ export const DocState = v.strictObject({
   version: Offset,
   full: v.boolean(),
   keys: v.record(DocKey, KeyState),
+  /** In answers to `doc_open`: the documents epoch (changes when the events DB is restored from a backup). */
+  epoch: v.optional(v.string()),
 });
 
 /** The subscription is live; events after `offset` follow (the missed ones first, in order). */

@@ -307,7 +307,7 @@ export class Session {
     }
   }
 
-  private async openDoc({ doc, since }: DocOpen): Promise<void> {
+  private async openDoc({ doc, since, epoch }: DocOpen): Promise<void> {
     if (!this.mayUse(doc)) return this.sendError({ code: 'forbidden', message: `you may not open ${doc}` }, { doc });
     this.openDocs.get(doc)?.();
     this.openDocs.delete(doc);
@@ -319,9 +319,9 @@ export class Session {
     const close = this.deps.broker.subscribeDoc(doc, (change, frame) => feed.live(change.version, frame));
     this.openDocs.set(doc, close);
     try {
-      const state = await this.deps.store.document(doc, since);
+      const state = await this.deps.store.document(doc, since, epoch);
       if (this.openDocs.get(doc) !== close) return;
-      this.sendFrame(docFrame(state, state.full));
+      this.sendFrame(docFrame(state, state.full, state.epoch));
       feed.skipTo(state.version);
       feed.release();
     } catch (error) {

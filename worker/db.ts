@@ -35,6 +35,8 @@ export interface DocRecord {
   /** Confirmed keys; deleted ones as tombstones (`deleted: true`). */
   keys: Record<string, { version: number; value: unknown } | { version: number; deleted: true }>;
   conflicts: DocConflict[];
+  /** The server's documents epoch `version` belongs to. */
+  epoch?: string;
 }
 
 export interface OffsetRecord {

@@ -20,6 +20,8 @@ interface Doc {
    */
   keys: Map<string, KeyState>;
   conflicts: DocConflict[];
+  /** The server's documents epoch the version belongs to (undefined until known). */
+  epoch: string | undefined;
   synced: boolean;
   loaded: Promise<void>;
 }
@@ -42,7 +44,7 @@ export class Documents {
   async add(tabId: string, id: string, name: string, listener: DocListener): Promise<void> {
     let doc = this.docs.get(name);
     if (!doc) {
-      const created: Doc = { listeners: new Map(), version: 0, keys: new Map(), conflicts: [], synced: false, loaded: Promise.resolve() };
+      const created: Doc = { listeners: new Map(), version: 0, keys: new Map(), conflicts: [], epoch: undefined, synced: false, loaded: Promise.resolve() };
       created.loaded = this.db()
         .then((db) => db.get('docs', [this.url, name]))
         .then((saved) => {
@@ -50,6 +52,7 @@ export class Documents {
           created.version = saved.version;
           created.keys = new Map(Object.entries(saved.keys));
           created.conflicts = saved.conflicts;
+          created.epoch = saved.epoch;
         })
         .catch(() => {});
       this.docs.set(name, (doc = created));
@@ -125,6 +128,7 @@ export class Documents {
     // Key versions only grow: a delta never takes a key back to an older state.
     this.apply(doc, message.keys, !message.full);
     doc.version = message.full ? message.version : Math.max(doc.version, message.version);
+    if (message.epoch !== undefined) doc.epoch = message.epoch;
     doc.synced = true;
     this.save(message.doc, doc);
     this.notify(message.doc, doc);
@@ -181,7 +185,8 @@ export class Documents {
   }
 
   private request(name: string, doc: Doc): void {
-    this.send(doc.version > 0 ? { type: 'doc_open', doc: name, since: doc.version } : { type: 'doc_open', doc: name });
+    if (doc.version === 0) this.send({ type: 'doc_open', doc: name });
+    else this.send({ type: 'doc_open', doc: name, since: doc.version, ...(doc.epoch === undefined ? {} : { epoch: doc.epoch }) });
   }
 
   private notify(name: string, doc: Doc): void {
@@ -197,6 +202,7 @@ export class Documents {
       version: doc.version,
       keys: Object.fromEntries(doc.keys),
       conflicts: doc.conflicts,
+      ...(doc.epoch === undefined ? {} : { epoch: doc.epoch }),
     };
     void this.db().then((db) => db.put('docs', record)).catch(() => {});
   }

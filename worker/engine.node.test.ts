@@ -5,6 +5,9 @@
 import { copyFileSync, rmSync } from 'node:fs';
 import { SignJWT } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { WriteRequest } from '../server/storage/event-store.js';
+import { backupSqlite, restoreSqlite } from '../server/storage/sqlite-backup.js';
+import type { ChannelDelivery, DocSnapshot } from './api.js';
 import { Documents } from './documents.js';
 import { Harness, eventually } from './testing/harness.js';
 
@@ -146,6 +149,48 @@ describe('client and server disagree on sequences', () => {
     await eventually(() => second.status(tab2).connection === 'online' && second.status(tab2).pending === 0);
     expect(await storedData(harness, 'c')).toEqual(['a', 'b', 'c']);
   });
+});
+
+describe('restoring a backup under live clients', () => {
+  it('clients that held offsets and versions from the lost future get a reset and the full state, never a silent gap', async () => {
+    harness = await Harness.start();
+    const h = harness;
+    const engine = h.engine();
+    const tab = engine.attach();
+    const deliveries: ChannelDelivery[] = [];
+    await engine.connection.subscribe(tab.tabId, 's1', 'ch', (d) => void deliveries.push(d));
+    let view: DocSnapshot | undefined;
+    await engine.connection.openDoc(tab.tabId, 'd1', 'd', (snapshot) => void (view = snapshot));
+    await eventually(() => deliveries.some((d) => d.kind === 'subscribed') && view?.synced);
+    for (const n of [1, 2]) await engine.connection.publish(tab.tabId, 'ch', n);
+    await engine.connection.transact(tab.tabId, 'd', {}, { k: 1 }, true);
+
+    const backup = `${h.dbFile}.backup`;
+    await backupSqlite(h.dbFile, backup); // online, while the server runs
+
+    for (const n of [3, 4]) await engine.connection.publish(tab.tabId, 'ch', n);
+    await engine.connection.transact(tab.tabId, 'd', {}, { k: 2, lost: 'x' }, true);
+    await eventually(() => deliveries.filter((d) => d.kind === 'event').length === 4 && view?.version === 2);
+
+    // The disk dies; the operator restores last night's backup. Before this client reconnects,
+    // others write again: the same offsets and versions now hold other events and values.
+    h.proxy.refuse();
+    await eventually(() => engine.status(tab).connection === 'offline', 5000, 'offline');
+    await h.restartServer({}, () => restoreSqlite(backup, h.dbFile));
+    const api = (data: string): WriteRequest => ({ kind: 'publish', channel: 'ch', data, clientId: null, seq: null, user: null });
+    await h.server.store.write([api('"other-3"'), api('"other-4"')]);
+    await h.server.store.write([{ kind: 'transact', doc: 'd', reads: {}, writes: { k: '"other"' }, clientId: null, seq: null, user: null }]);
+    deliveries.length = 0;
+    await h.proxy.restore();
+
+    // The channel: the lost offsets are reported (the events after them follow), not skipped silently.
+    await eventually(() => engine.status(tab).connection === 'online', 15_000, 'back online');
+    await eventually(() => deliveries.find((d) => d.kind === 'reset'), 5000, `a reset in ${JSON.stringify(deliveries)}`);
+    // The document: the full state of the restored server, not a delta from a version it never had.
+    const server = await h.server.store.document('d', undefined);
+    await eventually(() => view?.synced && JSON.stringify(view.view) === JSON.stringify({ k: 'other' }), 8000, `the view ${JSON.stringify(view?.view)} equals the server's`);
+    expect(server.version).toBe(2);
+  }, 30_000);
 });
 
 describe('tokens and users', () => {

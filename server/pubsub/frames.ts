@@ -19,8 +19,9 @@ function keysJson(keys: Record<string, StoredKey>): string {
 }
 
 /** A `doc` frame (DocState in protocol/messages.ts), spliced from stored JSON text. */
-export function docFrame(change: DocChange, full: boolean): string {
-  return `{"type":"doc","doc":${JSON.stringify(change.doc)},"version":${change.version},"full":${full},"keys":${keysJson(change.keys)}}`;
+export function docFrame(change: DocChange, full: boolean, epoch?: string): string {
+  const tail = epoch === undefined ? '' : `,"epoch":${JSON.stringify(epoch)}`;
+  return `{"type":"doc","doc":${JSON.stringify(change.doc)},"version":${change.version},"full":${full},"keys":${keysJson(change.keys)}${tail}}`;
 }
 
 /** A `conflict` frame (Conflict in protocol/messages.ts). */

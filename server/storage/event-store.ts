@@ -103,8 +103,11 @@ export interface EventStore {
   write(requests: WriteRequest[]): Promise<WriteOutcome[]>;
   /** The events of `channel` after `since` (or none: only the head), at most `limit`. */
   history(channel: string, since: { offset: number; epoch?: string } | undefined, limit: number): Promise<History>;
-  /** A document's keys: all of them (`full`), or those changed after version `since`. */
-  document(doc: string, since: number | undefined): Promise<DocChange & { full: boolean }>;
+  /**
+   * A document's keys: all of them (`full`), or those changed after version `since` of the
+   * documents epoch `epoch` (another epoch — a restored backup — gets them all).
+   */
+  document(doc: string, since: number | undefined, epoch?: string): Promise<DocChange & { full: boolean; epoch: string }>;
   /**
    * A client connects holding writes from `firstSeq` on: its last applied sequence, moved up to
    * `firstSeq - 1` when the store knows less (the writes before were acknowledged by a store

@@ -3,6 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openSqliteStore } from './sqlite.js';
+import { backupSqlite, restoreSqlite } from './sqlite-backup.js';
 import type { EventStore, WriteRequest } from './event-store.js';
 import { WriteQueue } from '../pubsub/write-queue.js';
 import { createLocalBroker } from '../pubsub/broker.js';
@@ -125,6 +126,31 @@ describe('exactly-once writes', () => {
   });
 });
 
+describe('backup and restore', () => {
+  it('a restored backup has the data of the backup and new epochs for every channel and for documents', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tether-unit-'));
+    const path = join(dir, 'events.db');
+    const live = open(path);
+    await live.write([pub(1), { kind: 'transact', doc: 'd', reads: {}, writes: { k: '1' }, clientId: null, seq: null, user: null }]);
+    const before = { channel: (await live.history('c', undefined, 1)).epoch, docs: (await live.document('d', undefined)).epoch };
+    await backupSqlite(path, join(dir, 'backup.db'));
+    await live.write([pub(2)]);
+    await live.close();
+    stores = [];
+    restoreSqlite(join(dir, 'backup.db'), path);
+    const restored = open(path);
+    const history = await restored.history('c', { offset: 0, epoch: before.channel }, 10);
+    expect(history).toMatchObject({ reset: true, head: 1 });
+    expect(history.epoch).not.toBe(before.channel);
+    expect(history.events.map((e) => e.data)).toEqual(['"w1"']);
+    const doc = await restored.document('d', 1, before.docs);
+    expect(doc).toMatchObject({ full: true, version: 1, keys: { k: { version: 1, value: '1' } } });
+    expect(doc.epoch).not.toBe(before.docs);
+    // The client's sequence: the backup knew write 1 only.
+    expect(await restored.handshake('client-aaaa', 'u1', 3)).toEqual({ lastSeq: 2, movedFrom: 1 });
+  });
+});
+
 describe('channel history', () => {
   it('offsets are per channel, consecutive; history resumes after an offset', async () => {
     const store = open();
@@ -166,7 +192,7 @@ describe('shared documents (DSTM)', () => {
     expect(await store.write([tx(1, { hello: 0 }, { hello: '"world"' })])).toEqual([
       { status: 'committed', change: { doc: 'd', version: 1, keys: { hello: { version: 1, value: '"world"' } } } },
     ]);
-    expect(await store.document('d', undefined)).toEqual({ doc: 'd', version: 1, full: true, keys: { hello: { version: 1, value: '"world"' } } });
+    expect(await store.document('d', undefined)).toEqual({ doc: 'd', version: 1, full: true, epoch: expect.any(String), keys: { hello: { version: 1, value: '"world"' } } });
   });
 
   it('the seed conflict: a transaction that read a stale version is rejected with the current values', async () => {
@@ -205,8 +231,11 @@ describe('shared documents (DSTM)', () => {
     const store = open();
     await store.write([tx(1, {}, { a: '1', b: '2' })]);
     await store.write([tx(2, {}, { a: null })]);
-    expect(await store.document('d', 1)).toEqual({ doc: 'd', version: 2, full: false, keys: { a: { version: 2, deleted: true } } });
-    expect(await store.document('d', undefined)).toEqual({ doc: 'd', version: 2, full: true, keys: { b: { version: 1, value: '2' } } });
+    const { epoch } = await store.document('d', undefined);
+    expect(await store.document('d', 1, epoch)).toEqual({ doc: 'd', version: 2, full: false, epoch, keys: { a: { version: 2, deleted: true } } });
+    expect(await store.document('d', undefined)).toEqual({ doc: 'd', version: 2, full: true, epoch, keys: { b: { version: 1, value: '2' } } });
+    // A version of another documents epoch (before a restore) is not trusted: everything again.
+    expect((await store.document('d', 1, 'another-epoch')).full).toBe(true);
     expect((await store.document('d', 7)).full).toBe(true); // ahead of the server: everything again
   });
 

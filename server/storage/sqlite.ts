@@ -69,7 +69,16 @@ const MIGRATIONS: string[] = [
      PRIMARY KEY (client_id, client_seq)
    ) WITHOUT ROWID;
    ALTER TABLE api_requests ADD COLUMN fingerprint TEXT;`,
+  // 4: the documents epoch. Restoring a backup changes it (and every channel's epoch), so that
+  // clients holding versions or offsets of the lost future reload instead of missing changes.
+  `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+   INSERT INTO meta (key, value) VALUES ('docs_epoch', lower(hex(randomblob(6))));
+   CREATE TABLE restores (restored_at INTEGER NOT NULL, source TEXT NOT NULL);`,
 ];
+
+/** Marks a database as restored from a backup: new epochs for every channel and for documents. */
+export const RESTORE_SQL = `UPDATE channels SET epoch = lower(hex(randomblob(6)));
+  UPDATE meta SET value = lower(hex(randomblob(6))) WHERE key = 'docs_epoch';`;
 
 /** How long an `Idempotency-Key` is remembered. */
 const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
@@ -142,6 +151,7 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
     commitOf: db.prepare<[string, number], { doc: string; version: number }>(
       'SELECT doc, version FROM doc_commits WHERE client_id = ? AND client_seq = ?',
     ),
+    docsEpoch: db.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'docs_epoch'"),
     insertCommit: db.prepare('INSERT INTO doc_commits (client_id, client_seq, doc, version) VALUES (?, ?, ?, ?)'),
   };
 
@@ -277,7 +287,9 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       return writeAll(requests);
     },
     async history(name, since, limit) {
-      const channel = q.channel.get(name) ?? { epoch: '', head: 0, pruned_through: 0 };
+      // A channel exists from its first subscribe or publish: a subscriber always learns its
+      // epoch, so a later reset of the channel (a restored backup) can never pass unnoticed.
+      const channel = q.channel.get(name) ?? ensureChannel(name);
       const epoch = channel.epoch;
       if (since === undefined) return { epoch, head: channel.head, events: [], reset: false, from: channel.head };
       const epochChanged = since.epoch !== undefined && since.epoch !== '' && since.epoch !== epoch;
@@ -295,10 +307,11 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
         events: rows.map((r) => ({ offset: r.offset, data: r.data, createdAt: r.created_at })),
       };
     },
-    async document(doc, since) {
+    async document(doc, since, epoch) {
       const version = q.docVersion.get(doc)?.version ?? 0;
-      // A client ahead of the server (its DB was replaced) or with nothing gets everything.
-      const full = since === undefined || since > version;
+      const docsEpoch = q.docsEpoch.get()?.value ?? '';
+      // A client with nothing, ahead of the server, or from another epoch (a restored backup) gets everything.
+      const full = since === undefined || since > version || (epoch !== undefined && epoch !== docsEpoch);
       const keys: Record<string, StoredKey> = {};
       for (const row of q.docKeysAfter.all(doc, full ? 0 : since)) {
         if (row.value === null) {
@@ -306,7 +319,7 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
         } else keys[row.key] = { version: row.version, value: row.value };
       }
       const change: DocChange = { doc, version, keys };
-      return { ...change, full };
+      return { ...change, full, epoch: docsEpoch };
     },
     async handshake(clientId, user, firstSeq) {
       return resync(clientId, user, firstSeq);
