@@ -1,0 +1,133 @@
+/**
+ * What a tab sees when the unusual happens: a write too big in bytes, a token endpoint that
+ * fails after a reload, a transaction on a deleted key, a backup restored under live clients.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { test, expect, apiDoc, apiHistory, apiPublish, openWithClient, resetsIn, signToken, subscribeIn, receivedIn, waitForConnection, TOKEN_SECRET } from './fixtures/test.js';
+import { startServerProcess } from './fixtures/server-process.js';
+
+const run = promisify(execFile);
+const TOOLS = fileURLToPath(new URL('../dist/node/server/tools/', import.meta.url));
+
+test('a 30,000 × "€" publish (90 KB in UTF-8) fails at once with message_too_big; the writes behind it are stored', async ({ browser, openTab, server }) => {
+  const context = await browser.newContext();
+  const tab = await openTab(context);
+  const results = await tab.evaluate(async () => {
+    const outcome = (p: Promise<unknown>) => p.then((v) => ({ ok: v }), (e: { code: string; message: string }) => ({ code: e.code, message: e.message }));
+    const big = outcome(window.tether.pubsub.publish('euro', '€'.repeat(30_000)));
+    const after = [1, 2, 3].map((n) => outcome(window.tether.pubsub.publish('euro', `after ${n}`)));
+    return Promise.all([big, ...after]);
+  });
+  expect(results[0]).toMatchObject({ code: 'message_too_big' });
+  expect((results[0] as { message: string }).message).toMatch(/90\d{3} bytes \(UTF-8\)/);
+  expect(results.slice(1)).toEqual([{ ok: { offset: 1 } }, { ok: { offset: 2 } }, { ok: { offset: 3 } }]);
+  expect((await apiHistory(server.httpUrl, 'euro')).map((e) => e.data)).toEqual(['after 1', 'after 2', 'after 3']);
+  await expect.poll(() => tab.evaluate(() => window.tether.status.getState().pending)).toBe(0);
+  await context.close();
+});
+
+test.describe('with tokens', () => {
+  test.use({ serverEnv: { TETHER_TOKEN_SECRET: TOKEN_SECRET } });
+
+  test('offline reload with a failing token function: the write is kept, counted, the status says why, and it is sent as the user once the token works', async ({ browser, server, network }) => {
+    const context = await browser.newContext();
+    const viaProxy = `ws://127.0.0.1:${network.port}/ws`;
+    const token = await signToken('alice');
+    const connect = (tab: import('@playwright/test').Page) =>
+      tab.evaluate(
+        ({ url, token }) => {
+          const w = window as unknown as { tokenWorks?: boolean };
+          // As an app does: ask its backend for a token; offline, that fetch fails.
+          window.tether = window.Tether.connect({
+            url,
+            token: async () => {
+              if (!w.tokenWorks) throw new Error('GET /tether-token failed: network error');
+              return token;
+            },
+          });
+        },
+        { url: viaProxy, token },
+      );
+    const tab = await openWithClient(context, server.httpUrl, { url: viaProxy, token });
+    await waitForConnection(tab, 'online');
+    expect(await tab.evaluate(() => window.tether.pubsub.publish('notes', 'online'))).toEqual({ offset: 1 });
+
+    network.refuse();
+    await tab.reload();
+    await tab.addScriptTag({ url: '/tether.js' });
+    await connect(tab);
+    await tab.evaluate(() => void window.tether.pubsub.publish('notes', 'written offline').then((r) => ((window as unknown as { sent?: unknown }).sent = r)));
+    await expect.poll(() => tab.evaluate(() => window.tether.status.getState().pending)).toBe(1);
+    await expect.poll(() => tab.evaluate(() => window.tether.status.getState().error?.code)).toBe('unauthorized');
+
+    await tab.evaluate(() => ((window as unknown as { tokenWorks?: boolean }).tokenWorks = true));
+    await network.restore();
+    await expect.poll(() => tab.evaluate(() => (window as unknown as { sent?: unknown }).sent), { timeout: 20_000 }).toEqual({ offset: 2 });
+    expect((await apiHistory(server.httpUrl, 'notes')).map((e) => e.data)).toEqual(['online', 'written offline']);
+    await expect.poll(() => tab.evaluate(() => window.tether.status.getState())).toMatchObject({ pending: 0, error: null });
+    await context.close();
+  });
+});
+
+test('a transaction on a key another client deleted commits on its first run', async ({ browser, openTab, server }) => {
+  const [a, b] = await Promise.all([browser.newContext(), browser.newContext()]);
+  const alice = await openTab(a);
+  const bob = await openTab(b);
+  await alice.evaluate(() => window.tether.state.doc('cards').transact((tx) => tx.set('card', 'draft')));
+  await expect.poll(() => bob.evaluate(() => window.tether.state.doc('cards').getState().card)).toBe('draft');
+  await bob.evaluate(() => window.tether.state.doc('cards').transact((tx) => tx.delete('card')));
+  await expect.poll(() => alice.evaluate(() => 'card' in window.tether.state.doc('cards').getState())).toBe(false);
+  // The demo's "edit a removed card": read it (absent), write it.
+  const runs = await alice.evaluate(async () => {
+    let runs = 0;
+    await window.tether.state.doc('cards').transact((tx) => {
+      runs++;
+      tx.set('card', `${tx.get('card') ?? 'new'}!`);
+    });
+    return runs;
+  });
+  expect(runs).toBe(1);
+  expect((await apiDoc(server.httpUrl, 'cards')).keys.card?.value).toBe('new!');
+  await expect.poll(() => bob.evaluate(() => window.tether.state.doc('cards').getState().card)).toBe('new!');
+  await Promise.all([a.close(), b.close()]);
+});
+
+test('a backup restored under live clients: subscribers get a reset and documents the restored state, never a silent gap', async ({ browser, openTab, server, network }) => {
+  test.setTimeout(90_000);
+  const context = await browser.newContext();
+  const tab = await openTab(context);
+  expect(await subscribeIn(tab, 'feed')).toBeUndefined();
+  await tab.evaluate(async () => {
+    for (const n of [1, 2]) await window.tether.pubsub.publish('feed', n);
+    await window.tether.state.doc('board').transact((tx) => tx.set('title', 'before backup'));
+  });
+  const backup = `${server.db}.backup`;
+  await run(process.execPath, [`${TOOLS}backup.js`, backup], { env: { ...process.env, TETHER_DB: server.db } });
+  await tab.evaluate(async () => {
+    for (const n of [3, 4]) await window.tether.pubsub.publish('feed', n);
+    await window.tether.state.doc('board').transact((tx) => tx.set('title', 'lost with the disk'));
+  });
+  await expect.poll(async () => (await receivedIn(tab, 'feed')).length).toBe(4);
+
+  // The disk is lost: the operator stops the server and restores last night's backup.
+  network.refuse();
+  await server.stop();
+  const restored = await run(process.execPath, [`${TOOLS}restore.js`, backup], { env: { ...process.env, TETHER_DB: server.db } });
+  expect(restored.stdout).toMatch(/new epochs/);
+  const again = await startServerProcess({ TETHER_DB: server.db, PORT: String(server.port) });
+  try {
+    // Others write before this client is back: the same offsets and versions, other contents.
+    for (const data of ['other 3', 'other 4']) expect((await apiPublish(again.httpUrl, 'feed', data)).status).toBe(200);
+    await network.restore();
+    await waitForConnection(tab, 'online', 20_000);
+    await expect.poll(async () => (await resetsIn(tab, 'feed')).length, { timeout: 15_000 }).toBeGreaterThan(0);
+    const doc = await apiDoc(again.httpUrl, 'board');
+    expect(doc.keys.title?.value).toBe('before backup');
+    await expect.poll(() => tab.evaluate(() => window.tether.state.doc('board').getState().title)).toBe('before backup');
+  } finally {
+    await again.stop();
+  }
+  await context.close();
+});
