@@ -6,6 +6,7 @@
  * 2 cores: the load generator (this process) competes with the server under test. Ratios
  * between servers measured in the same run are the figures that count.
  */
+import { DEFAULT_CONFIG } from '../server/config.js';
 import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -203,7 +204,8 @@ for (const n of PLAN.idle) {
 }
 results.memory = mem;
 
-const browserTarget = await startTarget('tether', { TETHER_API_KEY: 'bench-key' });
+// The browser rows run under the default rate limit, as users do (the server rows raise it to measure the server alone).
+const browserTarget = await startTarget('tether', { TETHER_API_KEY: 'bench-key', TETHER_RATE_LIMIT: String(DEFAULT_CONFIG.rateLimit) });
 const latency: { tether: LatencyResult; baseline: LatencyResult }[] = [];
 const outbox: OutboxResult[] = [];
 try {
@@ -266,7 +268,7 @@ const md: string[] = [
   '',
   `## In the browser (headless Chromium, loopback)`,
   '',
-  `Tab A publishes ${PLAN.messages} messages 2 ms apart; tab B (same browser) receives them through the worker and the server. The floor: a bare SharedWorker owning one ws to an echo server, in the same run. Tether's path includes the durable outbox write (IndexedDB) before sending.`,
+  `Tab A publishes ${PLAN.messages} messages 2 ms apart; tab B (same browser) receives them through the worker and the server. The floor: a bare SharedWorker owning one ws to an echo server, in the same run. Tether's path includes the durable outbox write (IndexedDB) before sending. The Tether server runs with its default rate limit (\`TETHER_RATE_LIMIT=${DEFAULT_CONFIG.rateLimit}\` frames/s per connection).`,
   '',
   '| path | p50 ms | p99 ms |',
   '|---|---|---|',

@@ -5,7 +5,7 @@ const TRANSFERS = 200;
 const ACCOUNTS = 10;
 const START = 100;
 
-test('an invariant under contention: 5 clients × 200 random transfers with network cuts keep the total; each commits once or is reported', async ({ browser, openTab, network, server }) => {
+test('an invariant under contention: 5 clients × 200 random transfers (some closing accounts: deletes) with network cuts keep the total; each commits once or is reported', async ({ browser, openTab, network, server }) => {
   test.setTimeout(240_000);
   const contexts = await Promise.all(Array.from({ length: CLIENTS }, () => browser.newContext()));
   const tabs = await Promise.all(contexts.map((c) => openTab(c)));
@@ -22,7 +22,7 @@ test('an invariant under contention: 5 clients × 200 random transfers with netw
     tab.evaluate(
       async ({ transfers, accounts, client }) => {
         const doc = window.tether.state.doc<Record<string, number>>('bank');
-        const tally = { committed: 0, noop: 0, conflict: 0, other: [] as string[] };
+        const tally = { committed: 0, noop: 0, conflict: 0, closed: 0, other: [] as string[] };
         let seed = client * 7919 + 1;
         const random = (n: number) => {
           seed = (seed * 48271) % 2147483647;
@@ -33,15 +33,21 @@ test('an invariant under contention: 5 clients × 200 random transfers with netw
           let to = `acct${random(accounts)}`;
           if (to === from) to = `acct${(Number(from.slice(4)) + 1) % accounts}`;
           const amount = 1 + random(10);
+          // One transfer in eight moves the whole balance and closes the account (deletes the key);
+          // a closed account reads as absent (0) and is reopened by the next transfer into it.
+          const closing = random(8) === 0;
           try {
             const wrote = await doc.transact((tx) => {
               const a = tx.get(from) ?? 0;
               const b = tx.get(to) ?? 0;
-              if (a < amount) return false;
-              tx.set(from, a - amount);
-              tx.set(to, b + amount);
-              return true;
+              const moved = closing ? a : amount;
+              if (moved === 0 || a < moved) return false;
+              if (a === moved) tx.delete(from);
+              else tx.set(from, a - moved);
+              tx.set(to, b + moved);
+              return a === moved ? 'closed' : true;
             });
+            if (wrote === 'closed') tally.closed++;
             if (wrote) tally.committed++;
             else tally.noop++;
           } catch (error) {
@@ -79,18 +85,26 @@ test('an invariant under contention: 5 clients × 200 random transfers with netw
   const tallies = await all;
   const cutCount = await cuts;
 
-  const totals = tallies.reduce((t, x) => ({ committed: t.committed + x.committed, noop: t.noop + x.noop, conflict: t.conflict + x.conflict }), { committed: 0, noop: 0, conflict: 0 });
+  const totals = tallies.reduce(
+    (t, x) => ({ committed: t.committed + x.committed, noop: t.noop + x.noop, conflict: t.conflict + x.conflict, closed: t.closed + x.closed }),
+    { committed: 0, noop: 0, conflict: 0, closed: 0 },
+  );
   console.log(`contention: ${JSON.stringify(totals)} over ${cutCount} network cuts`);
   expect(tallies.flatMap((t) => t.other)).toEqual([]);
   expect(totals.committed + totals.noop + totals.conflict).toBe(CLIENTS * TRANSFERS);
   expect(cutCount).toBeGreaterThan(0);
+  // A contention test with few commits proves nothing: most transfers must go through, accounts
+  // must have been closed (keys deleted) and reopened along the way.
+  // (Seen: ~600 of 1,000 commit; transfers out of a closed account are no-ops.)
+  expect(totals.committed).toBeGreaterThanOrEqual(CLIENTS * TRANSFERS * 0.35);
+  expect(totals.closed).toBeGreaterThan(10);
 
   // The server's state: the total is unchanged, and exactly one version per committed transaction.
   const bank = await apiDoc(server.httpUrl, 'bank');
   const balances = Object.values(bank.keys).map((k) => k.value as number);
-  expect(balances).toHaveLength(ACCOUNTS);
+  expect(balances.length).toBeLessThanOrEqual(ACCOUNTS); // closed accounts are absent
   expect(balances.reduce((a, b) => a + b, 0)).toBe(ACCOUNTS * START);
-  expect(balances.every((b) => b >= 0)).toBe(true);
+  expect(balances.every((b) => b > 0)).toBe(true); // an account drained to 0 was closed, not kept at 0
   expect(bank.version).toBe(1 + totals.committed);
 
   // Every client converged on that state.

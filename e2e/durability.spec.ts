@@ -1,5 +1,6 @@
 import { test, expect, apiHistory, receivedIn, subscribeIn, waitForConnection } from './fixtures/test.js';
 import { startServerProcess } from './fixtures/server-process.js';
+import { browserContextIdOf, sharedWorkerRuns } from './fixtures/shared-worker.js';
 
 test('50 publishes offline, every tab closed, network back, a tab reopened: delivered once each, in order', async ({ browser, openTab, network }) => {
   const watcher = await browser.newContext();
@@ -24,8 +25,11 @@ test('50 publishes offline, every tab closed, network back, a tab reopened: deli
   expect(listed.every((w) => w.op === 'publish' && w.channel === 'orders')).toBe(true);
   await expect(p1.locator('#pending')).toHaveText('50 pending');
 
+  const contextId = await browserContextIdOf(p1);
+  expect(await sharedWorkerRuns(browser, contextId)).toBe(true);
   await p1.close();
-  await p2.close(); // the SharedWorker dies with its last tab
+  await p2.close(); // the SharedWorker dies with its last tab: check it really did
+  await expect.poll(() => sharedWorkerRuns(browser, contextId)).toBe(false);
   await network.restore();
   const p3 = await openTab(publisher);
 
