@@ -49,10 +49,13 @@ export async function measureSizes(): Promise<SizeRow[]> {
  * decision. The targets we aim for are lower: tab side ≤ 4 KB, worker ≤ 12 KB.
  */
 export const BUDGETS: Record<string, number> = {
-  'tether sdk': 5_100,
-  // 13,000 until the worker validated every server frame with the protocol's valibot schemas (+4.8 KB).
-  'tether worker': 17_500,
-  'tether.js': 5_300,
+  // 5,100 / 5,300 until tabs kept their own channel positions (catch-up after a reload), guarded
+  // handlers and read-only stores (+0.2 KB).
+  'tether sdk': 5_400,
+  // 13,000 until the worker validated every server frame with the protocol's valibot schemas (+4.8 KB)
+  // and caught reloaded tabs up from the server's history (+0.6 KB).
+  'tether worker': 18_500,
+  'tether.js': 5_500,
 };
 export const TARGETS: Record<string, number> = { 'tether sdk': 4_096, 'tether worker': 12_288, 'tether.js': 4_096 };
 

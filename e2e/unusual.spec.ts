@@ -131,3 +131,25 @@ test('a backup restored under live clients: subscribers get a reset and document
   }
   await context.close();
 });
+
+test('a reloaded tab joining a subscription another tab keeps alive gets what it missed since its own offset, each event once', async ({ browser, openTab, server }) => {
+  const context = await browser.newContext();
+  const keeper = await openTab(context);
+  const reloader = await openTab(context);
+  expect(await subscribeIn(keeper, 'feed')).toBeUndefined();
+  expect(await subscribeIn(reloader, 'feed')).toBeUndefined();
+  for (const data of ['e1', 'e2']) expect((await apiPublish(server.httpUrl, 'feed', data)).status).toBe(200);
+  await expect.poll(async () => (await receivedIn(reloader, 'feed')).map((e) => e.data)).toEqual(['e1', 'e2']);
+
+  await reloader.reload();
+  // While it reloads, the worker stays (the keeper tab holds it) and the channel moves on.
+  for (const data of ['e3', 'e4']) expect((await apiPublish(server.httpUrl, 'feed', data)).status).toBe(200);
+  await expect.poll(async () => (await receivedIn(keeper, 'feed')).length).toBe(4);
+  await waitForConnection(reloader, 'online');
+  expect(await subscribeIn(reloader, 'feed')).toBeUndefined();
+  expect((await apiPublish(server.httpUrl, 'feed', 'e5')).status).toBe(200);
+  await expect.poll(async () => (await receivedIn(reloader, 'feed')).map((e) => [e.offset, e.data])).toEqual([[3, 'e3'], [4, 'e4'], [5, 'e5']]);
+  await reloader.waitForTimeout(300);
+  expect(await receivedIn(reloader, 'feed')).toHaveLength(3);
+  await context.close();
+});

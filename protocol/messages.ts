@@ -131,7 +131,23 @@ export const Skip = v.strictObject({
   bytes: v.optional(Offset),
 });
 
-export const ClientMessage = v.variant('type', [Handshake, Ping, RpcRequest, Publish, Subscribe, Unsubscribe, Transact, DocOpen, DocClose, Skip]);
+/** Events a client missed: how many a `history` request may return at most. */
+export const HISTORY_PAGE_MAX = 500;
+
+/**
+ * Read a channel's stored events after `since` without subscribing (a tab that comes back to a
+ * subscription the worker kept alive catches up with it). Answered by `result` with a
+ * `HistoryPage` value, or `error` (`forbidden`). Same grants as subscribe.
+ */
+export const HistoryRequest = v.strictObject({
+  type: v.literal('history'),
+  id: RequestId,
+  channel: ChannelName,
+  since: v.strictObject({ offset: Offset, epoch: v.pipe(v.string(), v.maxLength(64)) }),
+  limit: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(HISTORY_PAGE_MAX)),
+});
+
+export const ClientMessage = v.variant('type', [Handshake, Ping, RpcRequest, Publish, Subscribe, Unsubscribe, Transact, DocOpen, DocClose, Skip, HistoryRequest]);
 
 // ---- server → client -------------------------------------------------------------------
 
@@ -239,6 +255,19 @@ export const ErrorMessage = v.strictObject({
   message: v.string(),
 });
 
+/**
+ * The `value` of the `result` answering `history`: events after `since`, in order (at most
+ * `limit`). `reset`: events after `since` were lost (retention, or another epoch); `events`
+ * then follow `from`, the oldest offset still known.
+ */
+export const HistoryPage = v.strictObject({
+  epoch: v.string(),
+  head: Offset,
+  reset: v.boolean(),
+  from: Offset,
+  events: v.array(v.strictObject({ offset: Offset, data: v.unknown() })),
+});
+
 export const ServerMessage = v.variant('type', [Welcome, Pong, RpcResult, Ack, Subscribed, ChannelEvent, Reset, Conflict, DocState, ErrorMessage]);
 
 export type Handshake = v.InferOutput<typeof Handshake>;
@@ -249,6 +278,8 @@ export type Subscribe = v.InferOutput<typeof Subscribe>;
 export type Unsubscribe = v.InferOutput<typeof Unsubscribe>;
 export type Transact = v.InferOutput<typeof Transact>;
 export type Skip = v.InferOutput<typeof Skip>;
+export type HistoryRequest = v.InferOutput<typeof HistoryRequest>;
+export type HistoryPage = v.InferOutput<typeof HistoryPage>;
 export type DocOpen = v.InferOutput<typeof DocOpen>;
 export type ReadVersion = v.InferOutput<typeof ReadVersion>;
 export type KeyState = v.InferOutput<typeof KeyState>;

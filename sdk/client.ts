@@ -77,6 +77,26 @@ export interface TetherClient {
   close(): void;
 }
 
+/** A tab's position on a channel, in sessionStorage (none where it is unavailable: a sandboxed frame, a full quota). */
+function tabPositions(url: string, channel: string) {
+  const key = `tether:position:${url}:${channel}`;
+  const attempt = <T>(run: (storage: Storage) => T): T | undefined => {
+    try {
+      return run(sessionStorage);
+    } catch {
+      return undefined;
+    }
+  };
+  return {
+    read: (): { offset: number; epoch: string } | undefined => {
+      const saved = attempt((storage) => JSON.parse(storage.getItem(key) ?? 'null') as { offset?: unknown; epoch?: unknown } | null);
+      return saved && typeof saved.offset === 'number' && typeof saved.epoch === 'string' ? { offset: saved.offset, epoch: saved.epoch } : undefined;
+    },
+    write: (position: { offset: number; epoch: string }) => attempt((storage) => storage.setItem(key, JSON.stringify(position))),
+    clear: () => attempt((storage) => storage.removeItem(key)),
+  };
+}
+
 function randomId(): string {
   return crypto.randomUUID();
 }
@@ -161,6 +181,10 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     if (typeof onEvent !== 'function') throw new TypeError('pubsub.subscribe: onEvent must be a function');
     const id = randomId();
     let active = true;
+    // Where this tab left off on the channel, kept in sessionStorage (per tab, survives a reload):
+    // a reloaded tab gets what it missed from there, and each event once.
+    const positions = tabPositions(resolved.url, channel);
+    let position = positions.read();
     // A throwing handler must not cost the events after it: report it and go on.
     const guarded = (what: string, run: () => void) => {
       try {
@@ -171,9 +195,15 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     };
     const listener = Comlink.proxy((delivery: ChannelDelivery) => {
       if (!active) return;
-      if (delivery.kind === 'event') guarded('event', () => onEvent(delivery.data as T, { channel: delivery.channel, offset: delivery.offset }));
-      else if (delivery.kind === 'subscribed') guarded('onSubscribed', () => options.onSubscribed?.({ channel: delivery.channel, offset: delivery.offset }));
-      else if (delivery.kind === 'reset') {
+      if (delivery.kind === 'event') {
+        if (position && delivery.offset <= position.offset) return; // this tab has it already
+        if (position) positions.write((position = { offset: delivery.offset, epoch: position.epoch }));
+        guarded('event', () => onEvent(delivery.data as T, { channel: delivery.channel, offset: delivery.offset }));
+      } else if (delivery.kind === 'subscribed') {
+        if (!position || position.epoch !== delivery.epoch) positions.write((position = { offset: delivery.offset, epoch: delivery.epoch }));
+        guarded('onSubscribed', () => options.onSubscribed?.({ channel: delivery.channel, offset: delivery.offset }));
+      } else if (delivery.kind === 'reset') {
+        positions.write((position = { offset: delivery.offset, epoch: delivery.epoch }));
         const info = { channel: delivery.channel, epoch: delivery.epoch, offset: delivery.offset };
         // A gap is never silent: without onReset, the console says events were missed.
         if (options.onReset) guarded('onReset', () => options.onReset!(info));
@@ -184,7 +214,8 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
         else console.error(`[tether] subscription to ${channel} refused: ${error.code}: ${error.message}`);
       }
     });
-    const subscribed = attached.then(() => settle(api.subscribe(tabId, id, channel, listener)));
+    const since = position;
+    const subscribed = attached.then(() => settle(since ? api.subscribe(tabId, id, channel, listener, since) : api.subscribe(tabId, id, channel, listener)));
     subscribed.catch((error: unknown) => {
       const failure = error instanceof TetherError ? error : new TetherError('internal', String(error));
       if (options.onError) options.onError(failure);
@@ -193,6 +224,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     return () => {
       if (!active) return;
       active = false;
+      positions.clear(); // unsubscribed on purpose: a later subscribe starts from the present
       void subscribed.then(() => api.unsubscribe(tabId, id), () => {});
     };
   }

@@ -195,6 +195,19 @@ describe('server handshake with TETHER_TOKEN_SECRET set', () => {
     expect((await close).code).toBe(4001);
   });
 
+  it('history follows the channels claim: a forbidden channel is refused to the request, allowed pages come back', async () => {
+    const token = await new SignJWT({ channels: ['room:*'] }).setProtectedHeader({ alg: 'HS256' }).setSubject('u1').setExpirationTime('1h').sign(new TextEncoder().encode(SECRET));
+    const { first, c } = await handshake(token);
+    expect(first).toMatchObject({ type: 'welcome' });
+    c.send({ type: 'history', id: 1, channel: 'admin', since: { offset: 0, epoch: '' }, limit: 10 });
+    expect(await c.answerTo(1)).toMatchObject({ type: 'error', code: 'forbidden' });
+    c.send({ type: 'history', id: 2, channel: 'room:1', since: { offset: 0, epoch: '' }, limit: 10 });
+    expect(await c.answerTo(2)).toMatchObject({ type: 'result', value: { head: 0, reset: false, events: [] } });
+    c.send({ type: 'history', id: 3, channel: 'room:1', since: { offset: 0, epoch: '' }, limit: 100_000 });
+    expect(await c.answerTo(3)).toMatchObject({ type: 'error', code: 'invalid_message' }); // pages are bounded
+    c.ws.close();
+  });
+
   it('refuses an expired token, and one without exp or sub', async () => {
     for (const [claims, message] of [
       [{ sub: 'u', exp: Math.floor(Date.now() / 1000) - 10 }, 'the token has expired'],

@@ -9,12 +9,12 @@ import type { RawData, WebSocket } from 'ws';
 import { CloseCode, PROTOCOL_VERSION } from '../protocol/constants.js';
 import { decodeClientFrame, encode } from '../protocol/codec.js';
 import type { ErrorShape } from '../protocol/errors.js';
-import type { ClientMessage, DocOpen, Handshake, Publish, RpcRequest, ServerMessage, Subscribe, Transact } from '../protocol/messages.js';
+import type { ClientMessage, DocOpen, Handshake, HistoryRequest, Publish, RpcRequest, ServerMessage, Subscribe, Transact } from '../protocol/messages.js';
 import type { Authenticate } from './auth.js';
 import type { Logger } from './log.js';
 import type { Broker } from './pubsub/broker.js';
 import { CatchUp } from './pubsub/catch-up.js';
-import { conflictFrame, docFrame, eventFrame } from './pubsub/frames.js';
+import { conflictFrame, docFrame, eventFrame, historyResultFrame } from './pubsub/frames.js';
 import { channelPermission, type ChannelPermission } from './pubsub/permissions.js';
 import type { WriteQueue } from './pubsub/write-queue.js';
 import { TokenBucket } from './rate-limit.js';
@@ -165,6 +165,8 @@ export class Session {
         this.openDocs.get(message.doc)?.();
         this.openDocs.delete(message.doc);
         return;
+      case 'history':
+        return this.history(message);
       case 'skip': {
         const size = message.bytes === undefined ? '' : ` (${message.bytes} bytes)`;
         const text = `the write is larger${size} than this server accepts (${this.deps.maxMessageBytes} bytes); it was not sent`;
@@ -329,6 +331,17 @@ export class Session {
       this.openDocs.delete(doc);
       this.log.error({ err: error, doc }, 'doc_open failed');
       this.sendError({ code: 'internal', message: `could not read ${doc}` }, { doc });
+    }
+  }
+
+  private async history({ id, channel, since, limit }: HistoryRequest): Promise<void> {
+    if (!this.mayUse(channel)) return this.sendError({ code: 'forbidden', message: `you may not read ${channel}` }, { id });
+    try {
+      const page = await this.deps.store.history(channel, since, limit);
+      this.sendFrame(historyResultFrame(id, page));
+    } catch (error) {
+      this.log.error({ err: error, channel }, 'history failed');
+      this.sendError({ code: 'internal', message: `could not read the history of ${channel}` }, { id });
     }
   }
 

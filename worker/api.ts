@@ -52,8 +52,8 @@ export interface CallOptions {
 /** What a subscriber's listener receives from the worker. */
 export type ChannelDelivery =
   | { kind: 'event'; channel: string; offset: number; data: unknown }
-  /** The server subscription is live: events after `offset` will arrive. */
-  | { kind: 'subscribed'; channel: string; offset: number }
+  /** The server subscription is live: events after `offset` (of the channel's `epoch`) will arrive. */
+  | { kind: 'subscribed'; channel: string; offset: number; epoch: string }
   /** Events up to `offset` were missed and cannot be recovered (history retention, or a reset history). */
   | { kind: 'reset'; channel: string; epoch: string; offset: number }
   /** The subscription was refused (e.g. `forbidden`, `limit_exceeded`). */
@@ -100,8 +100,11 @@ export interface WorkerApi {
   detach(tabId: string): void;
   /** Stores the write durably, then resolves with its offset once the server stored it. */
   publish(tabId: string, channel: string, data: unknown): Promise<Outcome<{ offset: number | null }>>;
-  /** Adds a listener for a channel; the worker shares one server subscription among its tabs. */
-  subscribe(tabId: string, subscriptionId: string, channel: string, listener: ChannelListener): Promise<Outcome<null>>;
+  /**
+   * Adds a listener for a channel; the worker shares one server subscription among its tabs.
+   * `since`: where this tab left off (before a reload): it gets the events after it first.
+   */
+  subscribe(tabId: string, subscriptionId: string, channel: string, listener: ChannelListener, since?: { offset: number; epoch: string }): Promise<Outcome<null>>;
   unsubscribe(tabId: string, subscriptionId: string): void;
   /** The writes of the tab's user that the server has not acknowledged yet, oldest first. */
   pendingWrites(tabId: string): Promise<Outcome<PendingWrite[]>>;

@@ -5,7 +5,8 @@
  * The database and the socket class come in from the host, so the engine runs in a test.
  */
 import type { ErrorShape } from '../protocol/errors.js';
-import type { ServerMessage } from '../protocol/messages.js';
+import * as v from 'valibot';
+import { HistoryPage, type ServerMessage } from '../protocol/messages.js';
 import type { ReadVersion, WriteOp } from '../protocol/shapes.js';
 import type { CallOptions, ChannelListener, DocListener, Outcome, PendingWrite, Status, Tab, TransactOutcome } from './api.js';
 import type { Database } from './db.js';
@@ -13,7 +14,7 @@ import { Documents } from './documents.js';
 import { release } from './release.js';
 import { PendingRequests } from './requests.js';
 import { ServerLink, type WebSocketClass } from './socket.js';
-import { Subscriptions } from './subscriptions.js';
+import { Subscriptions, type ChannelPosition } from './subscriptions.js';
 import { Tokens } from './tokens.js';
 import { Writes, type Writer, type WriteResult } from './writes.js';
 
@@ -25,6 +26,9 @@ export interface EngineDeps {
   /** Where warnings go. @default console.warn */
   warn?: (message: string) => void;
 }
+
+/** How long one page of a catch-up may take before it is tried again on the next connection. */
+const HISTORY_TIMEOUT_MS = 10_000;
 
 interface TabState {
   tab: Tab;
@@ -102,7 +106,7 @@ export class ServerConnection {
       rejected: (conflict, entry, reportable) => this.documents.rejected(conflict, entry, reportable),
       warn: this.warn,
     });
-    this.subscriptions = new Subscriptions(url, database, send);
+    this.subscriptions = new Subscriptions(url, database, send, (channel, since, limit) => this.history(channel, since, limit));
     this.documents = new Documents(url, database, send, () => this.writes.queueOf(this.viewUser()));
   }
 
@@ -235,8 +239,21 @@ export class ServerConnection {
     return this.documents.clearConflicts(doc);
   }
 
-  subscribe(tabId: string, id: string, channel: string, listener: ChannelListener): Promise<void> {
-    return this.subscriptions.add(tabId, id, channel, listener);
+  subscribe(tabId: string, id: string, channel: string, listener: ChannelListener, since?: ChannelPosition): Promise<void> {
+    return this.subscriptions.add(tabId, id, channel, listener, since);
+  }
+
+  /** One page of a channel's stored events, read from the server (validated like every frame). */
+  private async history(channel: string, since: ChannelPosition, limit: number): Promise<Outcome<HistoryPage>> {
+    if (this.link.state !== 'online') return { ok: false, error: { code: 'offline', message: 'not connected' } };
+    const { id, outcome } = this.requests.open(HISTORY_TIMEOUT_MS);
+    if (!this.link.send({ type: 'history', id, channel, since, limit })) {
+      this.requests.settle(id, { ok: false, error: { code: 'offline', message: 'not connected; the request was not sent' } });
+    }
+    const result = await outcome;
+    if (!result.ok) return result;
+    const page = v.safeParse(HistoryPage, result.value);
+    return page.success ? { ok: true, value: page.output } : { ok: false, error: { code: 'invalid_message', message: 'the server answered history with something else' } };
   }
 
   unsubscribe(id: string): void {

@@ -151,6 +151,36 @@ describe('client and server disagree on sequences', () => {
   });
 });
 
+describe('every event reaches every tab that asked for it', () => {
+  it('a reloaded tab joining a subscription another tab keeps alive gets what it missed since its own offset, then live events, each once', async () => {
+    harness = await Harness.start();
+    const engine = harness.engine();
+    const keeper = engine.attach();
+    const kept: ChannelDelivery[] = [];
+    await engine.connection.subscribe(keeper.tabId, 'k', 'ch', (d) => void kept.push(d));
+    await eventually(() => kept.find((d) => d.kind === 'subscribed'));
+    for (const n of [1, 2, 3, 4, 5]) await engine.connection.publish(keeper.tabId, 'ch', n);
+    await eventually(() => kept.filter((d) => d.kind === 'event').length === 5);
+    const epoch = (kept.find((d) => d.kind === 'subscribed') as { epoch: string }).epoch;
+
+    // The other tab had seen up to offset 2 before its reload; it comes back now.
+    const back = engine.attach();
+    const got: ChannelDelivery[] = [];
+    await engine.connection.subscribe(back.tabId, 'b', 'ch', (d) => void got.push(d), { offset: 2, epoch });
+    void engine.connection.publish(keeper.tabId, 'ch', 6);
+    await eventually(() => got.filter((d) => d.kind === 'event').length === 4, 5000, `events 3–6 in ${JSON.stringify(got)}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(got.flatMap((d) => (d.kind === 'event' ? [d.offset] : []))).toEqual([3, 4, 5, 6]);
+    expect(got.flatMap((d) => (d.kind === 'event' ? [d.data] : []))).toEqual([3, 4, 5, 6]);
+
+    // A tab that comes back from another epoch (the channel was reset meanwhile) is told, not left with a gap.
+    const stale = engine.attach();
+    const told: ChannelDelivery[] = [];
+    await engine.connection.subscribe(stale.tabId, 's', 'ch', (d) => void told.push(d), { offset: 4, epoch: 'an-old-epoch' });
+    await eventually(() => told.find((d) => d.kind === 'reset'), 5000, 'a reset');
+  });
+});
+
 describe('restoring a backup under live clients', () => {
   it('clients that held offsets and versions from the lost future get a reset and the full state, never a silent gap', async () => {
     harness = await Harness.start();

@@ -52,10 +52,10 @@ export class Hub implements WorkerApi {
     return connection ? connection.publish(tabId, channel, data) : NOT_ATTACHED;
   }
 
-  async subscribe(tabId: string, id: string, channel: string, listener: ChannelListener): Promise<Outcome<null>> {
+  async subscribe(tabId: string, id: string, channel: string, listener: ChannelListener, since?: { offset: number; epoch: string }): Promise<Outcome<null>> {
     const connection = this.connectionOf(tabId);
     if (!connection) return NOT_ATTACHED;
-    await connection.subscribe(tabId, id, channel, listener);
+    await connection.subscribe(tabId, id, channel, listener, since);
     return { ok: true, value: null };
   }
 

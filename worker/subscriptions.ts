@@ -6,14 +6,28 @@
  * when the worker died between delivering and saving.
  */
 import { release } from './release.js';
-import type { ClientMessage, ServerMessage } from '../protocol/messages.js';
-import type { ChannelDelivery, ChannelListener } from './api.js';
+import { HISTORY_PAGE_MAX, type ClientMessage, type HistoryPage, type ServerMessage } from '../protocol/messages.js';
+import type { ChannelDelivery, ChannelListener, Outcome } from './api.js';
 import type { Database } from './db.js';
 
 interface Listener {
   tabId: string;
   listener: ChannelListener;
+  /** Where this listener's tab left off (a reloaded tab): it catches up from there. */
+  since?: ChannelPosition | undefined;
+  /** Live deliveries held while this listener catches up; undefined when it is up to date. */
+  held?: ChannelDelivery[] | undefined;
+  /** The last event offset this listener got (deduplicates the catch-up against live events). */
+  delivered?: number;
 }
+
+export interface ChannelPosition {
+  offset: number;
+  epoch: string;
+}
+
+/** Reads stored events of a channel from the server (the `history` request). */
+export type FetchHistory = (channel: string, since: ChannelPosition, limit: number) => Promise<Outcome<HistoryPage>>;
 
 interface Channel {
   listeners: Map<string, Listener>;
@@ -38,6 +52,7 @@ export class Subscriptions {
     private readonly url: string,
     private readonly db: () => Promise<Database>,
     private readonly send: (message: ClientMessage) => boolean,
+    private readonly fetchHistory: FetchHistory,
   ) {}
 
   /** Channels whose server subscription is live on the current connection. */
@@ -45,7 +60,12 @@ export class Subscriptions {
     return [...this.channels].filter(([, c]) => c.live).map(([name]) => name);
   }
 
-  async add(tabId: string, id: string, name: string, listener: ChannelListener): Promise<void> {
+  /**
+   * Adds a listener. With `since` (where its tab left off before a reload), it first gets what it
+   * missed from there — from the server's history — then the live events, each once.
+   */
+  async add(tabId: string, id: string, name: string, listener: ChannelListener, since?: ChannelPosition): Promise<void> {
+    const entry: Listener = since === undefined ? { tabId, listener } : { tabId, listener, since, held: [] };
     let channel = this.channels.get(name);
     if (!channel) {
       const created: Channel = {
@@ -67,17 +87,60 @@ export class Subscriptions {
         .catch(() => {}) // no saved offset: start from the head
         .finally(() => (created.loading = false));
       this.channels.set(name, (channel = created));
-      channel.listeners.set(id, { tabId, listener });
+      channel.listeners.set(id, entry);
       await channel.loaded;
       if (this.channels.get(name) === channel) this.subscribe(name);
     } else {
-      channel.listeners.set(id, { tabId, listener });
+      channel.listeners.set(id, entry);
       await channel.loaded;
-      // Joining a live subscription: this listener gets events from now on.
+      // Joining a live subscription: this listener gets events from now on (after its catch-up).
       if (channel.live && channel.offset !== undefined) {
-        void Promise.resolve(listener({ kind: 'subscribed', channel: name, offset: channel.offset })).catch(() => {});
+        void Promise.resolve(listener({ kind: 'subscribed', channel: name, offset: entry.since?.offset ?? channel.offset, epoch: channel.epoch ?? '' })).catch(() => {});
       }
     }
+    if (channel.live) void this.catchUp(name, channel, entry);
+  }
+
+  /**
+   * Brings a listener that came back with its own position up to the channel's: the events
+   * between are read from the server page by page, while live ones are held for it. Offline it
+   * waits for the next connection (`resubscribeAll`).
+   */
+  private async catchUp(name: string, channel: Channel, entry: Listener): Promise<void> {
+    const since = entry.since;
+    const target = channel.offset;
+    if (!since || !entry.held || target === undefined) return;
+    entry.since = undefined; // one catch-up at a time
+    let position = since;
+    try {
+      if (since.epoch === channel.epoch && since.offset >= target) return;
+      while (position.offset < target || position.epoch !== channel.epoch) {
+        const page = await this.fetchHistory(name, position, HISTORY_PAGE_MAX);
+        if (!page.ok) throw new Error(page.error.message);
+        const { epoch, reset, from, events } = page.value;
+        if (reset) this.call(entry, { kind: 'reset', channel: name, epoch, offset: from });
+        for (const event of events) {
+          if (event.offset > target) break;
+          this.call(entry, { kind: 'event', channel: name, offset: event.offset, data: event.data });
+        }
+        const last = events.at(-1)?.offset;
+        position = { offset: last === undefined ? Math.max(from, position.offset) : Math.min(last, target), epoch };
+        if (last === undefined || events.length < HISTORY_PAGE_MAX) break;
+      }
+    } catch {
+      // Offline or refused: try again from where it got to on the next connection.
+      entry.since = position;
+      return;
+    } finally {
+      if (entry.since === undefined) this.release(entry);
+    }
+  }
+
+  /** The listener is up to date: what was held for it follows, each event once. */
+  private release(entry: Listener): void {
+    const held = entry.held ?? [];
+    entry.held = undefined;
+    for (const delivery of held) this.call(entry, delivery);
   }
 
   remove(id: string): void {
@@ -144,7 +207,7 @@ export class Subscriptions {
           channel.offset ??= message.offset;
           channel.epoch = message.epoch;
           channel.live = true;
-          deliveries.push([channel, { kind: 'subscribed', channel: message.channel, offset: channel.offset }]);
+          deliveries.push([channel, { kind: 'subscribed', channel: message.channel, offset: channel.offset, epoch: message.epoch }]);
         } else if (message.type === 'reset') {
           channel.offset = message.offset;
           channel.epoch = message.epoch;
@@ -160,6 +223,10 @@ export class Subscriptions {
       // Deliver first, then keep the offset of what was delivered: a worker that dies in between
       // gets these events again after its restart (its tabs are new then), never loses them.
       for (const [channel, delivery] of deliveries) this.deliver(channel, delivery);
+      // Listeners that came back with their own position catch up once the channel is live.
+      for (const [name, channel] of touched) {
+        if (channel.live) for (const entry of channel.listeners.values()) if (entry.since) void this.catchUp(name, channel, entry);
+      }
       try {
         const db = await this.db();
         const tx = db.transaction('offsets', 'readwrite');
@@ -175,6 +242,17 @@ export class Subscriptions {
   }
 
   private deliver(channel: Channel, delivery: ChannelDelivery): void {
-    for (const { listener } of channel.listeners.values()) void Promise.resolve(listener(delivery)).catch(() => {});
+    for (const entry of channel.listeners.values()) {
+      if (entry.held) entry.held.push(delivery); // catching up: after the events it missed
+      else this.call(entry, delivery);
+    }
+  }
+
+  private call(entry: Listener, delivery: ChannelDelivery): void {
+    if (delivery.kind === 'event') {
+      if (entry.delivered !== undefined && delivery.offset <= entry.delivered) return; // got it in its catch-up
+      entry.delivered = delivery.offset;
+    } else if (delivery.kind === 'reset') entry.delivered = delivery.offset;
+    void Promise.resolve(entry.listener(delivery)).catch(() => {});
   }
 }

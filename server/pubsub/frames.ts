@@ -9,6 +9,12 @@ export function eventFrame(channel: string, offset: number, data: string): strin
   return `{"type":"event","channel":${JSON.stringify(channel)},"offset":${offset},"data":${data}}`;
 }
 
+/** The `result` answering a `history` request (HistoryPage in protocol/messages.ts); data stays JSON text. */
+export function historyResultFrame(id: number, page: { epoch: string; head: number; reset: boolean; from: number; events: { offset: number; data: string }[] }): string {
+  const events = page.events.map((e) => `{"offset":${e.offset},"data":${e.data}}`).join(',');
+  return `{"type":"result","id":${id},"value":{"epoch":${JSON.stringify(page.epoch)},"head":${page.head},"reset":${page.reset},"from":${page.from},"events":[${events}]}}`;
+}
+
 function keysJson(keys: Record<string, StoredKey>): string {
   const parts = Object.entries(keys).map(([key, state]) =>
     'deleted' in state
