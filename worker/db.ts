@@ -37,6 +37,8 @@ export interface DocRecord {
   conflicts: DocConflict[];
   /** The server's documents epoch `version` belongs to. */
   epoch?: string;
+  /** When it was last saved (documents not used for 30 days are dropped from the cache). */
+  at?: number;
 }
 
 export interface OffsetRecord {

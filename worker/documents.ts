@@ -10,6 +10,11 @@ import { release } from './release.js';
 
 type Transaction = Extract<OutboxEntry, { op: 'transact' }>;
 
+/** Rejected transactions listed per document, at most (the oldest are dropped). */
+const MAX_CONFLICTS = 100;
+/** Days a cached document is kept without being opened. */
+const CACHE_DAYS = 30;
+
 interface Doc {
   listeners: Map<string, { tabId: string; listener: DocListener }>;
   /** The confirmed version: `keys` reflects every change up to it. */
@@ -35,7 +40,27 @@ export class Documents {
     private readonly send: (message: ClientMessage) => boolean,
     /** This client's unconfirmed transactions, in sequence order. */
     private readonly pending: () => readonly OutboxEntry[],
-  ) {}
+  ) {
+    void this.pruneCache();
+  }
+
+  /**
+   * Cached documents not opened for CACHE_DAYS are dropped (the next open fetches the full state
+   * again); those listing conflicts are kept, the user has not seen them yet.
+   */
+  private async pruneCache(): Promise<void> {
+    try {
+      const db = await this.db();
+      const tx = db.transaction('docs', 'readwrite');
+      const before = Date.now() - CACHE_DAYS * 24 * 3600 * 1000;
+      for (const record of await tx.store.getAll(IDBKeyRange.bound([this.url, ''], [this.url, '\uffff']))) {
+        if ((record.at ?? 0) < before && record.conflicts.length === 0) await tx.store.delete([this.url, record.doc]);
+      }
+      await tx.done;
+    } catch {
+      // Not pruned this time: the cache is only a cache.
+    }
+  }
 
   get open(): string[] {
     return [...this.docs.keys()];
@@ -159,7 +184,7 @@ export class Documents {
       if (reportable && transaction) {
         const current: Record<string, unknown> = {};
         for (const [key, state] of Object.entries(message.current)) current[key] = 'value' in state ? state.value : undefined;
-        doc.conflicts = [...doc.conflicts, { writes: transaction.writes, current, at: Date.now() }];
+        doc.conflicts = [...doc.conflicts, { writes: transaction.writes, current, at: Date.now() }].slice(-MAX_CONFLICTS);
       }
       this.save(message.doc, doc);
     } else if (reportable && transaction) {
@@ -202,6 +227,7 @@ export class Documents {
       version: doc.version,
       keys: Object.fromEntries(doc.keys),
       conflicts: doc.conflicts,
+      at: Date.now(),
       ...(doc.epoch === undefined ? {} : { epoch: doc.epoch }),
     };
     void this.db().then((db) => db.put('docs', record)).catch(() => {});
@@ -213,7 +239,7 @@ export class Documents {
     const saved = (await db.get('docs', [this.url, message.doc])) ?? { url: this.url, doc: message.doc, version: 0, keys: {}, conflicts: [] };
     const current: Record<string, unknown> = {};
     for (const [key, state] of Object.entries(message.current)) current[key] = 'value' in state ? state.value : undefined;
-    saved.conflicts = [...saved.conflicts, { writes: transaction.writes, current, at: Date.now() }];
+    saved.conflicts = [...saved.conflicts, { writes: transaction.writes, current, at: Date.now() }].slice(-MAX_CONFLICTS);
     await db.put('docs', saved);
   }
 }

@@ -281,6 +281,29 @@ describe('tokens and users', () => {
   });
 });
 
+describe('the worker keeps its storage bounded', () => {
+  it('cached documents unused for 30 days are dropped, unless they list conflicts; conflicts are capped at 100', async () => {
+    const db = Harness.newDatabase();
+    const old = Date.now() - 31 * 24 * 3600 * 1000;
+    const handle = await db();
+    await handle.put('docs', { url: 'ws://x/ws', doc: 'stale', version: 3, keys: {}, conflicts: [], at: old });
+    await handle.put('docs', { url: 'ws://x/ws', doc: 'fresh', version: 3, keys: {}, conflicts: [], at: Date.now() });
+    await handle.put('docs', { url: 'ws://x/ws', doc: 'unseen-conflict', version: 3, keys: {}, conflicts: [{ writes: {}, current: {}, at: old }], at: old });
+    const documents = new Documents('ws://x/ws', db, () => true, () => []);
+    await eventually(async () => (await handle.get('docs', ['ws://x/ws', 'stale'])) === undefined, 2000, 'the stale document dropped');
+    expect(await handle.get('docs', ['ws://x/ws', 'fresh'])).toBeDefined();
+    expect(await handle.get('docs', ['ws://x/ws', 'unseen-conflict'])).toBeDefined();
+
+    let conflicts = 0;
+    await documents.add('tab', 'l', 'board', (snapshot) => void (conflicts = snapshot.conflicts.length));
+    for (let seq = 1; seq <= 120; seq++) {
+      documents.rejected({ type: 'conflict', seq, doc: 'board', current: {}, version: 0 }, { op: 'transact', doc: 'board', reads: {}, writes: { k: seq }, clientId: 'c', seq, url: 'ws://x/ws', user: '', createdAt: 0 }, true);
+    }
+    documents.changed('board');
+    expect(conflicts).toBe(100);
+  });
+});
+
 describe('deleted keys in the cached view', () => {
   it('an acknowledgement that arrives after the broadcast of a later delete does not resurrect the key', async () => {
     const saved: unknown[] = [];

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openSqliteStore } from './sqlite.js';
+import { ANSWERS_KEPT, TOMBSTONE_VERSIONS_KEPT, openSqliteStore } from './sqlite.js';
 import { backupSqlite, restoreSqlite } from './sqlite-backup.js';
 import type { EventStore, WriteRequest } from './event-store.js';
 import { WriteQueue } from '../pubsub/write-queue.js';
@@ -123,6 +123,39 @@ describe('exactly-once writes', () => {
     const again = open(path);
     expect(await again.write([pub(2)])).toEqual([{ status: 'duplicate', offset: 2 }]);
     expect((await again.history('c', { offset: 0 }, 10)).events).toHaveLength(2);
+  });
+});
+
+describe('storage stays bounded', () => {
+  it('answers kept for resends are pruned once far behind the client; recent ones still answer the same', async () => {
+    const store = open();
+    const refused: WriteRequest = { kind: 'skip', clientId: 'client-aaaa', seq: 1, user: 'u1', code: 'forbidden', message: 'no' };
+    const tx = (seq: number): WriteRequest => ({ kind: 'transact', doc: 'd', reads: {}, writes: { k: String(seq) }, clientId: 'client-aaaa', seq, user: 'u1' });
+    await store.write([refused, tx(2)]);
+    // Move the client far ahead (its sequence, as a restored client's handshake does).
+    await store.handshake('client-aaaa', 'u1', ANSWERS_KEPT + 3);
+    await store.write([tx(ANSWERS_KEPT + 3)]);
+    await store.prune();
+    // Pruned: a resend this old cannot happen (the client holds at most its window unanswered).
+    expect(await store.write([{ ...refused }])).toEqual([{ status: 'duplicate', offset: null }]);
+    expect(await store.write([tx(2)])).toMatchObject([{ status: 'conflict' }]);
+    // Kept: the recent one answers as the first time.
+    expect(await store.write([tx(ANSWERS_KEPT + 3)])).toEqual([{ status: 'duplicate', offset: 2 }]);
+  });
+
+  it('tombstones far behind a document are pruned; a client older than them gets the full state, never a missed deletion', async () => {
+    const store = open();
+    const write = (writes: Record<string, string | null>): WriteRequest => ({ kind: 'transact', doc: 'd', reads: {}, writes, clientId: null, seq: null, user: null });
+    await store.write([write({ gone: '1', kept: '1' }), write({ gone: null })]);
+    for (let i = 0; i < TOMBSTONE_VERSIONS_KEPT * 2; i++) await store.write([write({ kept: String(i) })]);
+    const { epoch } = await store.document('d', undefined);
+    expect(await store.document('d', 1, epoch)).toMatchObject({ full: false, keys: { gone: { deleted: true } } });
+    await store.prune();
+    const old = await store.document('d', 1, epoch);
+    expect(old.full).toBe(true); // the deletion of `gone` is no longer stored as a tombstone
+    expect(old.keys).not.toHaveProperty('gone');
+    const recent = await store.document('d', TOMBSTONE_VERSIONS_KEPT * 2, epoch);
+    expect(recent.full).toBe(false);
   });
 });
 

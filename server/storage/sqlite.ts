@@ -74,7 +74,19 @@ const MIGRATIONS: string[] = [
   `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
    INSERT INTO meta (key, value) VALUES ('docs_epoch', lower(hex(randomblob(6))));
    CREATE TABLE restores (restored_at INTEGER NOT NULL, source TEXT NOT NULL);`,
+  // 5: tombstones are pruned once far behind the document's version; a client older than that
+  // gets the full state.
+  `ALTER TABLE docs ADD COLUMN tombstones_through INTEGER NOT NULL DEFAULT 0;`,
 ];
+
+/**
+ * The answers kept per client for resends (transaction versions, refusals): the last this many
+ * sequences. A client resends only writes it has no answer for, and it keeps at most 1,000 on the
+ * wire per worker, so an older answer is never asked for again.
+ */
+export const ANSWERS_KEPT = 10_000;
+/** Tombstones kept per document: deletions in its last this many versions. */
+export const TOMBSTONE_VERSIONS_KEPT = 1_000;
 
 /** Marks a database as restored from a backup: new epochs for every channel and for documents. */
 export const RESTORE_SQL = `UPDATE channels SET epoch = lower(hex(randomblob(6)));
@@ -134,6 +146,18 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       'SELECT channel, max(offset) AS through FROM events WHERE created_at < ? GROUP BY channel',
     ),
     pruneApiRequests: db.prepare('DELETE FROM api_requests WHERE created_at < ?'),
+    pruneCommits: db.prepare(
+      `DELETE FROM doc_commits WHERE client_seq <= (SELECT last_seq FROM clients WHERE clients.client_id = doc_commits.client_id) - ${ANSWERS_KEPT}`,
+    ),
+    pruneRefusals: db.prepare(
+      `DELETE FROM client_refusals WHERE client_seq <= (SELECT last_seq FROM clients WHERE clients.client_id = client_refusals.client_id) - ${ANSWERS_KEPT}`,
+    ),
+    docsWithOldTombstones: db.prepare<[number, number], { name: string; through: number }>(
+      'SELECT name, version - ? AS through FROM docs WHERE version - tombstones_through > ?',
+    ),
+    pruneTombstones: db.prepare('DELETE FROM doc_keys WHERE doc = ? AND value IS NULL AND version <= ?'),
+    setTombstonesThrough: db.prepare('UPDATE docs SET tombstones_through = max(tombstones_through, ?) WHERE name = ?'),
+    tombstonesThrough: db.prepare<[string], { through: number }>('SELECT tombstones_through AS through FROM docs WHERE name = ?'),
     docVersion: db.prepare<[string], { version: number }>('SELECT version FROM docs WHERE name = ?'),
     setDocVersion: db.prepare(
       'INSERT INTO docs (name, version) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET version = excluded.version',
@@ -279,6 +303,12 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       q.setPrunedThrough.run(through, channel);
     }
     q.pruneApiRequests.run(now - IDEMPOTENCY_TTL_MS);
+    q.pruneCommits.run();
+    q.pruneRefusals.run();
+    for (const { name, through } of q.docsWithOldTombstones.all(TOMBSTONE_VERSIONS_KEPT, TOMBSTONE_VERSIONS_KEPT * 2)) {
+      q.pruneTombstones.run(name, through);
+      q.setTombstonesThrough.run(through, name);
+    }
     return removed;
   });
 
@@ -311,7 +341,9 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       const version = q.docVersion.get(doc)?.version ?? 0;
       const docsEpoch = q.docsEpoch.get()?.value ?? '';
       // A client with nothing, ahead of the server, or from another epoch (a restored backup) gets everything.
-      const full = since === undefined || since > version || (epoch !== undefined && epoch !== docsEpoch);
+      // …or behind the tombstones still kept (it could miss a deletion).
+      const tombstonesThrough = q.tombstonesThrough.get(doc)?.through ?? 0;
+      const full = since === undefined || since > version || since < tombstonesThrough || (epoch !== undefined && epoch !== docsEpoch);
       const keys: Record<string, StoredKey> = {};
       for (const row of q.docKeysAfter.all(doc, full ? 0 : since)) {
         if (row.value === null) {
