@@ -6,7 +6,7 @@ import { createStore } from 'zustand/vanilla';
 import { readonly, type ReadonlyStore } from './readonly-store.js';
 import { TetherError } from '../protocol/errors.js';
 import { CHANNEL_NAME } from '../protocol/constants.js';
-import type { ChannelDelivery, Outcome, PendingWrite, Status, WorkerApi } from '../worker/api.js';
+import type { ChannelDelivery, Outcome, PendingWrite, Status, TabApi, WorkerApi } from '../worker/api.js';
 import { resolveOptions, type ConnectOptions } from './options.js';
 import { createDocStore, type DocStore } from './documents.js';
 
@@ -122,7 +122,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
 
   // Hold a Web Lock for the tab's lifetime; the worker waits on it to notice the tab is gone.
   const lockName = `tether-tab-${tabId}`;
-  const attached = new Promise<void>((ready, fail) => {
+  const attached: Promise<Comlink.Remote<TabApi>> = new Promise<void>((ready, fail) => {
     navigator.locks
       .request(lockName, () => {
         ready();
@@ -132,10 +132,12 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
   }).then(async () => {
     const onStatus = Comlink.proxy((next: Status) => status.setState(next, true));
     const registration = { tabId, lockName, url: resolved.url };
-    const initial = resolved.token
+    const tab = resolved.token
       ? await api.attach(registration, onStatus, Comlink.proxy(resolved.token))
       : await api.attach(registration, onStatus);
+    const initial = await tab.status();
     if (!closed) status.setState(initial, true);
+    return tab;
   });
   attached.catch(() => {}); // surfaced through rpc.call
 
@@ -144,8 +146,8 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     if (typeof method !== 'string' || method === '') throw new TypeError('rpc.call(method): method must be a non-empty string');
     if (!Array.isArray(args)) throw new TypeError('rpc.call(method, args): args must be an array');
     const timeoutMs = callOptions.timeoutMs ?? resolved.timeoutMs;
-    await attached;
-    return (await settle(api.call(tabId, method, args, { timeoutMs }))) as T;
+    const tab = await attached;
+    return (await settle(tab.call(method, args, { timeoutMs }))) as T;
   }
 
   async function settle<T>(outcome: Promise<Outcome<T>>): Promise<T> {
@@ -170,9 +172,9 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
       throw new TypeError(`pubsub.publish: data must be JSON (${String(cause)})`);
     }
     if (json === undefined) throw new TypeError('pubsub.publish: data must be a JSON value, not undefined or a function');
-    await attached;
+    const tab = await attached;
     // The worker receives what JSON would keep (no Dates, Maps or class instances surprises).
-    return settle(api.publish(tabId, channel, JSON.parse(json)));
+    return settle(tab.publish(channel, JSON.parse(json)));
   }
 
   function subscribe<T>(channel: string, onEvent: (data: T, meta: EventMeta) => void, options: SubscribeOptions = {}): () => void {
@@ -215,7 +217,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
       }
     });
     const since = position;
-    const subscribed = attached.then(() => settle(since ? api.subscribe(tabId, id, channel, listener, since) : api.subscribe(tabId, id, channel, listener)));
+    const subscribed = attached.then((tab) => settle(since ? tab.subscribe(id, channel, listener, since) : tab.subscribe(id, channel, listener)));
     subscribed.catch((error: unknown) => {
       const failure = error instanceof TetherError ? error : new TetherError('internal', String(error));
       if (options.onError) options.onError(failure);
@@ -225,14 +227,14 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
       if (!active) return;
       active = false;
       positions.clear(); // unsubscribed on purpose: a later subscribe starts from the present
-      void subscribed.then(() => api.unsubscribe(tabId, id), () => {});
+      void subscribed.then(() => attached.then((tab) => tab.unsubscribe(id)), () => {});
     };
   }
 
   async function pending(): Promise<PendingWrite[]> {
     if (closed) throw new TetherError('closed', 'the client was closed');
-    await attached;
-    return settle(api.pendingWrites(tabId));
+    const tab = await attached;
+    return settle(tab.pendingWrites());
   }
 
   // `persist()` only works from a page (not from the worker that owns the data), so ask here.
@@ -247,7 +249,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     checkChannel('state.doc', name);
     let store = docs.get(name);
     if (!store) {
-      store = createDocStore(name, { api, tabId, attached, settle, connection: status }, () => docs.delete(name));
+      store = createDocStore(name, { attached, settle, connection: status }, () => docs.delete(name));
       docs.set(name, store);
     }
     return store as unknown as DocStore<T>;
@@ -262,11 +264,16 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     close() {
       if (closed) return;
       closed = true;
-      void attached.then(() => api.detach(tabId)).finally(() => {
-        releaseLock();
-        api[Comlink.releaseProxy]();
-        worker.port.close();
-      });
+      void attached
+        .then(async (tab) => {
+          await tab.detach();
+          tab[Comlink.releaseProxy]();
+        })
+        .finally(() => {
+          releaseLock();
+          api[Comlink.releaseProxy]();
+          worker.port.close();
+        });
     },
   };
 }

@@ -8,7 +8,7 @@ import { createStore } from 'zustand/vanilla';
 import { readonly, type ReadonlyStore } from './readonly-store.js';
 import { TetherError } from '../protocol/errors.js';
 import { MAX_DOC_KEY_LENGTH } from '../protocol/constants.js';
-import type { DocConflict, DocSnapshot, Outcome, Status, WorkerApi } from '../worker/api.js';
+import type { DocConflict, DocSnapshot, Outcome, Status, TabApi } from '../worker/api.js';
 
 /** The operations a transaction function gets. Reads are recorded; writes are applied atomically. */
 export interface Transaction<T extends Record<string, unknown>> {
@@ -59,9 +59,8 @@ export interface DocStore<T extends Record<string, unknown>> extends ReadonlySto
 }
 
 interface Context {
-  api: Comlink.Remote<WorkerApi>;
-  tabId: string;
-  attached: Promise<void>;
+  /** This tab's API in the worker, once attached. */
+  attached: Promise<Comlink.Remote<TabApi>>;
   settle: <T>(outcome: Promise<Outcome<T>>) => Promise<T>;
   /** The client's connection status. */
   connection: ReadonlyStore<Status>;
@@ -79,7 +78,7 @@ function checkKey(operation: string, key: unknown): void {
 const SYNC_WAIT_MS = 10_000;
 
 export function createDocStore<T extends Record<string, unknown>>(name: string, context: Context, onClose: () => void): DocStore<T> {
-  const { api, tabId, attached, settle, connection } = context;
+  const { attached, settle, connection } = context;
   const store = createStore<T>()(() => ({}) as T);
   const status = createStore<DocStatus>()(() => ({ synced: false, pending: 0, version: 0, conflicts: [] }));
   let latest: DocSnapshot | undefined;
@@ -94,7 +93,7 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
     ready();
   };
   const listenerId = crypto.randomUUID();
-  const opened = attached.then(() => settle(api.openDoc(tabId, listenerId, name, Comlink.proxy(show))));
+  const opened = attached.then((tab) => settle(tab.openDoc(listenerId, name, Comlink.proxy(show))));
   opened.catch((error: unknown) => console.error(`[tether] could not open ${name}: ${String(error)}`));
 
   /**
@@ -156,7 +155,7 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
       const result = fn(tx);
       if (result instanceof Promise) throw new TypeError('transact(fn): fn must be synchronous (it may run again on conflict)');
       if (Object.keys(writes).length === 0) return result; // read-only: nothing to commit
-      const outcome = await settle(api.transact(tabId, name, reads, writes, run > maxRetries));
+      const outcome = await settle((await attached).transact(name, reads, writes, run > maxRetries));
       if (outcome.committed) return result;
       show(outcome.snapshot); // the forced synchronisation: run again on what the server has
       snapshot = outcome.snapshot;
@@ -173,13 +172,13 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
     transact,
     clearConflicts: async () => {
       await opened;
-      await api.clearConflicts(tabId, name);
+      await (await attached).clearConflicts(name);
     },
     close() {
       if (closed) return;
       closed = true;
       onClose();
-      void opened.then(() => api.closeDoc(tabId, listenerId), () => {});
+      void opened.then(() => attached.then((tab) => tab.closeDoc(listenerId)), () => {});
     },
   };
 }

@@ -4,6 +4,7 @@
  */
 import type { ErrorShape } from '../protocol/errors.js';
 import type { DocConflict, ReadVersion } from '../protocol/shapes.js';
+import type { ProxyMarked } from 'comlink';
 
 export type ConnectionState = 'connecting' | 'online' | 'offline';
 
@@ -90,30 +91,34 @@ export type TransactOutcome = { committed: true; version: number | null } | { co
 
 export interface WorkerApi {
   /**
-   * Registers a tab; resolves with the current status of its connection. Callbacks are
-   * separate arguments because Comlink only proxies top-level arguments.
+   * Registers a tab and returns its own API (a Comlink proxy): every later call is about this
+   * tab, so none carries a tab id. Callbacks are separate arguments because Comlink only proxies
+   * top-level arguments. The status arrives through `onStatus` (and `tab.status()`).
    */
-  attach(registration: Registration, onStatus: StatusListener, getToken?: TokenProvider): Promise<Status>;
+  attach(registration: Registration, onStatus: StatusListener, getToken?: TokenProvider): Promise<TabApi & ProxyMarked>;
+}
+
+/** What one tab can ask of the worker (the object `attach` returns). */
+export interface TabApi {
+  /** The current status of the tab's connection. */
+  status(): Status;
   /** Calls a procedure on the tab's server. */
-  call(tabId: string, method: string, args: unknown[], options: CallOptions): Promise<Outcome<unknown>>;
-  /** Unregisters a tab and releases what it held (idempotent). */
-  detach(tabId: string): void;
+  call(method: string, args: unknown[], options: CallOptions): Promise<Outcome<unknown>>;
   /** Stores the write durably, then resolves with its offset once the server stored it. */
-  publish(tabId: string, channel: string, data: unknown): Promise<Outcome<{ offset: number | null }>>;
+  publish(channel: string, data: unknown): Promise<Outcome<{ offset: number | null }>>;
   /**
    * Adds a listener for a channel; the worker shares one server subscription among its tabs.
    * `since`: where this tab left off (before a reload): it gets the events after it first.
    */
-  subscribe(tabId: string, subscriptionId: string, channel: string, listener: ChannelListener, since?: { offset: number; epoch: string }): Promise<Outcome<null>>;
-  unsubscribe(tabId: string, subscriptionId: string): void;
+  subscribe(subscriptionId: string, channel: string, listener: ChannelListener, since?: { offset: number; epoch: string }): Promise<Outcome<null>>;
+  unsubscribe(subscriptionId: string): void;
   /** The writes of the tab's user that the server has not acknowledged yet, oldest first. */
-  pendingWrites(tabId: string): Promise<Outcome<PendingWrite[]>>;
-  /** Opens a document for a tab; the listener gets its snapshot now and after every change. */
-  openDoc(tabId: string, listenerId: string, doc: string, listener: DocListener): Promise<Outcome<null>>;
-  closeDoc(tabId: string, listenerId: string): void;
+  pendingWrites(): Promise<Outcome<PendingWrite[]>>;
+  /** Opens a document; the listener gets its snapshot now and after every change. */
+  openDoc(listenerId: string, doc: string, listener: DocListener): Promise<Outcome<null>>;
+  closeDoc(listenerId: string): void;
   /** Applies a transaction optimistically, queues it durably, and settles when the server decided. */
   transact(
-    tabId: string,
     doc: string,
     reads: Record<string, ReadVersion>,
     writes: Record<string, unknown>,
@@ -121,7 +126,9 @@ export interface WorkerApi {
     final: boolean,
   ): Promise<Outcome<TransactOutcome>>;
   /** Forgets the conflicts reported on a document. */
-  clearConflicts(tabId: string, doc: string): Promise<void>;
+  clearConflicts(doc: string): Promise<void>;
+  /** Unregisters the tab and releases what it held (idempotent). */
+  detach(): void;
 }
 
 /** Diagnostics the worker exposes as `globalThis.tetherWorkerStats()` (for tests and devtools). */

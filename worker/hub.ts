@@ -3,21 +3,8 @@
  * tab holds a Web Lock for its lifetime and the hub queues for the same lock: when the
  * hub is granted it, the tab is gone (closed, navigated or crashed) and is detached.
  */
-import type {
-  CallOptions,
-  ChannelListener,
-  DocListener,
-  TransactOutcome,
-  Outcome,
-  PendingWrite,
-  Registration,
-  Status,
-  StatusListener,
-  TokenProvider,
-  WorkerApi,
-  WorkerStats,
-} from './api.js';
-import type { ReadVersion } from '../protocol/shapes.js';
+import * as Comlink from 'comlink';
+import type { Outcome, Registration, StatusListener, TabApi, TokenProvider, WorkerApi, WorkerStats } from './api.js';
 import { ServerConnection, type EngineDeps } from './connection.js';
 
 const NOT_ATTACHED = { ok: false, error: { code: 'closed', message: 'this tab is not attached (was the client closed?)' } } as const;
@@ -28,7 +15,7 @@ export class Hub implements WorkerApi {
 
   constructor(private readonly deps: EngineDeps) {}
 
-  async attach(registration: Registration, onStatus: StatusListener, getToken?: TokenProvider): Promise<Status> {
+  async attach(registration: Registration, onStatus: StatusListener, getToken?: TokenProvider): Promise<TabApi & Comlink.ProxyMarked> {
     const { tabId, url, lockName } = registration;
     this.detach(tabId); // a re-attach replaces the old registration
     let connection = this.connections.get(url);
@@ -39,59 +26,29 @@ export class Hub implements WorkerApi {
     connection.add({ ...registration, onStatus, getToken });
     this.tabUrls.set(tabId, url);
     void navigator.locks.request(lockName, async () => this.detach(tabId));
-    return connection.status(tabId);
+    return Comlink.proxy(this.tabApi(tabId));
   }
 
-  async call(tabId: string, method: string, args: unknown[], options: CallOptions): Promise<Outcome<unknown>> {
-    const connection = this.connectionOf(tabId);
-    return connection ? connection.call(method, args, options) : NOT_ATTACHED;
-  }
-
-  async publish(tabId: string, channel: string, data: unknown): Promise<Outcome<{ offset: number | null }>> {
-    const connection = this.connectionOf(tabId);
-    return connection ? connection.publish(tabId, channel, data) : NOT_ATTACHED;
-  }
-
-  async subscribe(tabId: string, id: string, channel: string, listener: ChannelListener, since?: { offset: number; epoch: string }): Promise<Outcome<null>> {
-    const connection = this.connectionOf(tabId);
-    if (!connection) return NOT_ATTACHED;
-    await connection.subscribe(tabId, id, channel, listener, since);
-    return { ok: true, value: null };
-  }
-
-  unsubscribe(tabId: string, id: string): void {
-    this.connectionOf(tabId)?.unsubscribe(id);
-  }
-
-  async pendingWrites(tabId: string): Promise<Outcome<PendingWrite[]>> {
-    const connection = this.connectionOf(tabId);
-    return connection ? { ok: true, value: await connection.pendingWrites(tabId) } : NOT_ATTACHED;
-  }
-
-  async openDoc(tabId: string, id: string, doc: string, listener: DocListener): Promise<Outcome<null>> {
-    const connection = this.connectionOf(tabId);
-    if (!connection) return NOT_ATTACHED;
-    await connection.openDoc(tabId, id, doc, listener);
-    return { ok: true, value: null };
-  }
-
-  closeDoc(tabId: string, id: string): void {
-    this.connectionOf(tabId)?.closeDoc(id);
-  }
-
-  async transact(
-    tabId: string,
-    doc: string,
-    reads: Record<string, ReadVersion>,
-    writes: Record<string, unknown>,
-    final: boolean,
-  ): Promise<Outcome<TransactOutcome>> {
-    const connection = this.connectionOf(tabId);
-    return connection ? connection.transact(tabId, doc, reads, writes, final) : NOT_ATTACHED;
-  }
-
-  async clearConflicts(tabId: string, doc: string): Promise<void> {
-    await this.connectionOf(tabId)?.clearConflicts(doc);
+  /** The API of one tab: each call finds the tab's connection (gone once the tab detached). */
+  private tabApi(tabId: string): TabApi {
+    const on = <T>(act: (connection: ServerConnection) => Promise<Outcome<T>>): Promise<Outcome<T>> => {
+      const connection = this.connectionOf(tabId);
+      return connection ? act(connection) : Promise.resolve(NOT_ATTACHED);
+    };
+    const done = <T>(work: Promise<T>): Promise<Outcome<null>> => work.then(() => ({ ok: true, value: null }));
+    return {
+      status: () => this.connectionOf(tabId)?.status(tabId) ?? { connection: 'offline', pending: 0, lastSyncAt: null, error: NOT_ATTACHED.error },
+      call: (method, args, options) => on((c) => c.call(method, args, options)),
+      publish: (channel, data) => on((c) => c.publish(tabId, channel, data)),
+      subscribe: (id, channel, listener, since) => on((c) => done(c.subscribe(tabId, id, channel, listener, since))),
+      unsubscribe: (id) => this.connectionOf(tabId)?.unsubscribe(id),
+      pendingWrites: () => on(async (c) => ({ ok: true, value: await c.pendingWrites(tabId) })),
+      openDoc: (id, doc, listener) => on((c) => done(c.openDoc(tabId, id, doc, listener))),
+      closeDoc: (id) => this.connectionOf(tabId)?.closeDoc(id),
+      transact: (doc, reads, writes, final) => on((c) => c.transact(tabId, doc, reads, writes, final)),
+      clearConflicts: async (doc) => this.connectionOf(tabId)?.clearConflicts(doc),
+      detach: () => this.detach(tabId),
+    };
   }
 
   detach(tabId: string): void {

@@ -48,7 +48,8 @@ export class Tokens {
     const fresh = this.unused && Date.now() - this.unused.at < UNUSED_TOKEN_MAX_AGE_MS ? this.unused : undefined;
     this.unused = undefined;
     if (fresh && (withToken[0]?.tabId === fresh.tabId || (withToken.length === 0 && newest[0]?.tabId === fresh.tabId))) {
-      return fresh.answer;
+      const answer = await fresh.answer;
+      if (answer.ok) return answer; // otherwise the tabs are asked again, newest first
     }
     if (withToken.length === 0) return { ok: true, token: undefined, user: '' };
     let last: TokenAnswer = { ok: false, error: { code: 'unauthorized', message: 'no tab gave a token' } };

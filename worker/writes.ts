@@ -20,7 +20,7 @@ import { clientIdentity, type Identity } from './identity.js';
 import { Outbox } from './outbox.js';
 
 /** Writes sent and not yet answered, at most. */
-export const SEND_WINDOW = 1000;
+const SEND_WINDOW = 1000;
 /** First pause before resending after `out_of_order`/`internal`; doubles while it repeats, up to the max. */
 const RESEND_MIN_MS = 50;
 const RESEND_MAX_MS = 30_000;
@@ -58,12 +58,21 @@ interface Waiter {
   settle: (result: WriteResult) => void;
 }
 
-/** The UTF-8 size of a frame: what the server's limit counts, not JavaScript's UTF-16 length. */
-export function frameBytes(message: ClientMessage): number {
-  return new TextEncoder().encode(JSON.stringify(message)).length;
+const encoder = new TextEncoder();
+
+/**
+ * Whether a frame is over `limit` UTF-8 bytes (what the server counts, not JavaScript's UTF-16
+ * length), and its size when it is. A UTF-16 code unit is at most 3 UTF-8 bytes, so most
+ * frames are cleared without encoding them.
+ */
+function oversized(message: ClientMessage, limit: number): number | undefined {
+  const json = JSON.stringify(message);
+  if (json.length * 3 <= limit) return undefined;
+  const bytes = encoder.encode(json).length;
+  return bytes > limit ? bytes : undefined;
 }
 
-export function writeFrame(entry: OutboxEntry): ClientMessage {
+function writeFrame(entry: OutboxEntry): ClientMessage {
   return entry.op === 'publish'
     ? { type: 'publish', seq: entry.seq, channel: entry.channel, data: entry.data }
     : { type: 'transact', seq: entry.seq, doc: entry.doc, reads: entry.reads, writes: entry.writes };
@@ -82,6 +91,7 @@ export class Writes {
   /** Tells the other workers of this origin (a deploy runs two) that the outbox grew. */
   private readonly peers: BroadcastChannel | undefined;
   private closed = false;
+  private announcing = false;
 
   constructor(
     private readonly url: string,
@@ -96,6 +106,16 @@ export class Writes {
         void this.reload(sender).then(() => this.pump(), (error: unknown) => this.events.warn(`could not reload the outbox: ${String(error)}`));
       };
     }
+  }
+
+  /** Tells the other workers of the origin once per burst of writes, not once per write. */
+  private announce(clientId: string): void {
+    if (this.closed || !this.peers || this.announcing) return;
+    this.announcing = true;
+    setTimeout(() => {
+      this.announcing = false;
+      if (!this.closed) this.peers?.postMessage({ url: this.url, clientId });
+    }, 0);
   }
 
   close(): void {
@@ -134,8 +154,8 @@ export class Writes {
 
   /** Why a write cannot be queued (over the server's size limit, in UTF-8 bytes), or undefined. */
   refusal(write: WriteOp): ErrorShape | undefined {
-    const bytes = frameBytes(writeFrame({ ...write, seq: Number.MAX_SAFE_INTEGER } as OutboxEntry));
-    if (bytes <= this.maxMessageBytes) return undefined;
+    const bytes = oversized(writeFrame({ ...write, seq: Number.MAX_SAFE_INTEGER } as OutboxEntry), this.maxMessageBytes);
+    if (bytes === undefined) return undefined;
     return { code: 'message_too_big', message: `the write is ${bytes} bytes (UTF-8); the server accepts at most ${this.maxMessageBytes}` };
   }
 
@@ -153,7 +173,7 @@ export class Writes {
     }
     const settled = new Promise<WriteResult>((resolve) => this.waiters.set(`${entry.clientId}:${entry.seq}`, { tabId, final, settle: resolve }));
     writer.queue.push(entry);
-    if (!this.closed) this.peers?.postMessage({ url: this.url, clientId: entry.clientId });
+    this.announce(entry.clientId);
     this.events.queueChanged(user, entry);
     if (writer === this.sender) this.pump();
     return settled;
@@ -229,10 +249,10 @@ export class Writes {
       if (entry.seq <= this.lastSent) continue;
       if (entry.seq - first >= SEND_WINDOW) break;
       let frame = writeFrame(entry);
-      const bytes = frameBytes(frame);
+      const bytes = oversized(frame, this.maxMessageBytes);
       // Queued under a larger limit than the server has now: withdraw it (the server records
       // the refusal and answers it), instead of a frame the server would close the socket on.
-      if (bytes > this.maxMessageBytes) frame = { type: 'skip', seq: entry.seq, reason: 'message_too_big', bytes };
+      if (bytes !== undefined) frame = { type: 'skip', seq: entry.seq, reason: 'message_too_big', bytes };
       if (!this.events.send(frame)) break;
       this.lastSent = entry.seq;
     }

@@ -8,9 +8,9 @@ function ago(at: number | null, now: number): string {
   return s < 5 ? 'just now' : s < 120 ? `${s} s ago` : `${Math.round(s / 60)} min ago`;
 }
 
-/** Online / offline / syncing at a glance, with what is waiting and when we were last in sync. */
+/** Online / offline / syncing at a glance, with what is waiting, when we were last in sync, and why not. */
 export function StatusBar({ client }: { client: TetherClient }) {
-  const { connection, pending, lastSyncAt } = useStatus(client.status);
+  const { connection, pending, lastSyncAt, error } = useStatus(client.status);
   const [now, setNow] = useState(Date.now());
   useEffect(() => {
     const timer = setInterval(() => setNow(Date.now()), 1000);
@@ -24,6 +24,11 @@ export function StatusBar({ client }: { client: TetherClient }) {
       <span id="status-text">{label}</span>
       <span id="pending" className="pending">{pending > 0 ? `${pending} pending` : ''}</span>
       <span id="last-sync" className="last-sync">last sync: {ago(lastSyncAt, now)}</span>
+      {error && (
+        <span id="status-error" className="status-error" title={error.message}>
+          {error.code === 'unauthorized' ? 'sign-in needed: changes are kept until it works' : error.message}
+        </span>
+      )}
     </p>
   );
 }
