@@ -165,6 +165,8 @@ export const Welcome = v.strictObject({
   lastSeq: v.number(),
   /** Largest frame the server accepts, in bytes. */
   maxMessageBytes: v.number(),
+  /** Frames per second the server accepts from this connection on average (bursts of 2×); beyond, it closes with 4007. */
+  rateLimit: v.optional(v.number()),
 });
 
 export const Pong = v.strictObject({

@@ -17,7 +17,7 @@ import { CatchUp } from './pubsub/catch-up.js';
 import { conflictFrame, docFrame, eventFrame, historyResultFrame } from './pubsub/frames.js';
 import { channelPermission, type ChannelPermission } from './pubsub/permissions.js';
 import type { WriteQueue } from './pubsub/write-queue.js';
-import { TokenBucket } from './rate-limit.js';
+import { TokenBucket } from '../protocol/rate-limit.js';
 import type { ProcedureRegistry } from './rpc/registry.js';
 import type { EventStore, WriteOutcome, WriteRequest } from './storage/event-store.js';
 
@@ -222,7 +222,7 @@ export class Session {
     if (identity.expiresAt !== undefined) this.expireAt(identity.expiresAt);
     this.welcomed = true;
     this.log.debug({ user: this.user }, 'client connected');
-    this.send({ type: 'welcome', v: PROTOCOL_VERSION, session: this.id, user: this.user, heartbeatMs: this.deps.heartbeatMs, lastSeq, maxMessageBytes: this.deps.maxMessageBytes });
+    this.send({ type: 'welcome', v: PROTOCOL_VERSION, session: this.id, user: this.user, heartbeatMs: this.deps.heartbeatMs, lastSeq, maxMessageBytes: this.deps.maxMessageBytes, rateLimit: this.deps.limits.rateLimit });
   }
 
   /**

@@ -112,6 +112,24 @@ describe('no write blocks the writes behind it', () => {
   }, 30_000);
 });
 
+describe('the client keeps to the server rate limit', () => {
+  it('draining a large outbox never trips the rate limit (no 4007 disconnect and reconnect loop)', async () => {
+    harness = await Harness.start({ rateLimit: 200 });
+    const engine = harness.engine();
+    const tab = engine.attach();
+    await eventually(() => engine.status(tab).connection === 'online');
+    harness.proxy.refuse();
+    await eventually(() => engine.status(tab).connection === 'offline');
+    const results = Array.from({ length: 1200 }, (_, i) => engine.connection.publish(tab.tabId, 'c', i));
+    await eventually(() => engine.status(tab).pending === 1200);
+    await harness.proxy.restore();
+    expect((await Promise.all(results)).every((r) => r.ok)).toBe(true);
+    expect((await storedData(harness, 'c')).length).toBe(1200);
+    // One handshake before the cut, one after: the drain itself never got the connection closed.
+    expect(engine.frames.of('handshake')).toBe(2);
+  }, 30_000);
+});
+
 describe('client and server disagree on sequences', () => {
   it('a server restored from an older backup: the client moves on explicitly, nothing stuck, nothing lost', async () => {
     harness = await Harness.start();

@@ -12,6 +12,7 @@
  *   resend of the window, after a growing pause, with the window reloaded from the outbox.
  */
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../protocol/constants.js';
+import { TokenBucket } from '../protocol/rate-limit.js';
 import { TetherError, type ErrorShape } from '../protocol/errors.js';
 import type { ClientMessage, Conflict, ServerMessage, Welcome } from '../protocol/messages.js';
 import type { WriteOp } from '../protocol/shapes.js';
@@ -88,6 +89,9 @@ export class Writes {
   private maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
   private resendTimer: ReturnType<typeof setTimeout> | undefined;
   private resendDelay = 0;
+  /** Paces writes below the server's rate limit (set by `welcome`), so a long drain is never cut off with 4007. */
+  private budget: { bucket: TokenBucket; refillMs: number } | undefined;
+  private paceTimer: ReturnType<typeof setTimeout> | undefined;
   /** Tells the other workers of this origin (a deploy runs two) that the outbox grew. */
   private readonly peers: BroadcastChannel | undefined;
   private closed = false;
@@ -182,6 +186,9 @@ export class Writes {
   /** The handshake made for `user` (undefined: none, e.g. no token) was welcomed: resend all. */
   async online(user: string | undefined, welcome: Welcome): Promise<void> {
     this.maxMessageBytes = welcome.maxMessageBytes;
+    // 80% of the average and half the burst: room is left for pings, calls and subscribes.
+    const rate = welcome.rateLimit === undefined ? undefined : Math.max(1, welcome.rateLimit * 0.8);
+    this.budget = rate === undefined ? undefined : { bucket: new TokenBucket(rate, Math.max(1, rate)), refillMs: Math.ceil(1000 / rate) };
     this.cancelResend();
     this.resendDelay = 0;
     this.sender = user === undefined ? undefined : await this.writer(user);
@@ -253,6 +260,13 @@ export class Writes {
       // Queued under a larger limit than the server has now: withdraw it (the server records
       // the refusal and answers it), instead of a frame the server would close the socket on.
       if (bytes !== undefined) frame = { type: 'skip', seq: entry.seq, reason: 'message_too_big', bytes };
+      if (this.budget && !this.budget.bucket.take()) {
+        this.paceTimer ??= setTimeout(() => {
+          this.paceTimer = undefined;
+          this.pump();
+        }, this.budget.refillMs);
+        break;
+      }
       if (!this.events.send(frame)) break;
       this.lastSent = entry.seq;
     }
@@ -298,6 +312,8 @@ export class Writes {
   private cancelResend(): void {
     clearTimeout(this.resendTimer);
     this.resendTimer = undefined;
+    clearTimeout(this.paceTimer);
+    this.paceTimer = undefined;
   }
 
   private rewind(): void {

@@ -1,4 +1,7 @@
-/** A token bucket: `rate` frames per second on average, bursts up to `burst`. */
+/**
+ * A token bucket: `rate` frames per second on average, bursts up to `burst`. The server enforces
+ * its rate limit with one per connection; the worker paces its writes with one below that limit.
+ */
 export class TokenBucket {
   private tokens: number;
   private last = Date.now();
