@@ -92,6 +92,23 @@ describe('server dispatch (development mode)', () => {
     return c;
   }
 
+  it('25 malformed writes at the head of a queue are each refused with their seq, recorded, and do not close the connection', async () => {
+    const c = await new RawClient(url).open();
+    c.send({ type: 'handshake', v: 1, clientId: 'client-malformed-1' });
+    expect(await c.next()).toMatchObject({ type: 'welcome' });
+    for (let seq = 1; seq <= 25; seq++) c.send({ type: 'transact', seq, doc: 'd', reads: {}, writes: { ['k'.repeat(201)]: 1 } });
+    c.send({ type: 'publish', seq: 26, channel: 'after-junk', data: 'ok' });
+    const answers: Record<string, unknown>[] = [];
+    while (answers.length < 26) answers.push(await c.next());
+    expect(answers.slice(0, 25).every((a) => a.type === 'error' && a.code === 'invalid_message')).toBe(true);
+    expect(answers.slice(0, 25).map((a) => a.seq)).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
+    expect(answers[25]).toMatchObject({ type: 'ack', seq: 26, offset: 1 });
+    // A resend of one of them gets the same refusal.
+    c.send({ type: 'transact', seq: 3, doc: 'd', reads: {}, writes: { ['k'.repeat(201)]: 1 } });
+    expect(await c.next()).toMatchObject({ type: 'error', seq: 3, code: 'invalid_message' });
+    c.ws.close();
+  });
+
   it('answers the seed call hello("world")', async () => {
     const c = await client();
     c.send({ type: 'rpc', id: 1, method: 'hello', args: ['world'] });

@@ -127,7 +127,9 @@ export class Session {
     if (!decoded.ok) {
       // A malformed write still takes its place in the sequence, or every write behind it would wait forever.
       if (decoded.seq !== undefined && this.welcomed && this.clientId !== undefined) {
-        this.countBadFrame(decoded.error);
+        // Not counted toward the junk limit: it is answered and recorded like any refused write
+        // (closing would lose the answers, and every reconnect would resend the same frames).
+        this.log.debug({ code: decoded.error.code, seq: decoded.seq }, 'refused write');
         const { code, message } = decoded.error;
         return this.write(decoded.seq, () => ({ kind: 'skip', clientId: this.clientId!, seq: decoded.seq!, user: this.user, code, message }));
       }

@@ -51,6 +51,8 @@ export class ServerConnection {
   /** The user whose token the current handshake carried (undefined: none could be had). */
   private handshakeUser: string | undefined;
   private lastSyncAt: number | null = null;
+  /** Tabs the socket already switched users for (see followNewestUser). */
+  private readonly followed = new Set<string>();
   private readonly warn: (message: string) => void;
 
   constructor(
@@ -65,14 +67,10 @@ export class ServerConnection {
       {
         getHandshake: async () => {
           const answer = await this.tokens.forHandshake([...this.tabs.values()].map((t) => t.tab));
-          if (!answer.ok) {
-            // No token, no writes: calls and subscriptions may still work in development mode.
-            this.handshakeUser = undefined;
-            return { token: undefined, clientId: undefined, firstSeq: undefined };
-          }
+          // No token, no writes: calls and subscriptions may still work in development mode.
+          if (!answer.ok) return { token: undefined, clientId: undefined, firstSeq: undefined, user: undefined };
           const writer = await this.writes.writer(answer.user);
-          this.handshakeUser = answer.user;
-          return { token: answer.token, clientId: writer.identity.clientId, firstSeq: await this.writes.firstSeq(answer.user) };
+          return { token: answer.token, clientId: writer.identity.clientId, firstSeq: await this.writes.firstSeq(answer.user), user: answer.user };
         },
         onState: (state) => {
           if (state === 'online') this.refusal = undefined;
@@ -105,6 +103,7 @@ export class ServerConnection {
       committed: (entry, version) => this.documents.committed(entry.doc, entry.writes, version),
       rejected: (conflict, entry, reportable) => this.documents.rejected(conflict, entry, reportable),
       warn: this.warn,
+      attached: (tabId) => this.tabs.has(tabId),
     });
     this.subscriptions = new Subscriptions(url, database, send, (channel, since, limit) => this.history(channel, since, limit));
     this.documents = new Documents(url, database, send, () => this.writes.queueOf(this.viewUser()));
@@ -135,10 +134,7 @@ export class ServerConnection {
     state.user = this.tokens.userOfNewTab(tab).then(async (user) => {
       state.resolvedUser = user;
       await this.writes.writer(user).catch(() => undefined); // load its queue for `pending`
-      // The socket follows the newest tab's user: writes of a user who just signed in flow at once.
-      if (this.link.state === 'online' && tab.getToken && this.tabs.get(tab.tabId) === state && user !== this.handshakeUser) {
-        this.link.reconnect();
-      }
+      this.followNewestUser();
       for (const doc of this.documents.open) this.documents.changed(doc);
       this.publishStatus();
       return user;
@@ -155,6 +151,7 @@ export class ServerConnection {
       this.documents.removeTab(tabId);
       // Its writes stay queued; how they end is now reported on the document, not to the tab.
       this.writes.forgetTab(tabId);
+      this.followed.delete(tabId);
       release(state.tab.onStatus);
       if (state.tab.getToken) release(state.tab.getToken);
     }
@@ -271,7 +268,10 @@ export class ServerConnection {
     if (this.writes.handle(message)) return;
     switch (message.type) {
       case 'welcome': {
+        // The user of the hello this welcome answers (never of a handshake abandoned meanwhile).
+        this.handshakeUser = this.link.sentUser;
         void this.writes.online(this.handshakeUser, message).then(() => this.publishStatus());
+        this.followNewestUser();
         this.subscriptions.resubscribeAll();
         this.documents.reopenAll();
         return;
@@ -288,6 +288,21 @@ export class ServerConnection {
       default:
         return;
     }
+  }
+
+  /**
+   * The socket follows the newest tab with a token: when its user is not the one on the socket,
+   * reconnect with its token, so the writes of a user who just signed in flow at once. Checked
+   * when a tab's user is known and after every welcome (a tab may arrive during a handshake).
+   */
+  private followNewestUser(): void {
+    if (this.link.state !== 'online') return;
+    const newest = [...this.tabs.values()].reverse().find((t) => t.tab.getToken !== undefined);
+    if (newest?.resolvedUser === undefined || newest.resolvedUser === this.handshakeUser) return;
+    // Once per tab: if its token fails, the handshake falls back to an older tab, and must not loop.
+    if (this.followed.has(newest.tab.tabId)) return;
+    this.followed.add(newest.tab.tabId);
+    this.link.reconnect();
   }
 
   /** Documents show the writes of the socket's user, or offline of the newest tab's user. */

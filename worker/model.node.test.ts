@@ -97,6 +97,7 @@ async function run(ops: Op[]): Promise<void> {
   const writes: Tracked[] = [];
   const current = new Set<Tracked>();
   let nextId = 0;
+  let backendWrites = 0;
   const track = (kind: Tracked['kind'], made: Promise<Outcome<unknown>>): void => {
     const tracked: Tracked = { id: nextId++, kind, result: undefined, orphaned: false };
     writes.push(tracked);
@@ -157,7 +158,7 @@ async function run(ops: Op[]): Promise<void> {
         break;
       case 'backend': {
         // A backend retries a failed request (a store error is a 500) with the same Idempotency-Key.
-        const key = `backend-${nextId}-${step.key}`;
+        const key = `backend-${++backendWrites}`; // one key per request: reusing one for another body is a 422
         const body = JSON.stringify({ writes: { [step.key]: step.del ? null : key } });
         let status = 0;
         for (let attempt = 0; attempt < 10 && status !== 200; attempt++) {

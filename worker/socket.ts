@@ -15,7 +15,7 @@ export type WebSocketClass = new (url: string, protocols?: string | string[]) =>
 
 export interface LinkEvents {
   /** The token and client id for the next handshake. */
-  getHandshake: () => Promise<{ token: string | undefined; clientId: string | undefined; firstSeq: number | undefined }>;
+  getHandshake: () => Promise<{ token: string | undefined; clientId: string | undefined; firstSeq: number | undefined; user: string | undefined }>;
   onState: (state: ConnectionState) => void;
   /** A frame from the server, validated by the protocol module. */
   onMessage: (message: ServerMessage) => void;
@@ -56,6 +56,11 @@ export class ServerLink {
   state: ConnectionState = 'connecting';
   private readonly ws: ReconnectingWebSocket;
   private generation = 0;
+  /**
+   * Whose writes the hello that was actually sent on this connection carries (undefined: none).
+   * A handshake abandoned for a newer one never sets it, so `welcome` always pairs with its hello.
+   */
+  sentUser: string | undefined;
   /** `close()` was called: nothing may open the socket again (a late timer would revive it). */
   private closed = false;
   private heartbeatMs = 0;
@@ -104,8 +109,9 @@ export class ServerLink {
     let token: string | undefined;
     let clientId: string | undefined;
     let firstSeq: number | undefined;
+    let user: string | undefined;
     try {
-      ({ token, clientId, firstSeq } = await this.events.getHandshake());
+      ({ token, clientId, firstSeq, user } = await this.events.getHandshake());
     } catch (error) {
       // Handshake without them: the server refuses it with a clear error if it needed a token.
       this.events.onInvalid({ code: 'internal', message: `could not prepare the handshake: ${String(error)}` });
@@ -118,6 +124,7 @@ export class ServerLink {
       ...(clientId === undefined ? {} : { clientId }),
       ...(clientId === undefined || firstSeq === undefined ? {} : { firstSeq }),
     };
+    this.sentUser = clientId === undefined ? undefined : user;
     this.ws.send(JSON.stringify(hello));
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = setTimeout(() => {

@@ -19,6 +19,10 @@ interface Listener {
   held?: ChannelDelivery[] | undefined;
   /** The last event offset this listener got (deduplicates the catch-up against live events). */
   delivered?: number;
+  /** Its subscription id (a pending retry checks it is still subscribed). */
+  id: string;
+  /** Pause before the next try of a failed catch-up. */
+  retryMs?: number;
 }
 
 export interface ChannelPosition {
@@ -65,7 +69,7 @@ export class Subscriptions {
    * missed from there — from the server's history — then the live events, each once.
    */
   async add(tabId: string, id: string, name: string, listener: ChannelListener, since?: ChannelPosition): Promise<void> {
-    const entry: Listener = since === undefined ? { tabId, listener } : { tabId, listener, since, held: [] };
+    const entry: Listener = since === undefined ? { id, tabId, listener } : { id, tabId, listener, since, held: [] };
     let channel = this.channels.get(name);
     if (!channel) {
       const created: Channel = {
@@ -128,8 +132,13 @@ export class Subscriptions {
         if (last === undefined || events.length < HISTORY_PAGE_MAX) break;
       }
     } catch {
-      // Offline or refused: try again from where it got to on the next connection.
+      // Try again from where it got to: on the next connection, or after a pause while online
+      // (a timeout, a server error), so that a listener is never held for good.
       entry.since = position;
+      entry.retryMs = Math.min(30_000, (entry.retryMs ?? 500) * 2);
+      setTimeout(() => {
+        if (this.channels.get(name) === channel && channel.listeners.has(entry.id) && channel.live) void this.catchUp(name, channel, entry);
+      }, entry.retryMs);
       return;
     } finally {
       if (entry.since === undefined) this.release(entry);
@@ -243,7 +252,8 @@ export class Subscriptions {
 
   private deliver(channel: Channel, delivery: ChannelDelivery): void {
     for (const entry of channel.listeners.values()) {
-      if (entry.held) entry.held.push(delivery); // catching up: after the events it missed
+      // Catching up: events wait until after the ones it missed; a refusal is told at once.
+      if (entry.held && delivery.kind !== 'error') entry.held.push(delivery);
       else this.call(entry, delivery);
     }
   }

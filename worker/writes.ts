@@ -42,6 +42,8 @@ export interface WriteEvents {
   rejected(conflict: Conflict, entry: TransactEntry, reportable: boolean): void;
   /** Something the developer should know about (a write refused with nobody left to tell). */
   warn(message: string): void;
+  /** Whether the tab is still attached (its caller can still hear how its write ended). */
+  attached(tabId: string): boolean;
 }
 
 export interface Writer {
@@ -96,6 +98,8 @@ export class Writes {
   private readonly peers: BroadcastChannel | undefined;
   private closed = false;
   private announcing = false;
+  /** Counts connections, so that an `online()` outrun by a disconnect does not resume. */
+  private connection = 0;
 
   constructor(
     private readonly url: string,
@@ -175,7 +179,11 @@ export class Writes {
     } catch (error) {
       return { ok: false, error: error instanceof TetherError ? error.toJSON() : { code: 'internal', message: `the write could not be stored (${String(error)}); nothing was sent` } };
     }
-    const settled = new Promise<WriteResult>((resolve) => this.waiters.set(`${entry.clientId}:${entry.seq}`, { tabId, final, settle: resolve }));
+    // A tab closed while its write was being stored has nobody to tell: no waiter, so the
+    // outcome is reported on the document (a conflict) or warned (a refusal), as for any closed tab.
+    const settled = new Promise<WriteResult>((resolve) => {
+      if (this.events.attached(tabId)) this.waiters.set(`${entry.clientId}:${entry.seq}`, { tabId, final, settle: resolve });
+    });
     writer.queue.push(entry);
     this.announce(entry.clientId);
     this.events.queueChanged(user, entry);
@@ -185,16 +193,20 @@ export class Writes {
 
   /** The handshake made for `user` (undefined: none, e.g. no token) was welcomed: resend all. */
   async online(user: string | undefined, welcome: Welcome): Promise<void> {
+    const connection = ++this.connection;
+    this.sender = undefined; // nothing is sent until the window below is ready
     this.maxMessageBytes = welcome.maxMessageBytes;
     // 80% of the average and half the burst: room is left for pings, calls and subscribes.
     const rate = welcome.rateLimit === undefined ? undefined : Math.max(1, welcome.rateLimit * 0.8);
     this.budget = rate === undefined ? undefined : { bucket: new TokenBucket(rate, Math.max(1, rate)), refillMs: Math.ceil(1000 / rate) };
     this.cancelResend();
     this.resendDelay = 0;
-    this.sender = user === undefined ? undefined : await this.writer(user);
-    if (this.sender) await this.reload(this.sender);
+    const sender = user === undefined ? undefined : await this.writer(user);
+    if (sender) await this.reload(sender);
+    if (connection !== this.connection) return; // offline again, or a newer welcome took over
     // Resend everything unanswered: the server answers writes it applied before with their
     // first outcome (offset, version, conflict or refusal), without applying them again.
+    this.sender = sender;
     this.rewind();
     this.pump();
   }
@@ -214,6 +226,7 @@ export class Writes {
   }
 
   offline(): void {
+    this.connection++;
     this.sender = undefined;
     this.cancelResend();
   }

@@ -143,6 +143,18 @@ describe('storage stays bounded', () => {
     expect(await store.write([tx(ANSWERS_KEPT + 3)])).toEqual([{ status: 'duplicate', offset: 2 }]);
   });
 
+  it('answers from the lowest sequence a client still holds are kept, however old', async () => {
+    const store = open();
+    const tx = (seq: number): WriteRequest => ({ kind: 'transact', doc: 'd', reads: {}, writes: { k: String(seq) }, clientId: 'client-aaaa', seq, user: 'u1' });
+    await store.write([tx(1)]);
+    await store.handshake('client-aaaa', 'u1', ANSWERS_KEPT + 3);
+    await store.write([tx(ANSWERS_KEPT + 3)]);
+    // A worker failed to clear write 1 from its outbox: its next handshake says it holds it still.
+    await store.handshake('client-aaaa', 'u1', 1);
+    await store.prune();
+    expect(await store.write([tx(1)])).toEqual([{ status: 'duplicate', offset: 1 }]);
+  });
+
   it('tombstones far behind a document are pruned; a client older than them gets the full state, never a missed deletion', async () => {
     const store = open();
     const write = (writes: Record<string, string | null>): WriteRequest => ({ kind: 'transact', doc: 'd', reads: {}, writes, clientId: null, seq: null, user: null });

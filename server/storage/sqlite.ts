@@ -77,14 +77,19 @@ const MIGRATIONS: string[] = [
   // 5: tombstones are pruned once far behind the document's version; a client older than that
   // gets the full state.
   `ALTER TABLE docs ADD COLUMN tombstones_through INTEGER NOT NULL DEFAULT 0;`,
+  // 6: the lowest sequence a client said it still holds (its handshake's firstSeq): answers from
+  // there on are never pruned, however old (a resend may come from an outbox a worker failed to clear).
+  `ALTER TABLE clients ADD COLUMN first_held INTEGER;`,
 ];
 
 /**
- * The answers kept per client for resends (transaction versions, refusals): the last this many
- * sequences. A client resends only writes it has no answer for, and it keeps at most 1,000 on the
- * wire per worker, so an older answer is never asked for again.
+ * The answers kept per client for resends (transaction versions, refusals): at least the last
+ * this many sequences, and every one from the lowest sequence the client said it still holds.
  */
 export const ANSWERS_KEPT = 10_000;
+/** The last sequence of a client whose answer may be pruned (SQL over a `clients` row). */
+const PRUNABLE_THROUGH = `min(last_seq - ${ANSWERS_KEPT}, coalesce(first_held, last_seq + 1) - 1)`;
+
 /** Tombstones kept per document: deletions in its last this many versions. */
 export const TOMBSTONE_VERSIONS_KEPT = 1_000;
 
@@ -147,11 +152,12 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
     ),
     pruneApiRequests: db.prepare('DELETE FROM api_requests WHERE created_at < ?'),
     pruneCommits: db.prepare(
-      `DELETE FROM doc_commits WHERE client_seq <= (SELECT last_seq FROM clients WHERE clients.client_id = doc_commits.client_id) - ${ANSWERS_KEPT}`,
+      `DELETE FROM doc_commits WHERE client_seq <= (SELECT ${PRUNABLE_THROUGH} FROM clients WHERE clients.client_id = doc_commits.client_id)`,
     ),
     pruneRefusals: db.prepare(
-      `DELETE FROM client_refusals WHERE client_seq <= (SELECT last_seq FROM clients WHERE clients.client_id = client_refusals.client_id) - ${ANSWERS_KEPT}`,
+      `DELETE FROM client_refusals WHERE client_seq <= (SELECT ${PRUNABLE_THROUGH} FROM clients WHERE clients.client_id = client_refusals.client_id)`,
     ),
+    setFirstHeld: db.prepare('UPDATE clients SET first_held = ? WHERE client_id = ?'),
     docsWithOldTombstones: db.prepare<[number, number], { name: string; through: number }>(
       'SELECT name, version - ? AS through FROM docs WHERE version - tombstones_through > ?',
     ),
@@ -291,8 +297,12 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
     const client = q.client.get(clientId);
     if (client && client.user !== user) return 'forbidden' as const;
     const last = client?.last_seq ?? 0;
-    if (firstSeq - 1 <= last) return { lastSeq: last };
+    if (firstSeq - 1 <= last) {
+      if (client) q.setFirstHeld.run(firstSeq, clientId);
+      return { lastSeq: last };
+    }
     q.upsertClient.run(clientId, user, firstSeq - 1, Date.now());
+    q.setFirstHeld.run(firstSeq, clientId);
     return { lastSeq: firstSeq - 1, movedFrom: last };
   });
 
