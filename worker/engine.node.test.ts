@@ -149,6 +149,36 @@ describe('client and server disagree on sequences', () => {
     expect(await storedData(harness, 'c')).toEqual([1, 2, 5]);
   }, 20_000);
 
+  it('site data cleared under a live worker: new writes are numbered on, never acknowledged as duplicates of old ones', async () => {
+    harness = await Harness.start();
+    const db = Harness.newDatabase();
+    const engine = harness.engine(db);
+    const tab = engine.attach();
+    for (const n of [1, 2, 3]) expect(await engine.connection.publish(tab.tabId, 'c', n)).toMatchObject({ ok: true, value: { offset: n } });
+    const handle = await db();
+    await Promise.all([handle.clear('clients'), handle.clear('outbox')]); // the user clears the site's data
+    expect(await engine.connection.publish(tab.tabId, 'c', 'after clearing')).toMatchObject({ ok: true, value: { offset: 4 } });
+    expect(await storedData(harness, 'c')).toEqual([1, 2, 3, 'after clearing']);
+  });
+
+  it('a browser profile older than the server (restored): its counter moves past what the server applied', async () => {
+    harness = await Harness.start();
+    const db = Harness.newDatabase();
+    const first = harness.engine(db);
+    const tab = first.attach();
+    for (const n of [1, 2, 3]) await first.connection.publish(tab.tabId, 'c', n);
+    first.close();
+    const handle = await db();
+    const [record] = await handle.getAll('clients');
+    await handle.put('clients', { ...record!, nextSeq: 2 }); // the profile's state from before writes 2 and 3
+    const second = harness.engine(db);
+    const tab2 = second.attach();
+    await eventually(() => second.status(tab2).connection === 'online');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await second.connection.publish(tab2.tabId, 'c', 'new')).toMatchObject({ ok: true, value: { offset: 4 } });
+    expect(await storedData(harness, 'c')).toEqual([1, 2, 3, 'new']);
+  });
+
   it('a worker restart resends what was queued, and the server answers the resends with their first outcome', async () => {
     harness = await Harness.start();
     const db = Harness.newDatabase();

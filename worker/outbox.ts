@@ -21,6 +21,12 @@ export class Outbox {
   private batch: Waiting[] = [];
   private committing = false;
   private deletions: number[] = [];
+  /**
+   * The highest sequence this outbox numbered or saw. Sequences never go back, even when the
+   * browser's storage was cleared under a running worker (the counter is gone then, the server
+   * still remembers the client id): reusing 1 would get new writes acknowledged as duplicates.
+   */
+  private floor = 0;
   /** Acknowledged entries whose deletion is not committed yet: never listed again. */
   private readonly deleting = new Set<number>();
 
@@ -45,7 +51,25 @@ export class Outbox {
   async list(): Promise<OutboxEntry[]> {
     const db = await this.db();
     const range = IDBKeyRange.bound([this.identity.clientId, 0], [this.identity.clientId, Infinity]);
-    return (await db.getAll('outbox', range)).filter((entry) => !this.deleting.has(entry.seq));
+    const entries = (await db.getAll('outbox', range)).filter((entry) => !this.deleting.has(entry.seq));
+    this.floor = Math.max(this.floor, entries.at(-1)?.seq ?? 0);
+    return entries;
+  }
+
+  /**
+   * The server applied writes up to `lastSeq` for this client id: the next write is numbered
+   * after them, even if this browser's counter is older (a restored profile, storage cleared).
+   */
+  async continueAfter(lastSeq: number): Promise<void> {
+    this.floor = Math.max(this.floor, lastSeq);
+    const db = await this.db();
+    const tx = db.transaction('clients', 'readwrite', { durability: 'strict' });
+    const key: [string, string] = [this.url, this.identity.user];
+    const client = await tx.store.get(key);
+    if (!client || client.nextSeq <= lastSeq) {
+      await tx.store.put({ url: this.url, user: this.identity.user, clientId: this.identity.clientId, ...client, nextSeq: lastSeq + 1 });
+    }
+    await tx.done;
   }
 
   /**
@@ -85,6 +109,7 @@ export class Outbox {
       const clients = tx.objectStore('clients');
       const key: [string, string] = [this.url, this.identity.user];
       const client = (await clients.get(key)) ?? { url: this.url, user: this.identity.user, clientId: this.identity.clientId, nextSeq: 1 };
+      client.nextSeq = Math.max(client.nextSeq, this.floor + 1);
       const now = Date.now();
       const entries = batch.map(({ write }): OutboxEntry => ({
         ...write,
@@ -96,6 +121,7 @@ export class Outbox {
       }));
       const outbox = tx.objectStore('outbox');
       await Promise.all([...entries.map((entry) => outbox.put(entry)), clients.put(client), tx.done]);
+      this.floor = Math.max(this.floor, client.nextSeq - 1);
       entries.forEach((entry, i) => batch[i]!.resolve(entry));
     } catch (cause) {
       const quota = cause instanceof DOMException && cause.name === 'QuotaExceededError';

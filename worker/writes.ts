@@ -202,7 +202,11 @@ export class Writes {
     this.cancelResend();
     this.resendDelay = 0;
     const sender = user === undefined ? undefined : await this.writer(user);
-    if (sender) await this.reload(sender);
+    if (sender) {
+      await this.reload(sender);
+      // The server may know later writes of this client id than this browser's counter does.
+      await sender.outbox.continueAfter(welcome.lastSeq).catch((error: unknown) => this.events.warn(`could not update the write counter: ${String(error)}`));
+    }
     if (connection !== this.connection) return; // offline again, or a newer welcome took over
     // Resend everything unanswered: the server answers writes it applied before with their
     // first outcome (offset, version, conflict or refusal), without applying them again.
