@@ -203,9 +203,12 @@ export class Writes {
     this.resendDelay = 0;
     const sender = user === undefined ? undefined : await this.writer(user);
     if (sender) {
+      // The server may know later writes of this client id than this browser's counter does. First
+      // thing after the welcome: continueAfter raises the in-memory floor at once, so a write made
+      // while the window is reloaded is numbered after them too.
+      const counted = sender.outbox.continueAfter(welcome.lastSeq).catch((error: unknown) => this.events.warn(`could not update the write counter: ${String(error)}`));
       await this.reload(sender);
-      // The server may know later writes of this client id than this browser's counter does.
-      await sender.outbox.continueAfter(welcome.lastSeq).catch((error: unknown) => this.events.warn(`could not update the write counter: ${String(error)}`));
+      await counted;
     }
     if (connection !== this.connection) return; // offline again, or a newer welcome took over
     // Resend everything unanswered: the server answers writes it applied before with their
