@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { test as base, expect, callFrom, openWithClient, waitForConnection, PROCEDURES, signToken, TOKEN_SECRET as SECRET } from './fixtures/test.js';
 
 const API_KEY = 'test-api-key';
+const PROXY_SECRET = 'test-proxy-secret';
 
 interface BackendCall {
   headers: IncomingMessage['headers'];
@@ -22,7 +23,7 @@ async function startBackend(): Promise<{ server: Server; url: string; calls: Bac
         res.writeHead(status, { 'content-type': 'application/json' });
         res.end(JSON.stringify(payload));
       };
-      if (req.headers.authorization !== `Bearer ${API_KEY}`) return reply(401, { error: { code: 'unauthorized', message: 'bad key' } });
+      if (req.headers.authorization !== `Bearer ${PROXY_SECRET}`) return reply(401, { error: { code: 'unauthorized', message: 'bad key' } });
       if (body.method === 'billing.total') return reply(200, { result: { total: 42, for: req.headers['x-tether-user'] } });
       if (body.method === 'billing.refund') return reply(403, { error: { code: 'forbidden', message: 'refunds need a manager' } });
       if (body.method === 'billing.crash') return reply(500, 'Internal Server Error');
@@ -49,6 +50,7 @@ const test = base.extend<{ backend: Awaited<ReturnType<typeof startBackend>> }>(
       TETHER_TOKEN_SECRET: SECRET,
       TETHER_API_KEY: API_KEY,
       TETHER_RPC_PROXY_URL: backend.url,
+      TETHER_RPC_PROXY_SECRET: PROXY_SECRET,
       TETHER_RPC_PROXY_METHODS: 'billing.*',
     });
   },
@@ -62,6 +64,8 @@ test('procedures proxied to the backend carry the caller identity; its answers a
   expect(await callFrom(tab, 'billing.total', [2026])).toEqual({ ok: true, value: { total: 42, for: 'user-17' } });
   expect(backend.calls[0]?.body).toEqual({ method: 'billing.total', args: [2026], user: 'user-17' });
   expect(backend.calls[0]?.headers['x-tether-user']).toBe('user-17');
+  // The proxy has its own secret: the key to the HTTP API never leaves the server.
+  expect(backend.calls[0]?.headers.authorization).toBe(`Bearer ${PROXY_SECRET}`);
 
   expect(await callFrom(tab, 'billing.refund', [])).toMatchObject({ ok: false, code: 'forbidden', message: 'refunds need a manager' });
   expect(await callFrom(tab, 'billing.nothing', [])).toMatchObject({ ok: false, code: 'not_found' });
@@ -73,6 +77,7 @@ test('procedures proxied to the backend carry the caller identity; its answers a
   // Local procedures still answer, and see the same identity.
   expect(await callFrom(tab, 'whoami', [])).toEqual({ ok: true, value: { user: 'user-17' } });
   expect(JSON.stringify(server.logs)).not.toContain(API_KEY);
+  expect(JSON.stringify(server.logs)).not.toContain(PROXY_SECRET);
   await context.close();
 });
 

@@ -6,12 +6,13 @@ import { test as base, expect, apiHistory, callFrom, docView, openWithClient, re
 
 const SCRIPT = fileURLToPath(new URL('../examples/python/tether_backend.py', import.meta.url));
 const API_KEY = 'e2e-api-key';
+const PROXY_SECRET = 'e2e-proxy-secret';
 const run = promisify(execFile);
 
 /** The example's RPC endpoint, as a Python backend would run it. */
 const test = base.extend<{ pythonRpc: { url: string; process: ChildProcess } }>({
   pythonRpc: async ({}, use) => {
-    const child = spawn('python3', [SCRIPT, 'serve-rpc', '0'], { env: { ...process.env, TETHER_API_KEY: API_KEY }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn('python3', [SCRIPT, 'serve-rpc', '0'], { env: { ...process.env, TETHER_RPC_PROXY_SECRET: PROXY_SECRET }, stdio: ['ignore', 'pipe', 'inherit'] });
     const port = await new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('python RPC handler did not start')), 10_000);
       createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -30,6 +31,7 @@ const test = base.extend<{ pythonRpc: { url: string; process: ChildProcess } }>(
       TETHER_TOKEN_SECRET: TOKEN_SECRET,
       TETHER_API_KEY: API_KEY,
       TETHER_RPC_PROXY_URL: pythonRpc.url,
+      TETHER_RPC_PROXY_SECRET: PROXY_SECRET,
       TETHER_RPC_PROXY_METHODS: 'orders.*',
     });
   },

@@ -6,6 +6,7 @@
 import * as v from 'valibot';
 import { ClientMessage, ServerMessage } from './messages.js';
 import type { ErrorShape } from './errors.js';
+import { MAX_JSON_DEPTH } from './constants.js';
 
 /**
  * A refused frame echoes the request `id` or the write `seq` it carried (when usable), so the
@@ -24,6 +25,24 @@ export function encode(message: ClientMessage | ServerMessage): string {
   return JSON.stringify(message);
 }
 
+/**
+ * What makes a parsed JSON value unfit to pass on, if anything: nesting deeper than `maxDepth`
+ * (serialising it again would overflow the stack), or a number JSON cannot carry (`1e400`
+ * parses as Infinity and would be sent on as `null`). Iterative, so that the check itself
+ * cannot overflow the stack on the values it exists to refuse.
+ */
+export function jsonProblem(value: unknown, maxDepth: number = MAX_JSON_DEPTH): string | undefined {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [item, depth] = stack.pop()!;
+    if (typeof item === 'number' && !Number.isFinite(item)) return 'numbers must be finite (JSON has no Infinity)';
+    if (typeof item !== 'object' || item === null) continue;
+    if (depth + 1 > maxDepth) return `values may nest arrays and objects at most ${maxDepth} levels deep`;
+    for (const child of Array.isArray(item) ? item : Object.values(item)) stack.push([child, depth + 1]);
+  }
+  return undefined;
+}
+
 function describe(issues: readonly v.BaseIssue<unknown>[]): string {
   const first = issues[0];
   if (!first) return 'invalid message';
@@ -38,13 +57,19 @@ function decodeWith<T>(schema: v.GenericSchema<unknown, T>, frame: string): Deco
   } catch {
     return { ok: false, error: { code: 'invalid_message', message: 'frame is not valid JSON' } };
   }
-  const parsed = v.safeParse(schema, json);
-  if (parsed.success) return { ok: true, message: parsed.output };
-  const error: ErrorShape = { code: 'invalid_message', message: describe(parsed.issues) };
+  let error: ErrorShape;
+  const problem = jsonProblem(json);
+  if (problem !== undefined) {
+    error = { code: 'invalid_message', message: problem };
+  } else {
+    const parsed = v.safeParse(schema, json);
+    if (parsed.success) return { ok: true, message: parsed.output };
+    error = { code: 'invalid_message', message: describe(parsed.issues) };
+  }
   if (typeof json !== 'object' || json === null) return { ok: false, error };
   const fields = json as Record<string, unknown>;
   const id = positiveInteger(fields.id);
-  const seq = WRITE_TYPES.has(String(fields.type)) ? positiveInteger(fields.seq) : undefined;
+  const seq = typeof fields.type === 'string' && WRITE_TYPES.has(fields.type) ? positiveInteger(fields.seq) : undefined;
   return { ok: false, error, ...(id === undefined ? {} : { id }), ...(seq === undefined ? {} : { seq }) };
 }
 

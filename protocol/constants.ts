@@ -74,3 +74,10 @@ export const MAX_DOC_KEY_LENGTH = 200;
 
 /** Largest frame a server accepts unless configured otherwise (TETHER_MAX_MESSAGE_BYTES). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024;
+
+/**
+ * Deepest nesting of arrays and objects accepted in any JSON a client or backend sends.
+ * Deeper values are refused at decode (`invalid_message`): serialising them again would
+ * overflow the stack, and no app data needs more.
+ */
+export const MAX_JSON_DEPTH = 64;

@@ -8,6 +8,9 @@
  *   GET  /api/docs/<name>                                 → 200 {"doc", "version", "keys": {"k": {"value", "version"}}}
  *   POST /api/docs/<name>/transact  {"reads"?: {"k": version}, "writes": {"k": value | null}}
  *                                                         → 200 {"doc", "version"} | 409 {"error", "current"}
+ *                                                           | 413 (limit_exceeded: the document would pass TETHER_MAX_DOC_BYTES)
+ *   POST /api/disconnect  {"user": "...", "revoke"?: true}  → 200 {"user", "closed"}: cuts the user's connections;
+ *                                                           with revoke, tokens issued up to now are refused too
  * Writes take an optional `Idempotency-Key` header, bound to the request: a retry with the same
  * key and body is answered with the first outcome; the same key with another body gets 422.
  */
@@ -16,6 +19,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as v from 'valibot';
 import { ChannelName, DocKey } from '../protocol/messages.js';
 import type { ErrorCode } from '../protocol/constants.js';
+import { jsonProblem } from '../protocol/codec.js';
 import type { Logger } from './log.js';
 import type { WriteQueue } from './pubsub/write-queue.js';
 import type { EventStore } from './storage/event-store.js';
@@ -26,7 +30,14 @@ export interface HttpApiDeps {
   writes: WriteQueue;
   maxBodyBytes: number;
   log: Logger;
+  /** Closes every connection of `user` (and refuses its tokens issued so far if `revoke`); returns how many. */
+  disconnect(user: string, revoke: boolean): number;
 }
+
+const DisconnectBody = v.strictObject({
+  user: v.pipe(v.string(), v.minLength(1), v.maxLength(200)),
+  revoke: v.optional(v.boolean()),
+});
 
 const PublishBody = v.strictObject({ channel: ChannelName, data: v.unknown() });
 const TransactBody = v.strictObject({
@@ -64,11 +75,15 @@ async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
     if (size > limit) throw new ApiError(413, 'message_too_big', `the body is larger than ${limit} bytes`);
     chunks.push(chunk);
   }
+  let body: unknown;
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
   } catch {
     throw new ApiError(400, 'invalid_message', 'the body is not valid JSON');
   }
+  const problem = jsonProblem(body);
+  if (problem !== undefined) throw new ApiError(400, 'invalid_message', `the body is refused: ${problem}`);
+  return body;
 }
 
 function checkKey(req: IncomingMessage, apiKey: string | undefined): void {
@@ -118,6 +133,13 @@ export function createHttpApi(deps: HttpApiDeps) {
     throw new ApiError(500, 'internal', `unexpected write outcome ${outcome.status}`);
   }
 
+  async function disconnect(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const parsed = v.safeParse(DisconnectBody, await readBody(req, deps.maxBodyBytes));
+    if (!parsed.success) throw new ApiError(400, 'invalid_message', issueText(parsed.issues));
+    const { user, revoke = false } = parsed.output;
+    reply(res, 200, { user, closed: deps.disconnect(user, revoke), revoked: revoke });
+  }
+
   async function history(url: URL, res: ServerResponse): Promise<void> {
     const channel = v.safeParse(ChannelName, url.searchParams.get('channel') ?? '');
     if (!channel.success) throw new ApiError(400, 'invalid_message', `channel: ${issueText(channel.issues)}`);
@@ -144,7 +166,13 @@ export function createHttpApi(deps: HttpApiDeps) {
   }
 
   function docName(raw: string): string {
-    const name = v.safeParse(ChannelName, decodeURIComponent(raw));
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(raw);
+    } catch {
+      throw new ApiError(400, 'invalid_message', 'document: the name is not valid percent-encoding');
+    }
+    const name = v.safeParse(ChannelName, decoded);
     if (!name.success) throw new ApiError(400, 'invalid_message', `document: ${issueText(name.issues)}`);
     return name.output;
   }
@@ -170,6 +198,7 @@ export function createHttpApi(deps: HttpApiDeps) {
     if (outcome.status === 'committed') return reply(res, 200, { doc, version: outcome.change.version });
     if (outcome.status === 'duplicate') return reply(res, 200, { doc, version: outcome.offset }, { 'idempotent-replayed': 'true' });
     if (outcome.status === 'idempotency_mismatch') throw reusedKey();
+    if (outcome.status === 'refused') throw new ApiError(outcome.code === 'limit_exceeded' ? 413 : 400, outcome.code, outcome.message);
     if (outcome.status === 'conflict') {
       const current: Record<string, { value?: unknown; version: number }> = {};
       for (const [key, s] of Object.entries(outcome.current)) current[key] = 'value' in s ? { value: JSON.parse(s.value) as unknown, version: s.version } : { version: s.version };
@@ -196,8 +225,8 @@ export function createHttpApi(deps: HttpApiDeps) {
       }
       return true;
     }
-    if (route !== 'POST /api/publish' && route !== 'GET /api/history') {
-      if (url.pathname === '/api/publish' || url.pathname === '/api/history') {
+    if (route !== 'POST /api/publish' && route !== 'GET /api/history' && route !== 'POST /api/disconnect') {
+      if (url.pathname === '/api/publish' || url.pathname === '/api/history' || url.pathname === '/api/disconnect') {
         reply(res, 405, { error: { code: 'invalid_message', message: `${req.method} is not allowed on ${url.pathname}` } });
         return true;
       }
@@ -206,6 +235,7 @@ export function createHttpApi(deps: HttpApiDeps) {
     try {
       checkKey(req, deps.apiKey);
       if (route === 'POST /api/publish') await publish(req, res);
+      else if (route === 'POST /api/disconnect') await disconnect(req, res);
       else await history(url, res);
     } catch (error) {
       fail(res, error, route);

@@ -4,6 +4,7 @@
  */
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import sirv from 'sirv';
@@ -17,6 +18,7 @@ import { createHttpProxy } from './rpc/http-proxy.js';
 import type { Procedure } from './rpc/procedure.js';
 import { ProcedureRegistry } from './rpc/registry.js';
 import { Session } from './session.js';
+import { Revocations } from './revocations.js';
 import { createHttpApi } from './http-api.js';
 import { createLocalBroker, type Broker } from './pubsub/broker.js';
 import { WriteQueue } from './pubsub/write-queue.js';
@@ -45,19 +47,45 @@ export interface TetherServer {
   close(): Promise<void>;
 }
 
+/** Whole-request limit (an API body trickled byte by byte). */
+const REQUEST_TIMEOUT_MS = 30_000;
+
+/** Sent with every HTTP answer: no MIME sniffing, not framed by other sites, no referrer leaks. */
+const SECURITY_HEADERS: Record<string, string> = {
+  'x-content-type-options': 'nosniff',
+  'content-security-policy': "frame-ancestors 'self'",
+  'x-frame-options': 'SAMEORIGIN',
+  'referrer-policy': 'no-referrer',
+};
+
+/** The request target as a URL, or undefined when it cannot be one (`GET //[`): never a throw. */
+function requestUrl(req: IncomingMessage): URL | undefined {
+  try {
+    return new URL(req.url ?? '/', 'http://localhost');
+  } catch {
+    return undefined;
+  }
+}
+
 const DEFAULT_CLIENT_DIR = fileURLToPath(new URL('../../client', import.meta.url));
 
 export async function startServer(options: ServerOptions = {}): Promise<TetherServer> {
   const config: ServerConfig = { ...DEFAULT_CONFIG, ...options };
   const log = options.logger ?? createLogger(config.logLevel);
   if (config.dbSync === 'off') log.warn('TETHER_DB_SYNC=off: acknowledged writes can be lost in a crash. For measurements only.');
-  if (config.tokenSecret === undefined) {
-    log.warn('TETHER_TOKEN_SECRET is not set: DEVELOPMENT MODE, anonymous clients are accepted. Never run this in production.');
+  const authenticate = createAuthenticator(config);
+  const mode = authenticate.development ? 'development' : 'secure';
+  // Development mode accepts anyone: keep it off the network unless HOST says otherwise.
+  const host = config.host ?? (authenticate.development ? '127.0.0.1' : '0.0.0.0');
+  if (authenticate.development) {
+    log.warn({ host }, 'no TETHER_TOKEN_SECRET / TETHER_TOKEN_PUBLIC_KEY_FILE / TETHER_TOKEN_JWKS_FILE: DEVELOPMENT MODE, anonymous clients may do everything. Never run this in production.');
+  } else if (config.allowedOrigins.length === 0) {
+    log.warn('TETHER_ALLOWED_ORIGINS is not set: pages of any site may open connections (each still needs a token)');
   }
 
   const proxy = config.rpcProxyUrl === undefined
     ? undefined
-    : createHttpProxy({ url: config.rpcProxyUrl, methods: config.rpcProxyMethods, apiKey: config.apiKey, timeoutMs: config.rpcProxyTimeoutMs });
+    : createHttpProxy({ url: config.rpcProxyUrl, methods: config.rpcProxyMethods, secret: config.rpcProxySecret, timeoutMs: config.rpcProxyTimeoutMs });
   const procedures = new ProcedureRegistry(log, proxy);
   for (const [name, procedure] of Object.entries({ ...builtinProcedures, ...options.procedures })) procedures.register(name, procedure);
 
@@ -69,25 +97,74 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   const store = options.store ?? openSqliteStore({
     path: config.db,
     synchronous: config.dbSync,
+    maxDocBytes: config.maxDocBytes,
     retention: { maxEvents: config.historyMaxEvents, maxAgeMs: config.historyMaxAgeS * 1000 },
   });
   const broker = options.broker ?? createLocalBroker();
   const writes = new WriteQueue(store, broker);
-  const api = createHttpApi({ apiKey: config.apiKey, store, writes, maxBodyBytes: config.maxMessageBytes, log });
-  const limits = { maxSubscriptions: config.maxSubscriptions, rateLimit: config.rateLimit, maxBufferedBytes: config.maxBufferedBytes };
+  const revocations = new Revocations();
+  const api = createHttpApi({
+    apiKey: config.apiKey, store, writes, maxBodyBytes: config.maxMessageBytes, log,
+    disconnect(user, revoke) {
+      if (revoke) revocations.revoke(user);
+      let closed = 0;
+      for (const session of sessions) {
+        if (session.user !== user) continue;
+        session.close(CloseCode.Unauthorized, revoke ? 'session revoked by the backend' : 'disconnected by the backend');
+        closed++;
+      }
+      log.info({ user, revoke, closed }, 'user disconnected by the backend');
+      return closed;
+    },
+  });
+  const limits = { maxSubscriptions: config.maxSubscriptions, rateLimit: config.rateLimit, maxBufferedBytes: config.maxBufferedBytes, maxRpcInFlight: config.maxRpcInFlight };
+  const anyOrigin = config.allowedOrigins.length === 0 || config.allowedOrigins.includes('*');
   const allowedOrigins = new Set(config.allowedOrigins);
 
   const sessions = new Set<Session>();
-  const authenticate = createAuthenticator(config.tokenSecret);
+  const perIp = new Map<string, number>();
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxMessageBytes });
 
-  const http = createHttpServer(async (req: IncomingMessage, res: ServerResponse) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+  const http = createHttpServer({
+    headersTimeout: config.headersTimeoutMs,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    // How often the timeouts above are checked (Node's default, 30 s, lets a slowloris stay 3× longer).
+    connectionsCheckingInterval: 1000,
+  }, (req: IncomingMessage, res: ServerResponse) => {
+    for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
+    handle(req, res).catch((err: unknown) => {
+      log.error({ err, url: req.url }, 'HTTP request failed');
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end('internal error');
+    });
+  });
+  http.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    log.debug({ code: err.code }, 'malformed HTTP request');
+    if (socket.writable) socket.end(err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT' ? 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n' : 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = requestUrl(req);
+    if (url === undefined) {
+      res.writeHead(400, { 'content-type': 'text/plain' });
+      res.end('bad request target');
+      return;
+    }
     const path = url.pathname;
     if (await api(req, res, url)) return;
     if (path === '/api/health') {
       res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-      res.end(JSON.stringify({ ok: true, protocol: PROTOCOL_VERSION, connections: sessions.size }));
+      res.end(JSON.stringify({
+        ok: true, protocol: PROTOCOL_VERSION, mode, connections: sessions.size,
+        allowedOrigins: anyOrigin ? 'any' : 'listed',
+      }));
+      return;
+    }
+    // Source maps carry the sources: served outside production only.
+    if (config.production && path.endsWith('.map')) {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('not found');
       return;
     }
     const notFound = () => {
@@ -96,25 +173,42 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     };
     if (serveStatic) serveStatic(req, res, notFound);
     else notFound();
-  });
+  }
 
-  http.on('upgrade', (req, socket, head) => {
-    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
-    if (path !== '/ws') {
-      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
-      return;
-    }
+  http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', (err) => log.debug({ err }, 'upgrade socket error'));
+    const refuse = (status: string, text: string) => {
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\n${text}`);
+    };
+    const url = requestUrl(req);
+    if (url === undefined) return refuse('400 Bad Request', 'bad request target');
+    if (url.pathname !== '/ws') return refuse('404 Not Found', 'not found');
     const origin = req.headers.origin;
     // Browsers always send Origin; other clients (no Origin) still need a valid token.
-    if (allowedOrigins.size > 0 && origin !== undefined && !allowedOrigins.has(origin)) {
+    if (!anyOrigin && origin !== undefined && !allowedOrigins.has(origin)) {
       log.warn({ origin }, 'WebSocket from a disallowed origin refused');
-      socket.end('HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\norigin not allowed (TETHER_ALLOWED_ORIGINS)');
-      return;
+      return refuse('403 Forbidden', 'origin not allowed (TETHER_ALLOWED_ORIGINS)');
+    }
+    if (sessions.size >= config.maxConnections) {
+      log.warn({ max: config.maxConnections }, 'connection refused: the server is full');
+      return refuse('503 Service Unavailable', `the server holds its maximum of ${config.maxConnections} connections (TETHER_MAX_CONNECTIONS)`);
+    }
+    const ip = req.socket.remoteAddress ?? 'unknown';
+    const fromIp = perIp.get(ip) ?? 0;
+    if (fromIp >= config.maxConnectionsPerIp) {
+      log.warn({ ip, max: config.maxConnectionsPerIp }, 'connection refused: too many from one address');
+      return refuse('429 Too Many Requests', `at most ${config.maxConnectionsPerIp} connections per address (TETHER_MAX_CONNECTIONS_PER_IP)`);
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const session = new Session(ws, { log, authenticate, procedures, store, writes, broker, heartbeatMs: config.heartbeatMs, maxMessageBytes: config.maxMessageBytes, limits });
+      perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
+      const session = new Session(ws, { log, authenticate, revocations, procedures, store, writes, broker, heartbeatMs: config.heartbeatMs, maxMessageBytes: config.maxMessageBytes, limits });
       sessions.add(session);
-      ws.on('close', () => sessions.delete(session));
+      ws.on('close', () => {
+        sessions.delete(session);
+        const left = (perIp.get(ip) ?? 1) - 1;
+        if (left > 0) perIp.set(ip, left);
+        else perIp.delete(ip);
+      });
       ws.on('error', (err) => log.debug({ err, session: session.id }, 'socket error'));
     });
   });
@@ -143,10 +237,10 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
 
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
-    http.listen(config.port, config.host, resolve);
+    http.listen(config.port, host, resolve);
   });
   const port = (http.address() as AddressInfo).port;
-  log.info({ port, host: config.host, protocol: PROTOCOL_VERSION, db: options.store ? 'custom' : config.db }, 'listening');
+  log.info({ port, host, mode, protocol: PROTOCOL_VERSION, db: options.store ? 'custom' : config.db }, 'listening');
 
   return {
     port,

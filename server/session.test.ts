@@ -202,7 +202,7 @@ describe('server handshake with TETHER_TOKEN_SECRET set', () => {
 
   it.each([
     ['no token', undefined, 'a token is required'],
-    ['alg none', unsigned, 'the token is invalid'],
+    ['alg none', unsigned, 'the token is signed with an algorithm this server does not accept'],
     ['wrong secret', 'wrong', 'the token is invalid'],
     ['garbage', 'x.y.z', 'the token is invalid'],
   ])('refuses %s with 4001', async (_name, token, message) => {
@@ -228,8 +228,8 @@ describe('server handshake with TETHER_TOKEN_SECRET set', () => {
   it('refuses an expired token, and one without exp or sub', async () => {
     for (const [claims, message] of [
       [{ sub: 'u', exp: Math.floor(Date.now() / 1000) - 10 }, 'the token has expired'],
-      [{ sub: 'u' }, 'the token is invalid'],
-      [{ exp: '1h' }, 'the token is invalid'],
+      [{ sub: 'u' }, 'the token has no exp claim'],
+      [{ exp: '1h' }, 'the token has no sub claim'],
     ] as const) {
       const { first, close } = await handshake(await jwt(claims));
       expect(first).toEqual({ type: 'error', code: 'unauthorized', message });

@@ -15,7 +15,8 @@ import type { Logger } from './log.js';
 import type { Broker } from './pubsub/broker.js';
 import { CatchUp } from './pubsub/catch-up.js';
 import { conflictFrame, docFrame, eventFrame, historyResultFrame } from './pubsub/frames.js';
-import { channelPermission, type ChannelPermission } from './pubsub/permissions.js';
+import { grantAll, type Permissions } from './grants.js';
+import type { Revocations } from './revocations.js';
 import type { WriteQueue } from './pubsub/write-queue.js';
 import { TokenBucket } from '../protocol/rate-limit.js';
 import type { ProcedureRegistry } from './rpc/registry.js';
@@ -28,11 +29,14 @@ export interface SessionLimits {
   rateLimit: number;
   /** Bytes queued for a client that does not read before it is dropped. */
   maxBufferedBytes: number;
+  /** RPC calls one connection may have running at once. */
+  maxRpcInFlight: number;
 }
 
 export interface SessionDeps {
   log: Logger;
   authenticate: Authenticate;
+  revocations: Revocations;
   procedures: ProcedureRegistry;
   store: EventStore;
   writes: WriteQueue;
@@ -46,8 +50,15 @@ export interface SessionDeps {
 const MAX_BAD_FRAMES = 20;
 /** The longest delay setTimeout takes without firing at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-/** Events read from the history per page when a subscriber catches up. */
+/** Events read from the history per page when a subscriber catches up… */
 const HISTORY_PAGE = 500;
+/** …and at most about this many bytes of them, so one page never holds much memory. */
+const HISTORY_PAGE_BYTES = 256 * 1024;
+/**
+ * Catching up (history pages, document states) waits until the client has read what was sent
+ * down to this many bytes: a reader that does not keep up slows its own catch-up, not the server.
+ */
+const CATCH_UP_LOW_WATER = 512 * 1024;
 
 export class Session {
   readonly id = randomUUID();
@@ -59,7 +70,11 @@ export class Session {
   private handshaking: Promise<void> | undefined;
   private badFrames = 0;
   private closing = false;
-  private mayUse: ChannelPermission = () => true;
+  private permissions: Permissions = grantAll;
+  private rpcInFlight = 0;
+  /** Catch-ups run one at a time per connection (a storm of subscribes queues behind itself). */
+  private catchUps: Promise<void> = Promise.resolve();
+  private queuedCatchUps = 0;
   private expiry: ReturnType<typeof setTimeout> | undefined;
   private readonly subscriptions = new Map<string, () => void>();
   private readonly openDocs = new Map<string, () => void>();
@@ -90,6 +105,7 @@ export class Session {
   }
 
   private dispose(): void {
+    this.closing = true;
     this.aborter.abort();
     clearTimeout(this.expiry);
     for (const unsubscribe of this.subscriptions.values()) unsubscribe();
@@ -202,6 +218,11 @@ export class Session {
       this.sendError(identity.error);
       return this.close(CloseCode.Unauthorized, identity.error.message);
     }
+    if (identity.user !== null && this.deps.revocations.refuses(identity.user, identity.issuedAt)) {
+      const text = 'this session was ended by the backend; sign in again for a new token';
+      this.sendError({ code: 'unauthorized', message: text });
+      return this.close(CloseCode.Unauthorized, 'session revoked');
+    }
     let lastSeq = 0;
     if (message.clientId !== undefined) {
       const resync = await this.deps.store.handshake(message.clientId, identity.user, message.firstSeq ?? 1);
@@ -220,7 +241,7 @@ export class Session {
       this.clientId = message.clientId;
     }
     this.user = identity.user;
-    this.mayUse = channelPermission(identity.channels);
+    this.permissions = identity.permissions;
     if (identity.expiresAt !== undefined) this.expireAt(identity.expiresAt);
     this.welcomed = true;
     this.log.debug({ user: this.user }, 'client connected');
@@ -243,11 +264,21 @@ export class Session {
   }
 
   private async rpc({ id, method, args }: RpcRequest): Promise<void> {
-    const outcome = await this.deps.procedures.invoke(method, args, {
-      user: this.user,
-      session: this.id,
-      signal: this.aborter.signal,
-    });
+    if (!this.permissions.call(method)) return this.sendError({ code: 'forbidden', message: `you may not call ${method}` }, { id });
+    if (this.rpcInFlight >= this.deps.limits.maxRpcInFlight) {
+      return this.sendError({ code: 'limit_exceeded', message: `at most ${this.deps.limits.maxRpcInFlight} calls may run at once per connection; wait for an answer` }, { id });
+    }
+    this.rpcInFlight++;
+    let outcome;
+    try {
+      outcome = await this.deps.procedures.invoke(method, args, {
+        user: this.user,
+        session: this.id,
+        signal: this.aborter.signal,
+      });
+    } finally {
+      this.rpcInFlight--;
+    }
     if (!outcome.ok) return this.sendError(outcome.error, { id });
     let frame: string;
     try {
@@ -260,14 +291,14 @@ export class Session {
 
   private publish({ seq, channel, data }: Publish): Promise<void> {
     return this.write(seq, (clientId) =>
-      this.mayUse(channel)
+      this.permissions.publish(channel)
         ? { kind: 'publish', channel, data: JSON.stringify(data) ?? 'null', clientId, seq, user: this.user }
         : this.forbidden(clientId, seq, `you may not publish to ${channel}`),
     );
   }
 
   private transact({ seq, doc, reads, writes }: Transact): Promise<void> {
-    if (!this.mayUse(doc)) return this.write(seq, (clientId) => this.forbidden(clientId, seq, `you may not change ${doc}`));
+    if (!this.permissions.writeDoc(doc)) return this.write(seq, (clientId) => this.forbidden(clientId, seq, `you may not change ${doc}`));
     const values: Record<string, string | null> = {};
     for (const [key, value] of Object.entries(writes)) values[key] = value === null ? null : (JSON.stringify(value) ?? null);
     return this.write(seq, (clientId) => ({ kind: 'transact', doc, reads, writes: values, clientId, seq, user: this.user }));
@@ -312,43 +343,85 @@ export class Session {
   }
 
   private async openDoc({ doc, since, epoch }: DocOpen): Promise<void> {
-    if (!this.mayUse(doc)) return this.sendError({ code: 'forbidden', message: `you may not open ${doc}` }, { doc });
+    if (!this.permissions.readDoc(doc)) return this.sendError({ code: 'forbidden', message: `you may not open ${doc}` }, { doc });
     this.openDocs.get(doc)?.();
     this.openDocs.delete(doc);
     if (this.openDocs.size >= this.deps.limits.maxSubscriptions) {
       return this.sendError({ code: 'limit_exceeded', message: `at most ${this.deps.limits.maxSubscriptions} open documents per connection` }, { doc });
     }
     // Listen first, hold changes while the state is read, so that none falls in between.
-    const feed = new CatchUp((frame) => this.sendFrame(frame));
+    const feed = this.feed();
     const close = this.deps.broker.subscribeDoc(doc, (change, frame) => feed.live(change.version, frame));
     this.openDocs.set(doc, close);
-    try {
-      const state = await this.deps.store.document(doc, since, epoch);
-      if (this.openDocs.get(doc) !== close) return;
-      this.sendFrame(docFrame(state, state.full, state.epoch));
-      feed.skipTo(state.version);
-      feed.release();
-    } catch (error) {
+    return this.queueCatchUp((error) => {
       close();
       this.openDocs.delete(doc);
-      this.log.error({ err: error, doc }, 'doc_open failed');
-      this.sendError({ code: 'internal', message: `could not read ${doc}` }, { doc });
+      this.sendError(error, { doc });
+    }, async () => {
+      if (this.openDocs.get(doc) !== close) return;
+      try {
+        await this.drained();
+        const state = await this.deps.store.document(doc, since, epoch);
+        if (this.openDocs.get(doc) !== close || this.closing) return;
+        this.sendFrame(docFrame(state, state.full, state.epoch));
+        feed.skipTo(state.version);
+        feed.release();
+      } catch (error) {
+        close();
+        this.openDocs.delete(doc);
+        this.log.error({ err: error, doc }, 'doc_open failed');
+        this.sendError({ code: 'internal', message: `could not read ${doc}` }, { doc });
+      }
+    });
+  }
+
+  /** Where live frames wait while the past is read; more than the send buffer bound of them is a slow consumer. */
+  private feed(): CatchUp {
+    return new CatchUp((frame) => this.sendFrame(frame), this.deps.limits.maxBufferedBytes, () => {
+      this.log.warn('slow consumer dropped: live frames held during a catch-up passed the bound');
+      this.close(CloseCode.SlowConsumer, 'slow consumer');
+    });
+  }
+
+  /**
+   * Runs a catch-up (reading history or a document state) after the connection's earlier ones,
+   * so that a storm of subscribes reads one page at a time; refuses when too many wait.
+   */
+  private queueCatchUp(refuse: (error: ErrorShape) => void, work: () => Promise<void>): Promise<void> {
+    const max = this.deps.limits.maxSubscriptions * 2;
+    if (this.queuedCatchUps >= max) {
+      refuse({ code: 'limit_exceeded', message: `more than ${max} subscribes, document opens and history reads wait on this connection; wait for their answers` });
+      return Promise.resolve();
+    }
+    this.queuedCatchUps++;
+    const run = this.catchUps.then(() => (this.closing ? undefined : work())).finally(() => this.queuedCatchUps--);
+    this.catchUps = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Resolves once the client has read what was sent down to the low-water mark, or the connection ends. */
+  private async drained(): Promise<void> {
+    while (!this.closing && this.socket.readyState === this.socket.OPEN && this.socket.bufferedAmount > CATCH_UP_LOW_WATER) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
     }
   }
 
   private async history({ id, channel, since, limit }: HistoryRequest): Promise<void> {
-    if (!this.mayUse(channel)) return this.sendError({ code: 'forbidden', message: `you may not read ${channel}` }, { id });
-    try {
-      const page = await this.deps.store.history(channel, since, limit);
-      this.sendFrame(historyResultFrame(id, page));
-    } catch (error) {
-      this.log.error({ err: error, channel }, 'history failed');
-      this.sendError({ code: 'internal', message: `could not read the history of ${channel}` }, { id });
-    }
+    if (!this.permissions.subscribe(channel)) return this.sendError({ code: 'forbidden', message: `you may not read ${channel}` }, { id });
+    return this.queueCatchUp((error) => this.sendError(error, { id }), async () => {
+      try {
+        await this.drained();
+        const page = await this.deps.store.history(channel, since, limit, HISTORY_PAGE_BYTES);
+        if (!this.closing) this.sendFrame(historyResultFrame(id, page));
+      } catch (error) {
+        this.log.error({ err: error, channel }, 'history failed');
+        this.sendError({ code: 'internal', message: `could not read the history of ${channel}` }, { id });
+      }
+    });
   }
 
   private async subscribe({ channel, since }: Subscribe): Promise<void> {
-    if (!this.mayUse(channel)) {
+    if (!this.permissions.subscribe(channel)) {
       return this.sendError({ code: 'forbidden', message: `you may not subscribe to ${channel}` }, { channel });
     }
     this.subscriptions.get(channel)?.(); // a second subscribe to a channel replaces the first
@@ -360,30 +433,44 @@ export class Session {
       );
     }
     // Listen first and hold live events while the history is read, so none falls in between.
-    const feed = new CatchUp((frame) => this.sendFrame(frame));
+    const feed = this.feed();
     const unsubscribe = this.deps.broker.subscribe(channel, (event, frame) => feed.live(event.offset, frame));
     this.subscriptions.set(channel, unsubscribe);
-    try {
-      let page = await this.deps.store.history(channel, since, HISTORY_PAGE);
-      if (this.subscriptions.get(channel) !== unsubscribe) return; // unsubscribed meanwhile
-      // `reset` replaces `subscribed` when events were lost: it says after which offset delivery resumes.
-      this.send(
-        page.reset
-          ? { type: 'reset', channel, epoch: page.epoch, offset: page.from }
-          : { type: 'subscribed', channel, epoch: page.epoch, offset: page.head },
-      );
-      feed.skipTo(page.from);
-      while (since !== undefined || page.reset) {
-        for (const event of page.events) feed.deliver(event.offset, eventFrame(channel, event.offset, event.data));
-        if (page.events.length < HISTORY_PAGE) break;
-        page = await this.deps.store.history(channel, { offset: feed.position, epoch: page.epoch }, HISTORY_PAGE);
-      }
-      feed.release();
-    } catch (error) {
+    // Replaced or unsubscribed meanwhile, or the connection is closing: stop reading.
+    const abandoned = () => this.subscriptions.get(channel) !== unsubscribe || this.closing;
+    return this.queueCatchUp((error) => {
       unsubscribe();
       this.subscriptions.delete(channel);
-      this.log.error({ err: error, channel }, 'subscribe failed');
-      this.sendError({ code: 'internal', message: `could not read the history of ${channel}` }, { channel });
-    }
+      this.sendError(error, { channel });
+    }, async () => {
+      if (abandoned()) return;
+      try {
+        let page = await this.deps.store.history(channel, since, HISTORY_PAGE, HISTORY_PAGE_BYTES);
+        if (abandoned()) return;
+        // `reset` replaces `subscribed` when events were lost: it says after which offset delivery resumes.
+        this.send(
+          page.reset
+            ? { type: 'reset', channel, epoch: page.epoch, offset: page.from }
+            : { type: 'subscribed', channel, epoch: page.epoch, offset: page.head },
+        );
+        feed.skipTo(page.from);
+        const head = page.head;
+        while (since !== undefined || page.reset) {
+          for (const event of page.events) feed.deliver(event.offset, eventFrame(channel, event.offset, event.data));
+          // Up to the head seen at the start; later events come live.
+          if (page.events.length === 0 || feed.position >= head) break;
+          await this.drained();
+          if (abandoned()) return;
+          page = await this.deps.store.history(channel, { offset: feed.position, epoch: page.epoch }, HISTORY_PAGE, HISTORY_PAGE_BYTES);
+          if (abandoned()) return;
+        }
+        feed.release();
+      } catch (error) {
+        unsubscribe();
+        this.subscriptions.delete(channel);
+        this.log.error({ err: error, channel }, 'subscribe failed');
+        this.sendError({ code: 'internal', message: `could not read the history of ${channel}` }, { channel });
+      }
+    });
   }
 }

@@ -7,7 +7,7 @@
 
 Run against `npm start`:
     TETHER_URL=http://127.0.0.1:8080 TETHER_API_KEY=... TETHER_TOKEN_SECRET=... python3 tether_backend.py demo
-    TETHER_API_KEY=... python3 tether_backend.py serve-rpc 8000
+    TETHER_RPC_PROXY_SECRET=... python3 tether_backend.py serve-rpc 8000
     TETHER_TOKEN_SECRET=... python3 tether_backend.py token alice
 """
 import base64
@@ -101,7 +101,7 @@ class TetherApi:
         return self._request("POST", path, {"reads": reads, "writes": writes})["version"]
 
 
-def make_rpc_handler(api_key: str):
+def make_rpc_handler(proxy_secret: str):
     """A handler for POST /tether/rpc: the procedures the Tether server forwards to this backend."""
 
     def orders_total(args, user):
@@ -118,9 +118,9 @@ def make_rpc_handler(api_key: str):
         def do_POST(self):
             if self.path != "/tether/rpc":
                 return self._reply(404, {"error": {"code": "not_found", "message": "no such endpoint"}})
-            # Only the Tether server knows the key: a call without it did not come through Tether.
+            # Only the Tether server knows the proxy secret: a call without it did not come through Tether.
             given = self.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+            if not hmac.compare_digest(given.encode(), f"Bearer {proxy_secret}".encode()):
                 return self._reply(401, {"error": {"code": "unauthorized", "message": "bad key"}})
             length = int(self.headers.get("Content-Length", "0"))
             try:
@@ -130,8 +130,9 @@ def make_rpc_handler(api_key: str):
             procedure = procedures.get(call.get("method"))
             if procedure is None:
                 return self._reply(404, {"error": {"code": "not_found", "message": f"no procedure {call.get('method')}"}})
-            # The caller's identity, verified by Tether from the browser's token.
-            user = self.headers.get("X-Tether-User")
+            # The caller's identity, verified by Tether from the browser's token (percent-encoded UTF-8).
+            raw_user = self.headers.get("X-Tether-User")
+            user = None if raw_user is None else urllib.parse.unquote(raw_user, errors="strict")
             status, answer = procedure(call.get("args", []), user)
             self._reply(status, answer)
 
@@ -177,7 +178,7 @@ def main(argv) -> int:
             print(mint_token(os.environ["TETHER_TOKEN_SECRET"], argv[2], channels=argv[3:] or None))
         elif command == "serve-rpc":
             port = int(argv[2]) if len(argv) > 2 else int(os.environ.get("PORT", "8000"))
-            server = ThreadingHTTPServer(("127.0.0.1", port), make_rpc_handler(os.environ["TETHER_API_KEY"]))
+            server = ThreadingHTTPServer(("127.0.0.1", port), make_rpc_handler(os.environ["TETHER_RPC_PROXY_SECRET"]))
             print(f"listening {server.server_address[1]}", flush=True)
             server.serve_forever()
         elif command == "demo":

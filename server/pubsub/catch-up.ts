@@ -6,8 +6,17 @@
 export class CatchUp {
   private last = -1;
   private held: { position: number; frame: string }[] | undefined = [];
+  private heldBytes = 0;
 
-  constructor(private readonly send: (frame: string) => void) {}
+  /**
+   * @param maxHeldBytes live frames held beyond this many bytes call `overflow` (the subscriber
+   *   does not keep up) and are dropped: a slow catch-up must not hold unbounded memory.
+   */
+  constructor(
+    private readonly send: (frame: string) => void,
+    private readonly maxHeldBytes = Infinity,
+    private readonly overflow: () => void = () => {},
+  ) {}
 
   /** The position of the last frame the client has. */
   get position(): number {
@@ -16,8 +25,14 @@ export class CatchUp {
 
   /** A live frame from the broker: held until `release()`. */
   live(position: number, frame: string): void {
-    if (this.held) this.held.push({ position, frame });
-    else this.deliver(position, frame);
+    if (!this.held) return this.deliver(position, frame);
+    this.heldBytes += frame.length;
+    if (this.heldBytes > this.maxHeldBytes) {
+      this.held = [];
+      this.heldBytes = 0;
+      return this.overflow();
+    }
+    this.held.push({ position, frame });
   }
 
   /** Sends a frame unless the client already has that position. */

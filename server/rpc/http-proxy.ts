@@ -2,20 +2,25 @@
  * Forwards procedures to the app's existing backend (Django, Rails, …) over HTTP.
  *
  * Request:  POST <url>  {"method": "...", "args": [...], "user": "<sub>" | null}
- *           Authorization: Bearer <TETHER_API_KEY>, X-Tether-User: <sub> (absent when anonymous)
+ *           Authorization: Bearer <TETHER_RPC_PROXY_SECRET> (its own secret: the backend's key to
+ *           the HTTP API is never sent out), X-Tether-User: <sub, percent-encoded as UTF-8>
+ *           (absent when anonymous; encoded so that spaces and non-Latin-1 characters survive
+ *           exactly: " admin" arrives as "%20admin", never as "admin").
+ *           Redirects are not followed: an answer 3xx is an error.
  * Response: 200 {"result": <any JSON>}
  *           4xx/5xx {"error": {"code": "...", "message": "..."}} — or any body; the status decides the code.
  */
 import { isErrorCode, type ErrorCode } from '../../protocol/constants.js';
 import { TetherError } from '../../protocol/errors.js';
 import type { Procedure } from './procedure.js';
-import { globToRegExp } from '../patterns.js';
+import { globMatcher } from '../patterns.js';
 
 export interface HttpProxyOptions {
   url: string;
   /** Procedure names or patterns (`billing.*`, `*`) that go to the backend. */
   methods: string[];
-  apiKey: string | undefined;
+  /** Sent as `Authorization: Bearer …`. */
+  secret: string | undefined;
   timeoutMs: number;
 }
 
@@ -30,13 +35,13 @@ function codeForStatus(status: number): ErrorCode {
 
 /** Returns a resolver: the proxy procedure for a method it covers, undefined otherwise. */
 export function createHttpProxy(options: HttpProxyOptions): (method: string) => Procedure | undefined {
-  const patterns = options.methods.map(globToRegExp);
+  const patterns = options.methods.map(globMatcher);
   return (method) => {
-    if (!patterns.some((p) => p.test(method))) return undefined;
+    if (!patterns.some((matches) => matches(method))) return undefined;
     return async (args, { user, signal }) => {
       const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' };
-      if (options.apiKey !== undefined) headers.authorization = `Bearer ${options.apiKey}`;
-      if (user !== null) headers['x-tether-user'] = user;
+      if (options.secret !== undefined) headers.authorization = `Bearer ${options.secret}`;
+      if (user !== null) headers['x-tether-user'] = encodeURIComponent(user);
       let response: Response;
       try {
         response = await fetch(options.url, {
@@ -44,6 +49,8 @@ export function createHttpProxy(options: HttpProxyOptions): (method: string) => 
           headers,
           body: JSON.stringify({ method, args, user }),
           signal: AbortSignal.any([signal, AbortSignal.timeout(options.timeoutMs)]),
+          // A redirect would resend the secret and the user's identity wherever it points.
+          redirect: 'manual',
         });
       } catch (cause) {
         const timedOut = cause instanceof DOMException && cause.name === 'TimeoutError';
@@ -51,6 +58,9 @@ export function createHttpProxy(options: HttpProxyOptions): (method: string) => 
           timedOut ? 'timeout' : 'unavailable',
           timedOut ? `the backend did not answer ${method} within ${options.timeoutMs} ms` : `the backend for ${method} could not be reached`,
         );
+      }
+      if (response.status >= 300 && response.status < 400) {
+        throw new TetherError('unavailable', `the backend answered ${method} with a redirect (HTTP ${response.status}); redirects are not followed: fix TETHER_RPC_PROXY_URL`);
       }
       const body: unknown = await response.json().catch(() => undefined);
       const payload = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};

@@ -102,7 +102,11 @@ export interface EventStore {
   /** Applies the writes in order in ONE durable transaction (group commit). */
   write(requests: WriteRequest[]): Promise<WriteOutcome[]>;
   /** The events of `channel` after `since` (or none: only the head), at most `limit`. */
-  history(channel: string, since: { offset: number; epoch?: string } | undefined, limit: number): Promise<History>;
+  /**
+   * At most `limit` events after `since`, and no more than about `maxBytes` of event data (at
+   * least one event): a reader pages through a large history without holding it in memory.
+   */
+  history(channel: string, since: { offset: number; epoch?: string } | undefined, limit: number, maxBytes?: number): Promise<History>;
   /**
    * A document's keys: all of them (`full`), or those changed after version `since` of the
    * documents epoch `epoch` (another epoch — a restored backup — gets them all).

@@ -80,6 +80,10 @@ const MIGRATIONS: string[] = [
   // 6: the lowest sequence a client said it still holds (its handshake's firstSeq): answers from
   // there on are never pruned, however old (a resend may come from an outbox a worker failed to clear).
   `ALTER TABLE clients ADD COLUMN first_held INTEGER;`,
+  // 7: a document's size in bytes (keys and JSON values of live keys), bounded by maxDocBytes.
+  `ALTER TABLE docs ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+   UPDATE docs SET bytes = (SELECT coalesce(sum(length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))), 0)
+     FROM doc_keys WHERE doc_keys.doc = docs.name AND value IS NOT NULL);`,
 ];
 
 /**
@@ -110,6 +114,8 @@ export interface SqliteOptions {
   retention: RetentionPolicy;
   /** `full` (default) fsyncs every commit; `off` is for measuring what durability costs. */
   synchronous?: 'full' | 'off';
+  /** Largest document (keys and JSON values, in UTF-8 bytes); a transaction that grows one past it is refused. @default unbounded */
+  maxDocBytes?: number;
 }
 
 export function openSqliteStore(options: SqliteOptions): EventStore {
@@ -118,6 +124,7 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
   db.pragma(`synchronous = ${options.synchronous === 'off' ? 'OFF' : 'FULL'}`);
   db.pragma('busy_timeout = 5000');
   migrate(db);
+  const maxDocBytes = options.maxDocBytes ?? Infinity;
 
   const q = {
     channel: db.prepare<[string], { epoch: string; head: number; pruned_through: number }>(
@@ -165,6 +172,8 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
     setTombstonesThrough: db.prepare('UPDATE docs SET tombstones_through = max(tombstones_through, ?) WHERE name = ?'),
     tombstonesThrough: db.prepare<[string], { through: number }>('SELECT tombstones_through AS through FROM docs WHERE name = ?'),
     docVersion: db.prepare<[string], { version: number }>('SELECT version FROM docs WHERE name = ?'),
+    docBytes: db.prepare<[string], { bytes: number }>('SELECT bytes FROM docs WHERE name = ?'),
+    setDocBytes: db.prepare('UPDATE docs SET bytes = ? WHERE name = ?'),
     setDocVersion: db.prepare(
       'INSERT INTO docs (name, version) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET version = excluded.version',
     ),
@@ -210,6 +219,20 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       if (!holds) conflict = true;
     }
     if (conflict) return { status: 'conflict', doc: request.doc, version, current };
+    let bytes = q.docBytes.get(request.doc)?.bytes ?? 0;
+    const before = bytes;
+    for (const [key, value] of Object.entries(request.writes)) {
+      const old = q.docKey.get(request.doc, key);
+      const keyBytes = Buffer.byteLength(key);
+      if (old?.value != null) bytes -= keyBytes + Buffer.byteLength(old.value);
+      if (value !== null) bytes += keyBytes + Buffer.byteLength(value);
+    }
+    // A write that shrinks a document is taken even over the bound (the bound may have been lowered).
+    if (bytes > maxDocBytes && bytes > before) {
+      const message = `the document ${request.doc} would grow to ${bytes} bytes; this server keeps documents up to ${maxDocBytes} bytes (TETHER_MAX_DOC_BYTES)`;
+      if (request.clientId !== null && request.seq !== null) q.insertRefusal.run(request.clientId, request.seq, 'limit_exceeded', message);
+      return { status: 'refused', code: 'limit_exceeded', message };
+    }
     const next = version + 1;
     const keys: Record<string, StoredKey> = {};
     for (const [key, value] of Object.entries(request.writes)) {
@@ -217,6 +240,7 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       keys[key] = value === null ? { version: next, deleted: true } : { version: next, value };
     }
     q.setDocVersion.run(request.doc, next);
+    q.setDocBytes.run(bytes, request.doc);
     if (request.clientId !== null && request.seq !== null) q.insertCommit.run(request.clientId, request.seq, request.doc, next);
     if (request.idempotencyKey !== undefined) q.insertApiRequest.run(request.idempotencyKey, request.doc, next, Date.now(), fingerprint(request));
     return { status: 'committed', change: { doc: request.doc, version: next, keys } };
@@ -326,7 +350,7 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
     async write(requests) {
       return writeAll(requests);
     },
-    async history(name, since, limit) {
+    async history(name, since, limit, maxBytes = Infinity) {
       // A channel exists from its first subscribe or publish: a subscriber always learns its
       // epoch, so a later reset of the channel (a restored backup) can never pass unnoticed.
       const channel = q.channel.get(name) ?? ensureChannel(name);
@@ -338,7 +362,14 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       const reset = epochChanged || since.offset < channel.pruned_through || since.offset > channel.head;
       // After a reset the events still retained are delivered: a reset reports what was lost, no more.
       const from = reset ? channel.pruned_through : since.offset;
-      const rows = q.eventsAfter.all(name, from, limit);
+      // Stop at the byte budget (always one event, so that the reader moves on).
+      const rows: { offset: number; data: string; created_at: number }[] = [];
+      let bytes = 0;
+      for (const row of q.eventsAfter.iterate(name, from, limit)) {
+        rows.push(row);
+        bytes += row.data.length;
+        if (bytes >= maxBytes) break;
+      }
       return {
         epoch,
         head: channel.head,
