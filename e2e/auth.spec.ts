@@ -1,5 +1,5 @@
 import type { BrowserContext } from '@playwright/test';
-import { test, expect, apiHistory, openWithClient, signToken, subscribeIn, waitForConnection, TOKEN_SECRET, PROCEDURES } from './fixtures/test.js';
+import { test, expect, apiHistory, apiPublish, openWithClient, signToken, subscribeIn, waitForConnection, TOKEN_SECRET, PROCEDURES } from './fixtures/test.js';
 
 test.use({ serverEnv: { TETHER_TOKEN_SECRET: TOKEN_SECRET, TETHER_PROCEDURES: PROCEDURES } });
 
@@ -84,5 +84,29 @@ test('an expiring token: the server disconnects at expiry, the token function is
   await waitForConnection(page, 'online', 15_000);
   expect(await page.evaluate(() => (window as unknown as { states: string[] }).states)).toEqual(['online', 'offline', 'online']);
   expect(await page.evaluate(() => window.tether.rpc.call('whoami'))).toEqual({ user: 'dave' });
+  await context.close();
+});
+
+test('every event says who published it: a user by its token, the backend by the HTTP API; a browser cannot pass as the backend', async ({ browser, server }) => {
+  const context = await browser.newContext();
+  const dave = await tabAs(context, server.httpUrl, server.wsUrl, await signToken('dave', { channels: ['news'] }));
+  const erin = await tabAs(await browser.newContext(), server.httpUrl, server.wsUrl, await signToken('erin', { channels: ['news'] }));
+  await erin.evaluate(
+    () =>
+      new Promise<void>((resolve) => {
+        const w = window as unknown as { metas: unknown[] };
+        w.metas = [];
+        window.tether.pubsub.subscribe('news', (data, meta) => w.metas.push({ data, publisher: meta.publisher }), { onSubscribed: () => resolve() });
+      }),
+  );
+  // A browser that puts "backend" into its data still publishes as itself.
+  await dave.evaluate(() => window.tether.pubsub.publish('news', { publisher: { backend: true } }));
+  await apiPublish(server.httpUrl, 'news', 'from the backend');
+  await expect.poll(() => erin.evaluate(() => (window as unknown as { metas: unknown[] }).metas)).toEqual([
+    { data: { publisher: { backend: true } }, publisher: { user: 'dave' } },
+    { data: 'from the backend', publisher: { backend: true } },
+  ]);
+  const history = (await (await fetch(`${server.httpUrl}/api/history?channel=news`, { headers: { authorization: 'Bearer e2e-api-key' } })).json()) as { events: { publisher: unknown }[] };
+  expect(history.events.map((e) => e.publisher)).toEqual([{ user: 'dave' }, { backend: true }]);
   await context.close();
 });

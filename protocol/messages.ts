@@ -228,11 +228,19 @@ export const Subscribed = v.strictObject({
 });
 
 /** One event of a channel. Offsets increase by one within an epoch. */
+/**
+ * Who published an event, as the server knows it: a user (`sub` of the publisher's token; null
+ * for an anonymous development client) or the app's backend (the HTTP API). Clients cannot
+ * claim to be the backend. Absent on events stored before servers recorded it.
+ */
+export const Publisher = v.union([v.strictObject({ user: v.nullable(v.string()) }), v.strictObject({ backend: v.literal(true) })]);
+
 export const ChannelEvent = v.strictObject({
   type: v.literal('event'),
   channel: ChannelName,
   offset: Offset,
   data: v.unknown(),
+  publisher: v.optional(Publisher),
 });
 
 /**
@@ -267,7 +275,7 @@ export const HistoryPage = v.strictObject({
   head: Offset,
   reset: v.boolean(),
   from: Offset,
-  events: v.array(v.strictObject({ offset: Offset, data: v.unknown() })),
+  events: v.array(v.strictObject({ offset: Offset, data: v.unknown(), publisher: v.optional(Publisher) })),
 });
 
 export const ServerMessage = v.variant('type', [Welcome, Pong, RpcResult, Ack, Subscribed, ChannelEvent, Reset, Conflict, DocState, ErrorMessage]);
@@ -282,6 +290,7 @@ export type Transact = v.InferOutput<typeof Transact>;
 export type Skip = v.InferOutput<typeof Skip>;
 export type HistoryRequest = v.InferOutput<typeof HistoryRequest>;
 export type HistoryPage = v.InferOutput<typeof HistoryPage>;
+export type Publisher = v.InferOutput<typeof Publisher>;
 export type DocOpen = v.InferOutput<typeof DocOpen>;
 export type ReadVersion = v.InferOutput<typeof ReadVersion>;
 export type KeyState = v.InferOutput<typeof KeyState>;

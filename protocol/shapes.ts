@@ -2,7 +2,7 @@
  * Shapes shared by the worker, the SDK and the server that are not wire messages themselves:
  * one definition each, so the sides cannot drift apart.
  */
-export type { ReadVersion } from './messages.js';
+export type { ReadVersion, Publisher } from './messages.js';
 import type { ReadVersion } from './messages.js';
 
 /** A queued write as the app made it, before the outbox numbers it. */

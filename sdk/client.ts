@@ -6,6 +6,7 @@ import { createStore } from 'zustand/vanilla';
 import { readonly, type ReadonlyStore } from './readonly-store.js';
 import { TetherError } from '../protocol/errors.js';
 import { CHANNEL_NAME } from '../protocol/constants.js';
+import type { Publisher } from '../protocol/shapes.js';
 import type { ChannelDelivery, Outcome, PendingWrite, Status, TabApi, WorkerApi } from '../worker/api.js';
 import { resolveOptions, type ConnectOptions } from './options.js';
 import { createDocStore, type DocStore } from './documents.js';
@@ -20,6 +21,12 @@ export interface EventMeta {
   channel: string;
   /** The event's offset in its channel: increasing by one, never repeated. */
   offset: number;
+  /**
+   * Who published it, as the server verified: `{ user }` (the publisher's token `sub`; null for
+   * an anonymous development client) or `{ backend: true }` (your backend, through the HTTP API —
+   * no browser can claim this). Undefined for events stored by servers before 0.2.
+   */
+  publisher?: Publisher;
 }
 
 export interface SubscribeOptions {
@@ -200,7 +207,8 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
       if (delivery.kind === 'event') {
         if (position && delivery.offset <= position.offset) return; // this tab has it already
         if (position) positions.write((position = { offset: delivery.offset, epoch: position.epoch }));
-        guarded('event', () => onEvent(delivery.data as T, { channel: delivery.channel, offset: delivery.offset }));
+        const meta: EventMeta = { channel: delivery.channel, offset: delivery.offset, ...(delivery.publisher ? { publisher: delivery.publisher } : {}) };
+        guarded('event', () => onEvent(delivery.data as T, meta));
       } else if (delivery.kind === 'subscribed') {
         if (!position || position.epoch !== delivery.epoch) positions.write((position = { offset: delivery.offset, epoch: delivery.epoch }));
         guarded('onSubscribed', () => options.onSubscribed?.({ channel: delivery.channel, offset: delivery.offset }));

@@ -161,7 +161,12 @@ export function createHttpApi(deps: HttpApiDeps) {
       epoch: page.epoch,
       head: page.head,
       reset: page.reset,
-      events: page.events.map((e) => ({ offset: e.offset, data: JSON.parse(e.data) as unknown, createdAt: new Date(e.createdAt).toISOString() })),
+      events: page.events.map((e) => ({
+        offset: e.offset,
+        data: JSON.parse(e.data) as unknown,
+        createdAt: new Date(e.createdAt).toISOString(),
+        ...(e.publisher === null ? {} : { publisher: JSON.parse(e.publisher) as unknown }),
+      })),
     });
   }
 

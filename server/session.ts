@@ -456,7 +456,7 @@ export class Session {
         feed.skipTo(page.from);
         const head = page.head;
         while (since !== undefined || page.reset) {
-          for (const event of page.events) feed.deliver(event.offset, eventFrame(channel, event.offset, event.data));
+          for (const event of page.events) feed.deliver(event.offset, eventFrame(channel, event.offset, event.data, event.publisher));
           // Up to the head seen at the start; later events come live.
           if (page.events.length === 0 || feed.position >= head) break;
           await this.drained();

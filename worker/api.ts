@@ -3,7 +3,7 @@
  * `/// <reference lib="webworker" />` here, so the DOM-side SDK can import it safely.
  */
 import type { ErrorShape } from '../protocol/errors.js';
-import type { DocConflict, ReadVersion } from '../protocol/shapes.js';
+import type { DocConflict, Publisher, ReadVersion } from '../protocol/shapes.js';
 import type { ProxyMarked } from 'comlink';
 
 export type ConnectionState = 'connecting' | 'online' | 'offline';
@@ -52,7 +52,7 @@ export interface CallOptions {
 
 /** What a subscriber's listener receives from the worker. */
 export type ChannelDelivery =
-  | { kind: 'event'; channel: string; offset: number; data: unknown }
+  | { kind: 'event'; channel: string; offset: number; data: unknown; publisher?: Publisher }
   /** The server subscription is live: events after `offset` (of the channel's `epoch`) will arrive. */
   | { kind: 'subscribed'; channel: string; offset: number; epoch: string }
   /** Events up to `offset` were missed and cannot be recovered (history retention, or a reset history). */

@@ -125,7 +125,7 @@ export class Subscriptions {
         if (reset) this.call(entry, { kind: 'reset', channel: name, epoch, offset: from });
         for (const event of events) {
           if (event.offset > target) break;
-          this.call(entry, { kind: 'event', channel: name, offset: event.offset, data: event.data });
+          this.call(entry, { kind: 'event', channel: name, offset: event.offset, data: event.data, ...(event.publisher ? { publisher: event.publisher } : {}) });
         }
         const last = events.at(-1)?.offset;
         position = { offset: last === undefined ? Math.max(from, position.offset) : Math.min(last, target), epoch };
@@ -225,7 +225,7 @@ export class Subscriptions {
         } else {
           if (channel.offset !== undefined && message.offset <= channel.offset) continue; // already delivered
           channel.offset = message.offset;
-          deliveries.push([channel, { kind: 'event', channel: message.channel, offset: message.offset, data: message.data }]);
+          deliveries.push([channel, { kind: 'event', channel: message.channel, offset: message.offset, data: message.data, ...(message.publisher ? { publisher: message.publisher } : {}) }]);
         }
         touched.set(message.channel, channel);
       }

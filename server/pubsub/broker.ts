@@ -46,7 +46,7 @@ export function createLocalBroker(): Broker {
     publish(event) {
       const listeners = channels.get(event.channel);
       if (!listeners) return;
-      const frame = eventFrame(event.channel, event.offset, event.data); // serialised once for everyone
+      const frame = eventFrame(event.channel, event.offset, event.data, event.publisher); // serialised once for everyone
       for (const listener of listeners) listener(event, frame);
     },
     subscribe: (channel, listener) => channels.add(channel, listener),

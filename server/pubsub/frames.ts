@@ -5,13 +5,17 @@ import type { DocChange, StoredKey } from '../storage/event-store.js';
  * parsed again after the edge, and serialised once however many subscribers it has.
  * The shape is ChannelEvent in protocol/messages.ts.
  */
-export function eventFrame(channel: string, offset: number, data: string): string {
-  return `{"type":"event","channel":${JSON.stringify(channel)},"offset":${offset},"data":${data}}`;
+export function eventFrame(channel: string, offset: number, data: string, publisher: string | null): string {
+  return `{"type":"event","channel":${JSON.stringify(channel)},"offset":${offset},"data":${data}${publisherField(publisher)}}`;
+}
+
+function publisherField(publisher: string | null): string {
+  return publisher === null ? '' : `,"publisher":${publisher}`;
 }
 
 /** The `result` answering a `history` request (HistoryPage in protocol/messages.ts); data stays JSON text. */
-export function historyResultFrame(id: number, page: { epoch: string; head: number; reset: boolean; from: number; events: { offset: number; data: string }[] }): string {
-  const events = page.events.map((e) => `{"offset":${e.offset},"data":${e.data}}`).join(',');
+export function historyResultFrame(id: number, page: { epoch: string; head: number; reset: boolean; from: number; events: { offset: number; data: string; publisher: string | null }[] }): string {
+  const events = page.events.map((e) => `{"offset":${e.offset},"data":${e.data}${publisherField(e.publisher)}}`).join(',');
   return `{"type":"result","id":${id},"value":{"epoch":${JSON.stringify(page.epoch)},"head":${page.head},"reset":${page.reset},"from":${page.from},"events":[${events}]}}`;
 }
 

@@ -54,6 +54,8 @@ export interface StoredEvent {
   epoch: string;
   /** JSON text. */
   data: string;
+  /** Who published it, as JSON text of a protocol `Publisher`; null for events stored before it was recorded. */
+  publisher: string | null;
 }
 
 export type WriteOutcome =
@@ -84,7 +86,7 @@ export interface History {
   /** Highest offset of the channel (0 when empty). */
   head: number;
   /** Events after the requested offset, in order (at most `limit`). */
-  events: { offset: number; data: string; createdAt: number }[];
+  events: { offset: number; data: string; createdAt: number; publisher: string | null }[];
   /** True when the history no longer reaches back to the requested offset, or the epoch changed. */
   reset: boolean;
   /** The offset `events` follow: the requested one, or after a reset the oldest still known. */

@@ -83,7 +83,9 @@ const MIGRATIONS: string[] = [
   // 7: a document's size in bytes (keys and JSON values of live keys), bounded by maxDocBytes.
   `ALTER TABLE docs ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
    UPDATE docs SET bytes = (SELECT coalesce(sum(length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))), 0)
-     FROM doc_keys WHERE doc_keys.doc = docs.name AND value IS NOT NULL);`,
+     FROM doc_keys WHERE doc_keys.doc = docs.name AND value IS NOT NULL);
+   -- and who published each event (JSON: {"user": …} or {"backend": true}); NULL before.
+   ALTER TABLE events ADD COLUMN publisher TEXT;`,
 ];
 
 /**
@@ -103,6 +105,9 @@ export const RESTORE_SQL = `UPDATE channels SET epoch = lower(hex(randomblob(6))
 
 /** How long an `Idempotency-Key` is remembered. */
 const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
+
+/** The publisher of events written through the HTTP API. */
+const BACKEND = '{"backend":true}';
 
 function newEpoch(): string {
   return randomBytes(6).toString('hex');
@@ -133,7 +138,7 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
     createChannel: db.prepare('INSERT INTO channels (name, epoch) VALUES (?, ?)'),
     bumpHead: db.prepare('UPDATE channels SET head = ? WHERE name = ?'),
     insertEvent: db.prepare(
-      'INSERT INTO events (channel, offset, data, created_at, client_id, client_seq) VALUES (?, ?, ?, ?, ?, ?)',
+      'INSERT INTO events (channel, offset, data, created_at, client_id, client_seq, publisher) VALUES (?, ?, ?, ?, ?, ?, ?)',
     ),
     client: db.prepare<[string], { user: string | null; last_seq: number }>('SELECT user, last_seq FROM clients WHERE client_id = ?'),
     upsertClient: db.prepare(
@@ -149,8 +154,8 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       'SELECT code, message FROM client_refusals WHERE client_id = ? AND client_seq = ?',
     ),
     insertRefusal: db.prepare('INSERT OR REPLACE INTO client_refusals (client_id, client_seq, code, message) VALUES (?, ?, ?, ?)'),
-    eventsAfter: db.prepare<[string, number, number], { offset: number; data: string; created_at: number }>(
-      'SELECT offset, data, created_at FROM events WHERE channel = ? AND offset > ? ORDER BY offset LIMIT ?',
+    eventsAfter: db.prepare<[string, number, number], { offset: number; data: string; created_at: number; publisher: string | null }>(
+      'SELECT offset, data, created_at, publisher FROM events WHERE channel = ? AND offset > ? ORDER BY offset LIMIT ?',
     ),
     pruneByCount: db.prepare('DELETE FROM events WHERE channel = ? AND offset <= ?'),
     setPrunedThrough: db.prepare('UPDATE channels SET pruned_through = max(pruned_through, ?) WHERE name = ?'),
@@ -302,9 +307,10 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       const channel = ensureChannel(request.channel);
       const offset = (touched.get(request.channel) ?? channel.head) + 1;
       touched.set(request.channel, offset);
-      q.insertEvent.run(request.channel, offset, request.data, now, request.clientId, request.seq);
+      const publisher = request.clientId === null ? BACKEND : JSON.stringify({ user: request.user });
+      q.insertEvent.run(request.channel, offset, request.data, now, request.clientId, request.seq, publisher);
       if (request.idempotencyKey !== undefined) q.insertApiRequest.run(request.idempotencyKey, request.channel, offset, now, fingerprint(request));
-      return { status: 'stored', event: { channel: request.channel, offset, epoch: channel.epoch, data: request.data } };
+      return { status: 'stored', event: { channel: request.channel, offset, epoch: channel.epoch, data: request.data, publisher } };
     });
     for (const [name, head] of touched) {
       q.bumpHead.run(head, name);
@@ -363,7 +369,7 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       // After a reset the events still retained are delivered: a reset reports what was lost, no more.
       const from = reset ? channel.pruned_through : since.offset;
       // Stop at the byte budget (always one event, so that the reader moves on).
-      const rows: { offset: number; data: string; created_at: number }[] = [];
+      const rows: { offset: number; data: string; created_at: number; publisher: string | null }[] = [];
       let bytes = 0;
       for (const row of q.eventsAfter.iterate(name, from, limit)) {
         rows.push(row);
@@ -375,7 +381,7 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
         head: channel.head,
         reset,
         from,
-        events: rows.map((r) => ({ offset: r.offset, data: r.data, createdAt: r.created_at })),
+        events: rows.map((r) => ({ offset: r.offset, data: r.data, createdAt: r.created_at, publisher: r.publisher })),
       };
     },
     async document(doc, since, epoch) {
