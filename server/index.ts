@@ -1,7 +1,7 @@
 /**
  * `npm start`: the reference server configured from the environment.
  */
-import { loadConfig } from './config.js';
+import { loadConfig, unknownSettings } from './config.js';
 import { createLogger } from './log.js';
 import { loadProcedures } from './rpc/load-module.js';
 import { startServer } from './server.js';
@@ -9,6 +9,7 @@ import { startServer } from './server.js';
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
+  for (const name of unknownSettings(process.env)) logger.warn({ name }, `${name} is not a Tether setting (a typo?); it is ignored`);
   const procedures = config.proceduresModule === undefined ? {} : await loadProcedures(config.proceduresModule);
   if (config.proceduresModule !== undefined) {
     logger.info({ module: config.proceduresModule, procedures: Object.keys(procedures) }, 'loaded procedures');
