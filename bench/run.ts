@@ -13,11 +13,14 @@ import { performance } from 'node:perf_hooks';
 import { connectClient, cpuMs, rssBytes, startTarget, type Kind, type LoadClient, type Target } from './targets.js';
 import { measureSizes, BUDGETS, TARGETS, checkBudgets, type SizeRow } from './sizes.js';
 import { offlineOutbox, tabToTab, type LatencyResult, type OutboxResult } from './browser.js';
+import { rpcUnderAttack, type AttackResult } from './under-attack.js';
 
 const smoke = process.argv.includes('--smoke');
 const PLAN = smoke
-  ? { fanout: [50], repeats: 1, rate: 10, seconds: 1, publishers: [1, 10], idle: [100], messages: 50, outbox: 200 }
-  : { fanout: [100, 1000, 5000], repeats: 3, rate: 20, seconds: 4, publishers: [1, 10, 100], idle: [1000, 5000], messages: 1000, outbox: 10_000 };
+  ? { fanout: [50], repeats: 1, rate: 10, seconds: 1, publishers: [1, 10], idle: [100], messages: 50, outbox: 200,
+      attack: { seconds: 1, historyEvents: 20, junkConnections: 2, stormConnections: 2, stormSubscribes: 20 } }
+  : { fanout: [100, 1000, 5000], repeats: 3, rate: 20, seconds: 4, publishers: [1, 10, 100], idle: [1000, 5000], messages: 1000, outbox: 10_000,
+      attack: { seconds: 5, historyEvents: 300, junkConnections: 4, stormConnections: 4, stormSubscribes: 60 } };
 const KINDS: Kind[] = ['tether', 'socketio', 'ws'];
 const CHANNEL = 'bench';
 
@@ -219,6 +222,11 @@ try {
 results.latency = latency;
 results.outbox = outbox;
 
+const attacks: AttackResult[] = [];
+for (let i = 0; i < PLAN.repeats; i++) attacks.push(await rpcUnderAttack(PLAN.attack));
+results.attacks = attacks;
+log(`RPC under attack: p99 ${spread(attacks.map((a) => a.attacked.p99)).median.toFixed(2)} ms (quiet ${spread(attacks.map((a) => a.quiet.p99)).median.toFixed(2)} ms)`);
+
 const sizes: SizeRow[] = await measureSizes();
 results.sizes = sizes;
 
@@ -281,6 +289,18 @@ const md: string[] = [
   '| until all are durably queued (ms) | from reconnect until the server stored all (ms) | stored on the server |',
   '|---|---|---|',
   `| ${fmt(spread(outbox.map((o) => o.queueMs)), 0)} | ${fmt(spread(outbox.map((o) => o.drainMs)), 0)} | ${outbox.map((o) => o.stored).join(', ')} |`,
+  '',
+  '## A normal client while the server is attacked',
+  '',
+  `One client calls \`hello\` (RPC) every 10 ms for ${PLAN.attack.seconds} s on a quiet server, then again while ${PLAN.attack.junkConnections} connections flood junk frames (each reconnecting after the server closes it for junk) and ${PLAN.attack.stormConnections} connections storm catch-ups (${PLAN.attack.stormSubscribes} subscribes each from offset 0 of ${PLAN.attack.historyEvents} events of 60 KB, never reading). Default limits; goal: attacked p99 ≤ 2× quiet.`,
+  '',
+  '| phase | calls | p50 ms | p99 ms |',
+  '|---|---|---|---|',
+  `| quiet | ${attacks.map((a) => a.quiet.calls).join(', ')} | ${fmt(spread(attacks.map((a) => a.quiet.p50)), 2)} | ${fmt(spread(attacks.map((a) => a.quiet.p99)), 2)} |`,
+  `| under attack | ${attacks.map((a) => a.attacked.calls).join(', ')} | ${fmt(spread(attacks.map((a) => a.attacked.p50)), 2)} | ${fmt(spread(attacks.map((a) => a.attacked.p99)), 2)} |`,
+  `| ratio (median) | | ${ratio(spread(attacks.map((a) => a.attacked.p50)).median, spread(attacks.map((a) => a.quiet.p50)).median)} | ${ratio(spread(attacks.map((a) => a.attacked.p99)).median, spread(attacks.map((a) => a.quiet.p99)).median)} |`,
+  '',
+  `Attack volume per run: junk frames sent ${attacks.map((a) => a.junkFramesSent).join(', ')}; junk connections closed ${attacks.map((a) => a.junkConnectionsClosed).join(', ')}; storm subscribes sent ${attacks.map((a) => a.stormSubscribesSent).join(', ')}.`,
   '',
   '## Bundle size (esbuild, minified, gzip -9)',
   '',

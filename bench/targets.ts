@@ -50,6 +50,10 @@ export async function startTarget(kind: Kind, env: Record<string, string> = {}):
             TETHER_MAX_SUBSCRIPTIONS: '10',
             TETHER_MAX_BUFFERED_BYTES: String(256 * 1024 * 1024),
             TETHER_HEARTBEAT_MS: '30000',
+            // Every load client is on loopback: one address for thousands of connections.
+            TETHER_MAX_CONNECTIONS: '100000',
+            TETHER_MAX_CONNECTIONS_PER_IP: '100000',
+            TETHER_CONNECT_RATE_PER_IP: '100000',
             ...env,
           },
           stdio: ['ignore', 'pipe', 'inherit'],

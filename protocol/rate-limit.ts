@@ -21,4 +21,9 @@ export class TokenBucket {
     this.tokens -= 1;
     return true;
   }
+
+  /** Whether the bucket has refilled completely (an idle bucket can be forgotten). */
+  full(now = Date.now()): boolean {
+    return this.tokens + ((now - this.last) / 1000) * this.rate >= this.burst;
+  }
 }

@@ -18,6 +18,7 @@ import { createHttpProxy } from './rpc/http-proxy.js';
 import type { Procedure } from './rpc/procedure.js';
 import { ProcedureRegistry } from './rpc/registry.js';
 import { Session } from './session.js';
+import { TokenBucket } from '../protocol/rate-limit.js';
 import { Revocations } from './revocations.js';
 import { createHttpApi } from './http-api.js';
 import { createLocalBroker, type Broker } from './pubsub/broker.js';
@@ -123,6 +124,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
 
   const sessions = new Set<Session>();
   const perIp = new Map<string, number>();
+  const connectsPerIp = new Map<string, TokenBucket>();
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxMessageBytes });
 
   const http = createHttpServer({
@@ -194,6 +196,12 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
       return refuse('503 Service Unavailable', `the server holds its maximum of ${config.maxConnections} connections (TETHER_MAX_CONNECTIONS)`);
     }
     const ip = req.socket.remoteAddress ?? 'unknown';
+    let connects = connectsPerIp.get(ip);
+    if (!connects) connectsPerIp.set(ip, (connects = new TokenBucket(config.connectRatePerIp, config.connectRatePerIp * 2)));
+    if (!connects.take()) {
+      log.debug({ ip }, 'connection refused: too many new connections from one address');
+      return refuse('429 Too Many Requests', `at most ${config.connectRatePerIp} new connections per second per address (TETHER_CONNECT_RATE_PER_IP); retry later`);
+    }
     const fromIp = perIp.get(ip) ?? 0;
     if (fromIp >= config.maxConnectionsPerIp) {
       log.warn({ ip, max: config.maxConnectionsPerIp }, 'connection refused: too many from one address');
@@ -216,6 +224,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   // One sweep for all sessions: drop those that never handshook or went silent.
   const sweep = setInterval(() => {
     const now = Date.now();
+    for (const [ip, bucket] of connectsPerIp) if (bucket.full(now)) connectsPerIp.delete(ip);
     for (const session of sessions) {
       const silentFor = now - session.lastHeard;
       if (!session.handshaken && silentFor > Math.max(5000, config.heartbeatMs * 3)) {
