@@ -96,6 +96,9 @@ export function createAuthenticator(settings: AuthSettings): Authenticate {
     } catch (cause) {
       return refused(reasonOf(cause));
     }
+    // The tolerance is for `nbf` (a backend clock slightly ahead); an expired token is not welcomed
+    // only to be disconnected a moment later.
+    if ((payload.exp ?? 0) * 1000 <= Date.now()) return refused('the token has expired');
     if (typeof payload.sub !== 'string' || payload.sub === '') return refused('the token has no subject (sub)');
     if (payload.sub.length > 200) return refused('the token subject (sub) is longer than 200 characters');
     let grants: Grants;
@@ -125,7 +128,7 @@ function reasonOf(cause: unknown): string {
     if (cause.claim === 'nbf') return 'the token is not valid yet (nbf)';
     if (cause.claim === 'aud') return 'the token is for another audience (aud)';
     if (cause.claim === 'iss') return 'the token is from another issuer (iss)';
-    if (cause.claim === 'sub' || cause.claim === 'exp') return `the token has no ${cause.claim} claim`;
+    if (cause.reason === 'missing') return `the token has no ${cause.claim} claim`;
     return `the token's ${cause.claim} claim is invalid`;
   }
   if (cause instanceof errors.JOSEAlgNotAllowed) return 'the token is signed with an algorithm this server does not accept';
