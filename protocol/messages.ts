@@ -167,6 +167,8 @@ export const Welcome = v.strictObject({
   maxMessageBytes: v.number(),
   /** Frames per second the server accepts from this connection on average (bursts of 2×); beyond, it closes with 4007. */
   rateLimit: v.optional(v.number()),
+  /** RPC calls the server runs at once for this connection; more are refused, so the client queues them. */
+  maxRpcInFlight: v.optional(v.number()),
 });
 
 export const Pong = v.strictObject({

@@ -50,6 +50,10 @@ export class ServerConnection {
   private refusal: ErrorShape | undefined;
   /** The user whose token the current handshake carried (undefined: none could be had). */
   private handshakeUser: string | undefined;
+  /** RPC calls sent and not answered, against the server's limit (from the welcome). */
+  private rpcInFlight = 0;
+  private rpcLimit = Number.POSITIVE_INFINITY;
+  private readonly rpcWaiting: (() => void)[] = [];
   private lastSyncAt: number | null = null;
   /** Tabs the socket already switched users for (see followNewestUser). */
   private readonly followed = new Set<string>();
@@ -161,17 +165,51 @@ export class ServerConnection {
   async call(method: string, args: unknown[], { timeoutMs }: CallOptions): Promise<Outcome<unknown>> {
     const deadline = Date.now() + timeoutMs;
     if (this.link.state === 'connecting') await this.settled(timeoutMs);
+    const slot = this.link.state === 'online';
+    if (slot && !(await this.rpcSlot(deadline))) {
+      const message = `no answer within ${timeoutMs} ms: the call waited for a free slot (the server runs ${this.rpcLimit} calls at once per connection) and was not sent`;
+      return { ok: false, error: { code: 'timeout', message } };
+    }
     if (this.link.state !== 'online') {
+      if (slot) this.releaseRpcSlot();
       const error: ErrorShape = this.refusal
         ? { code: this.refusal.code, message: `the server refused the connection: ${this.refusal.message}` }
         : { code: 'offline', message: `not connected to ${this.url}; the call was not sent` };
       return { ok: false, error };
     }
     const { id, outcome } = this.requests.open(Math.max(1, deadline - Date.now()));
+    void outcome.finally(() => this.releaseRpcSlot());
     if (!this.link.send({ type: 'rpc', id, method, args })) {
       this.requests.settle(id, { ok: false, error: { code: 'offline', message: 'not connected; the call was not sent' } });
     }
     return outcome;
+  }
+
+  /**
+   * Takes one of the server's call slots (its in-flight limit, learned at the welcome), waiting
+   * for one until `deadline`: an app that fires 100 calls at once gets 100 answers, not
+   * `limit_exceeded` for the ones past the limit.
+   */
+  private async rpcSlot(deadline: number): Promise<boolean> {
+    while (this.rpcInFlight >= this.rpcLimit) {
+      const left = deadline - Date.now();
+      if (left <= 0) return false;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.rpcWaiting.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    this.rpcInFlight++;
+    return true;
+  }
+
+  private releaseRpcSlot(): void {
+    this.rpcInFlight = Math.max(0, this.rpcInFlight - 1);
+    // Every waiter checks again (one that timed out meanwhile must not swallow the wake-up).
+    for (const wake of this.rpcWaiting.splice(0)) wake();
   }
 
   /** Queues a publish durably, sends it when it can, and settles when the server answers it. */
@@ -270,6 +308,7 @@ export class ServerConnection {
       case 'welcome': {
         // The user of the hello this welcome answers (never of a handshake abandoned meanwhile).
         this.handshakeUser = this.link.sentUser;
+        this.rpcLimit = message.maxRpcInFlight ?? Number.POSITIVE_INFINITY;
         void this.writes.online(this.handshakeUser, message).then(() => this.publishStatus());
         this.followNewestUser();
         this.subscriptions.resubscribeAll();

@@ -27,6 +27,30 @@ async function storedData(h: Harness, channel: string): Promise<unknown[]> {
   return (await h.server.store.history(channel, { offset: 0 }, 10_000)).events.map((e) => JSON.parse(e.data) as unknown);
 }
 
+describe('calls', () => {
+  it("100 calls fired at once all answer: the worker keeps within the server's in-flight limit instead of drawing limit_exceeded", async () => {
+    let running = 0;
+    let most = 0;
+    harness = await Harness.start({
+      maxRpcInFlight: 4,
+      procedures: {
+        slow: async ([n]) => {
+          most = Math.max(most, ++running);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          running--;
+          return n;
+        },
+      },
+    });
+    const engine = harness.engine();
+    const tab = engine.attach();
+    await eventually(() => engine.status(tab).connection === 'online');
+    const answers = await Promise.all(Array.from({ length: 100 }, (_, n) => engine.connection.call('slow', [n], { timeoutMs: 20_000 })));
+    expect(answers).toEqual(Array.from({ length: 100 }, (_, n) => ({ ok: true, value: n })));
+    expect(most).toBe(4); // the limit was reached (the test would pass vacuously otherwise), never passed
+  });
+});
+
 describe('no write blocks the writes behind it', () => {
   it('publishes through the real server and gets the offset', async () => {
     harness = await Harness.start();
