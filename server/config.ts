@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
 
 /**
  * Server settings, read from the environment and validated at start so a typo fails loudly.
@@ -199,7 +200,8 @@ export function checkProxyUrl(raw: string): void {
     throw new TypeError(`TETHER_RPC_PROXY_URL is not a valid URL: ${JSON.stringify(raw)}`);
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new TypeError('TETHER_RPC_PROXY_URL must be http:// or https://');
-  const loopback = ['localhost', '127.0.0.1', '[::1]'].includes(parsed.hostname) || parsed.hostname.startsWith('127.');
+  // An IP literal in 127.0.0.0/8 or ::1, or `localhost`: a name like 127.0.0.1.example.com is not loopback.
+  const loopback = parsed.hostname === 'localhost' || parsed.hostname === '[::1]' || (isIPv4(parsed.hostname) && parsed.hostname.startsWith('127.'));
   if (parsed.protocol === 'http:' && !loopback) {
     throw new TypeError('TETHER_RPC_PROXY_URL: http:// is allowed only to localhost/127.0.0.1/[::1]; use https:// for another host');
   }

@@ -70,10 +70,16 @@ function reply(res: ServerResponse, status: number, body: unknown, headers: Reco
 async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw new ApiError(413, 'message_too_big', `the body is larger than ${limit} bytes`);
-    chunks.push(chunk);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) throw new ApiError(413, 'message_too_big', `the body is larger than ${limit} bytes`);
+      chunks.push(chunk);
+    }
+  } catch (error) {
+    if (error instanceof ApiError) throw error;
+    // The client's fault (aborted, or a malformed chunked body), not the server's: no error log.
+    throw new ApiError(400, 'invalid_message', 'the request body could not be read (aborted or malformed)');
   }
   let body: unknown;
   try {

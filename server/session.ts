@@ -13,7 +13,7 @@ import type { ClientMessage, DocOpen, Handshake, HistoryRequest, Publish, RpcReq
 import type { Authenticate } from './auth.js';
 import type { Logger } from './log.js';
 import type { Broker } from './pubsub/broker.js';
-import { CatchUp } from './pubsub/catch-up.js';
+import { CatchUp, type HeldBudget } from './pubsub/catch-up.js';
 import { conflictFrame, docFrame, eventFrame, historyResultFrame } from './pubsub/frames.js';
 import { grantAll, type Permissions } from './grants.js';
 import type { Revocations } from './revocations.js';
@@ -75,6 +75,8 @@ export class Session {
   /** Catch-ups run one at a time per connection (a storm of subscribes queues behind itself). */
   private catchUps: Promise<void> = Promise.resolve();
   private queuedCatchUps = 0;
+  /** Live frames held by this connection's catch-ups, bounded like its send buffer. */
+  private readonly held: HeldBudget;
   private expiry: ReturnType<typeof setTimeout> | undefined;
   private readonly subscriptions = new Map<string, () => void>();
   private readonly openDocs = new Map<string, () => void>();
@@ -88,6 +90,7 @@ export class Session {
   ) {
     this.log = deps.log.child({ session: this.id });
     this.bucket = new TokenBucket(deps.limits.rateLimit, deps.limits.rateLimit * 2);
+    this.held = { used: 0, max: deps.limits.maxBufferedBytes };
     socket.on('message', (data, isBinary) => void this.receive(data, isBinary));
     socket.on('close', () => this.dispose());
   }
@@ -351,7 +354,11 @@ export class Session {
     }
     // Listen first, hold changes while the state is read, so that none falls in between.
     const feed = this.feed();
-    const close = this.deps.broker.subscribeDoc(doc, (change, frame) => feed.live(change.version, frame));
+    const stop = this.deps.broker.subscribeDoc(doc, (change, frame) => feed.live(change.version, frame));
+    const close = () => {
+      stop();
+      feed.discard();
+    };
     this.openDocs.set(doc, close);
     return this.queueCatchUp((error) => {
       close();
@@ -377,7 +384,7 @@ export class Session {
 
   /** Where live frames wait while the past is read; more than the send buffer bound of them is a slow consumer. */
   private feed(): CatchUp {
-    return new CatchUp((frame) => this.sendFrame(frame), this.deps.limits.maxBufferedBytes, () => {
+    return new CatchUp((frame) => this.sendFrame(frame), this.held, () => {
       this.log.warn('slow consumer dropped: live frames held during a catch-up passed the bound');
       this.close(CloseCode.SlowConsumer, 'slow consumer');
     });
@@ -388,7 +395,9 @@ export class Session {
    * so that a storm of subscribes reads one page at a time; refuses when too many wait.
    */
   private queueCatchUp(refuse: (error: ErrorShape) => void, work: () => Promise<void>): Promise<void> {
-    const max = this.deps.limits.maxSubscriptions * 2;
+    // Room for every subscription and every open document to catch up at once after a reconnect,
+    // plus history reads of tabs coming back; a storm beyond waits for nothing.
+    const max = this.deps.limits.maxSubscriptions * 3;
     if (this.queuedCatchUps >= max) {
       refuse({ code: 'limit_exceeded', message: `more than ${max} subscribes, document opens and history reads wait on this connection; wait for their answers` });
       return Promise.resolve();
@@ -434,7 +443,11 @@ export class Session {
     }
     // Listen first and hold live events while the history is read, so none falls in between.
     const feed = this.feed();
-    const unsubscribe = this.deps.broker.subscribe(channel, (event, frame) => feed.live(event.offset, frame));
+    const stop = this.deps.broker.subscribe(channel, (event, frame) => feed.live(event.offset, frame));
+    const unsubscribe = () => {
+      stop();
+      feed.discard();
+    };
     this.subscriptions.set(channel, unsubscribe);
     // Replaced or unsubscribed meanwhile, or the connection is closing: stop reading.
     const abandoned = () => this.subscriptions.get(channel) !== unsubscribe || this.closing;

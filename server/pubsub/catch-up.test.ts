@@ -16,4 +16,25 @@ describe('CatchUp', () => {
     expect(sent).toEqual(['e3', 'e4', 'e5', 'e6', 'e7']);
     expect(feed.position).toBe(7);
   });
+
+  it('holds at most the shared budget across the catch-ups of a connection, and gives bytes back', () => {
+    const budget = { used: 0, max: 10 };
+    let overflows = 0;
+    const a = new CatchUp(() => {}, budget, () => overflows++);
+    const b = new CatchUp(() => {}, budget, () => overflows++);
+    a.live(1, 'aaaa');
+    b.live(1, 'bbbb');
+    expect(budget.used).toBe(8);
+    a.release(); // delivered: its 4 bytes are free again
+    expect(budget.used).toBe(4);
+    b.live(2, 'bbbb');
+    expect(overflows).toBe(0);
+    b.live(3, 'bbb'); // 8 + 3 > 10
+    expect(overflows).toBe(1);
+    expect(budget.used).toBe(0); // the overflowing feed dropped what it held
+    const c = new CatchUp(() => {}, budget, () => overflows++);
+    c.live(1, 'cccccc');
+    c.discard(); // unsubscribed while catching up
+    expect(budget.used).toBe(0);
+  });
 });

@@ -3,18 +3,24 @@
  * document version). Live frames are held while the past is read and sent, then each frame
  * goes out once, in order — none lost in between, none twice.
  */
+/** Bytes of live frames held by all the catch-ups of one connection, and how many it may hold. */
+export interface HeldBudget {
+  used: number;
+  readonly max: number;
+}
+
 export class CatchUp {
   private last = -1;
   private held: { position: number; frame: string }[] | undefined = [];
   private heldBytes = 0;
 
   /**
-   * @param maxHeldBytes live frames held beyond this many bytes call `overflow` (the subscriber
-   *   does not keep up) and are dropped: a slow catch-up must not hold unbounded memory.
+   * @param budget shared by every catch-up of a connection: live frames held beyond it call
+   *   `overflow` (the subscriber does not keep up): slow catch-ups must not hold unbounded memory.
    */
   constructor(
     private readonly send: (frame: string) => void,
-    private readonly maxHeldBytes = Infinity,
+    private readonly budget: HeldBudget = { used: 0, max: Infinity },
     private readonly overflow: () => void = () => {},
   ) {}
 
@@ -26,13 +32,20 @@ export class CatchUp {
   /** A live frame from the broker: held until `release()`. */
   live(position: number, frame: string): void {
     if (!this.held) return this.deliver(position, frame);
-    this.heldBytes += frame.length;
-    if (this.heldBytes > this.maxHeldBytes) {
-      this.held = [];
-      this.heldBytes = 0;
+    if (this.budget.used + frame.length > this.budget.max) {
+      this.discard();
       return this.overflow();
     }
+    this.heldBytes += frame.length;
+    this.budget.used += frame.length;
     this.held.push({ position, frame });
+  }
+
+  /** Drops what is held and gives its bytes back to the budget (the subscription ended). */
+  discard(): void {
+    this.budget.used -= this.heldBytes;
+    this.heldBytes = 0;
+    if (this.held) this.held = [];
   }
 
   /** Sends a frame unless the client already has that position. */
@@ -50,6 +63,7 @@ export class CatchUp {
   /** The past is sent: deliver what was held, and every live frame from now on. */
   release(): void {
     const held = this.held ?? [];
+    this.discard();
     this.held = undefined;
     for (const { position, frame } of held) this.deliver(position, frame);
   }
