@@ -64,3 +64,16 @@ describe('server frames', () => {
     expect(decodeServerFrame('{"type":"error","code":"oops","message":"x"}').ok).toBe(false);
   });
 });
+
+describe('reserved document keys', () => {
+  it.each(['__proto__', 'constructor', 'prototype'])('refuses a transaction naming %s (a record would drop it: acknowledged, never stored), with its seq', (key) => {
+    for (const field of ['reads', 'writes']) {
+      const frame = `{"type":"transact","seq":3,"doc":"d","reads":${field === 'reads' ? `{"${key}":1}` : '{}'},"writes":${field === 'writes' ? `{"${key}":{"x":1}}` : '{"a":1}'}}`;
+      expect(decodeClientFrame(frame)).toEqual({ ok: false, seq: 3, error: { code: 'invalid_message', message: `${key} cannot be a document key (reserved: __proto__, constructor, prototype)` } });
+    }
+  });
+  it('keeps such keys inside published data, which is passed on as JSON text', () => {
+    const decoded = decodeClientFrame('{"type":"publish","seq":1,"channel":"c","data":{"__proto__":{"x":1},"constructor":2}}');
+    expect(decoded.ok && JSON.stringify(decoded.message)).toBe('{"type":"publish","seq":1,"channel":"c","data":{"__proto__":{"x":1},"constructor":2}}');
+  });
+});

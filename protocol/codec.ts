@@ -6,7 +6,7 @@
 import * as v from 'valibot';
 import { ClientMessage, ServerMessage } from './messages.js';
 import type { ErrorShape } from './errors.js';
-import { MAX_JSON_DEPTH } from './constants.js';
+import { MAX_JSON_DEPTH, RESERVED_DOC_KEYS, reservedKeyIn } from './constants.js';
 
 /**
  * A refused frame echoes the request `id` or the write `seq` it carried (when usable), so the
@@ -43,6 +43,15 @@ export function jsonProblem(value: unknown, maxDepth: number = MAX_JSON_DEPTH): 
   return undefined;
 }
 
+/** A transaction naming a reserved key (a record would drop it silently: acknowledged, never stored). */
+function reservedDocKeyProblem(json: unknown): string | undefined {
+  if (typeof json !== 'object' || json === null) return undefined;
+  const fields = json as Record<string, unknown>;
+  if (fields.type !== 'transact') return undefined;
+  const key = reservedKeyIn(fields.reads) ?? reservedKeyIn(fields.writes);
+  return key === undefined ? undefined : `${key} cannot be a document key (reserved: ${RESERVED_DOC_KEYS.join(', ')})`;
+}
+
 function describe(issues: readonly v.BaseIssue<unknown>[]): string {
   const first = issues[0];
   if (!first) return 'invalid message';
@@ -58,7 +67,7 @@ function decodeWith<T>(schema: v.GenericSchema<unknown, T>, frame: string): Deco
     return { ok: false, error: { code: 'invalid_message', message: 'frame is not valid JSON' } };
   }
   let error: ErrorShape;
-  const problem = jsonProblem(json);
+  const problem = jsonProblem(json) ?? reservedDocKeyProblem(json);
   if (problem !== undefined) {
     error = { code: 'invalid_message', message: problem };
   } else {

@@ -69,8 +69,20 @@ export function isErrorCode(value: unknown): value is ErrorCode {
 /** Channel names: no `*` (reserved for the patterns of a token's `channels` claim). */
 export const CHANNEL_NAME = /^[A-Za-z0-9_][\w.:@/-]{0,199}$/;
 
-/** Document keys are 1–200 characters (any characters). */
+/** Document keys are 1–200 characters (any characters but the reserved names below). */
 export const MAX_DOC_KEY_LENGTH = 200;
+
+/**
+ * Names a document key cannot have: object records drop them silently (prototype pollution
+ * guards), so a write to one would be acknowledged and never stored. Refused instead.
+ */
+export const RESERVED_DOC_KEYS: readonly string[] = ['__proto__', 'constructor', 'prototype'];
+
+/** The reserved key among an object's own keys, if any. */
+export function reservedKeyIn(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  return RESERVED_DOC_KEYS.find((key) => Object.hasOwn(value, key));
+}
 
 /** Largest frame a server accepts unless configured otherwise (TETHER_MAX_MESSAGE_BYTES). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024;

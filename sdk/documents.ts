@@ -7,7 +7,7 @@ import * as Comlink from 'comlink';
 import { createStore } from 'zustand/vanilla';
 import { readonly, type ReadonlyStore } from './readonly-store.js';
 import { TetherError } from '../protocol/errors.js';
-import { MAX_DOC_KEY_LENGTH } from '../protocol/constants.js';
+import { MAX_DOC_KEY_LENGTH, RESERVED_DOC_KEYS } from '../protocol/constants.js';
 import type { DocConflict, DocSnapshot, Outcome, Status, TabApi } from '../worker/api.js';
 
 /** The operations a transaction function gets. Reads are recorded; writes are applied atomically. */
@@ -71,6 +71,9 @@ function checkKey(operation: string, key: unknown): void {
   if (typeof key !== 'string' || key.length === 0 || key.length > MAX_DOC_KEY_LENGTH) {
     const got = typeof key === 'string' ? `${key.length} characters` : typeof key;
     throw new TypeError(`transact: ${operation}(key): keys are strings of 1–${MAX_DOC_KEY_LENGTH} characters, got ${got}`);
+  }
+  if (RESERVED_DOC_KEYS.includes(key)) {
+    throw new TypeError(`transact: ${operation}(key): ${key} cannot be a document key (reserved: ${RESERVED_DOC_KEYS.join(', ')})`);
   }
 }
 

@@ -18,7 +18,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as v from 'valibot';
 import { ChannelName, DocKey } from '../protocol/messages.js';
-import type { ErrorCode } from '../protocol/constants.js';
+import { RESERVED_DOC_KEYS, reservedKeyIn, type ErrorCode } from '../protocol/constants.js';
 import { jsonProblem } from '../protocol/codec.js';
 import type { Logger } from './log.js';
 import type { WriteQueue } from './pubsub/write-queue.js';
@@ -197,7 +197,11 @@ export function createHttpApi(deps: HttpApiDeps) {
 
   async function transactDoc(raw: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const doc = docName(raw);
-    const parsed = v.safeParse(TransactBody, await readBody(req, deps.maxBodyBytes));
+    const body = await readBody(req, deps.maxBodyBytes);
+    const fields = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};
+    const reserved = reservedKeyIn(fields.reads) ?? reservedKeyIn(fields.writes);
+    if (reserved !== undefined) throw new ApiError(400, 'invalid_message', `${reserved} cannot be a document key (reserved: ${RESERVED_DOC_KEYS.join(', ')})`);
+    const parsed = v.safeParse(TransactBody, body);
     if (!parsed.success) throw new ApiError(400, 'invalid_message', issueText(parsed.issues));
     const writes: Record<string, string | null> = {};
     for (const [key, value] of Object.entries(parsed.output.writes)) writes[key] = value === null ? null : (JSON.stringify(value) ?? null);
