@@ -79,7 +79,7 @@ test('the HTTP API: key required (header only, constant-time), idempotent retrie
   const { offset } = (await first.json()) as { offset: number };
   expect(await retry.json()).toEqual({ channel: 'billing', offset });
   expect(retry.headers.get('idempotent-replayed')).toBe('true');
-  expect(await apiHistory(server.httpUrl, 'billing')).toEqual([{ offset, data: { invoice: 7 }, createdAt: expect.any(String) }]);
+  expect(await apiHistory(server.httpUrl, 'billing')).toEqual([{ offset, data: { invoice: 7 }, createdAt: expect.any(String), publisher: { backend: true } }]);
 
   const bad = async (payload: string, code: string, message: RegExp, status = 400) => {
     const response = await post(auth, undefined, payload);
