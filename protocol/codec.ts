@@ -59,7 +59,12 @@ function describe(issues: readonly v.BaseIssue<unknown>[]): string {
   return path ? `${path}: ${first.message}` : first.message;
 }
 
-function decodeWith<T>(schema: v.GenericSchema<unknown, T>, frame: string): Decoded<T> {
+/** What a client may not send even when the schema would accept it. */
+function clientProblem(json: unknown): string | undefined {
+  return jsonProblem(json) ?? reservedDocKeyProblem(json);
+}
+
+function decodeWith<T>(schema: v.GenericSchema<unknown, T>, frame: string, problemOf?: (json: unknown) => string | undefined): Decoded<T> {
   let json: unknown;
   try {
     json = JSON.parse(frame);
@@ -67,7 +72,7 @@ function decodeWith<T>(schema: v.GenericSchema<unknown, T>, frame: string): Deco
     return { ok: false, error: { code: 'invalid_message', message: 'frame is not valid JSON' } };
   }
   let error: ErrorShape;
-  const problem = jsonProblem(json) ?? reservedDocKeyProblem(json);
+  const problem = problemOf?.(json);
   if (problem !== undefined) {
     error = { code: 'invalid_message', message: problem };
   } else {
@@ -84,7 +89,7 @@ function decodeWith<T>(schema: v.GenericSchema<unknown, T>, frame: string): Deco
 
 /** Validates a frame received from a client. */
 export function decodeClientFrame(frame: string): Decoded<ClientMessage> {
-  return decodeWith(ClientMessage, frame);
+  return decodeWith(ClientMessage, frame, clientProblem);
 }
 
 /** Validates a frame received from a server (tests, tools). */
