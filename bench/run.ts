@@ -292,7 +292,7 @@ const md: string[] = [
   '',
   '## A normal client while the server is attacked',
   '',
-  `One client calls \`hello\` (RPC) every 10 ms for ${PLAN.attack.seconds} s on a quiet server, then again while ${PLAN.attack.junkConnections} connections flood junk frames (each reconnecting after the server closes it for junk) and ${PLAN.attack.stormConnections} connections storm catch-ups (${PLAN.attack.stormSubscribes} subscribes each from offset 0 of ${PLAN.attack.historyEvents} events of 60 KB, never reading). Default limits; goal: attacked p99 ≤ 2× quiet.`,
+  `One client calls \`hello\` (RPC) every 10 ms for ${PLAN.attack.seconds} s on a quiet server, then again while ${PLAN.attack.junkConnections} connections flood junk frames (each reconnecting after the server closes it for junk) and ${PLAN.attack.stormConnections} connections storm catch-ups (${PLAN.attack.stormSubscribes} subscribes each from offset 0 of ${PLAN.attack.historyEvents} events of 60 KB, never reading). The attackers run in their own process, connect from another loopback address (127.0.0.2) and retry 50 ms after a refused connection (HTTP 429: new connections per address). Default limits; goal: attacked p99 ≤ 2× quiet.`,
   '',
   '| phase | calls | p50 ms | p99 ms |',
   '|---|---|---|---|',

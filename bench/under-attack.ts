@@ -160,6 +160,16 @@ export async function rpcUnderAttack(plan: AttackPlan): Promise<AttackResult> {
   }
 }
 
+/** A connection from the attackers' address, or undefined after a refusal and a pause. */
+async function attackerConnection(port: number): Promise<{ ws: WebSocket; closed: Promise<void> } | undefined> {
+  const ws = await handshaken(port, ATTACKER_ADDRESS).catch(() => undefined);
+  if (!ws) {
+    await sleep(REFUSED_RETRY_MS);
+    return undefined;
+  }
+  return { ws, closed: new Promise<void>((resolve) => ws.once('close', () => resolve())) };
+}
+
 /** The attacker process: floods and storms `port` until SIGTERM, then prints what it sent. */
 async function attack(port: number, epoch: string, plan: AttackPlan): Promise<void> {
   let running = true;
@@ -169,12 +179,9 @@ async function attack(port: number, epoch: string, plan: AttackPlan): Promise<vo
   setTimeout(() => (running = false), (plan.seconds + 30) * 1000).unref();
   const junk = async () => {
     while (running) {
-      const ws = await handshaken(port, ATTACKER_ADDRESS).catch(() => undefined);
-      if (!ws) {
-        await sleep(REFUSED_RETRY_MS);
-        continue;
-      }
-      const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+      const connection = await attackerConnection(port);
+      if (!connection) continue;
+      const { ws, closed } = connection;
       // Past the junk limit (20): the server closes with 4005, the attacker comes back.
       for (let i = 0; i < 25 && ws.readyState === ws.OPEN; i++) {
         ws.send(i % 2 ? '{"type":"nope"' : `{"type":"publish","seq":"x","channel":${JSON.stringify('!'.repeat(300))}}`);
@@ -187,12 +194,9 @@ async function attack(port: number, epoch: string, plan: AttackPlan): Promise<vo
   };
   const storm = async () => {
     while (running) {
-      const ws = await handshaken(port, ATTACKER_ADDRESS).catch(() => undefined);
-      if (!ws) {
-        await sleep(REFUSED_RETRY_MS);
-        continue;
-      }
-      const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+      const connection = await attackerConnection(port);
+      if (!connection) continue;
+      const { ws, closed } = connection;
       // Never read: the server must not buffer the history for us.
       (ws as unknown as { _socket: { pause(): void } })._socket.pause();
       for (let i = 0; i < plan.stormSubscribes; i++) {

@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { decodeClientFrame, encode } from './codec.js';
 import { MAX_JSON_DEPTH } from './constants.js';
+import { Raw, serialize, setOwn } from './testing/raw-json.js';
 
 const seed = process.env.TETHER_FUZZ_SEED ? Number.parseInt(process.env.TETHER_FUZZ_SEED, 10) : Date.now() % 2 ** 31;
 if (!Number.isSafeInteger(seed)) throw new TypeError(`TETHER_FUZZ_SEED must be an integer, got ${process.env.TETHER_FUZZ_SEED}`);
@@ -93,25 +94,6 @@ const FIELDS = [...new Set(VALID.flatMap((frame) => Object.keys(frame)))];
 
 // ---- building hostile JSON text ------------------------------------------------------------
 
-/** Text spliced verbatim into a frame: things JSON.stringify cannot produce (NaN, 1e999, deep nesting). */
-class Raw {
-  constructor(readonly text: string) {}
-}
-
-/** JSON.stringify, except that `Raw` values are spliced as-is; iterative over the tree built here. */
-function serialize(value: unknown): string {
-  if (value instanceof Raw) return value.text;
-  if (Array.isArray(value)) return `[${value.map(serialize).join(',')}]`;
-  if (typeof value === 'object' && value !== null) {
-    return `{${Object.keys(value).map((key) => `${JSON.stringify(key)}:${serialize((value as Record<string, unknown>)[key])}`).join(',')}}`;
-  }
-  return JSON.stringify(value) ?? 'null';
-}
-
-/** Sets an own property even for `__proto__` (a plain assignment would replace the prototype). */
-function setOwn(target: Record<string, unknown>, key: string, value: unknown): void {
-  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
-}
 
 function nestedArrays(depth: number): string {
   return '['.repeat(depth) + ']'.repeat(depth);

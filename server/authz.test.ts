@@ -13,71 +13,19 @@ import WebSocket from 'ws';
 import { SignJWT } from 'jose';
 import { pino } from 'pino';
 import { startServer, type ServerOptions, type TetherServer } from './server.js';
+import { RawClient, type Frame } from './testing/raw-client.js';
 
 const SECRET = 'authz-test-secret-of-at-least-32-characters';
 const API_KEY = 'authz-test-api-key';
 const silent = pino({ level: 'silent' });
-/** How long a test waits for one frame before failing (a missing answer must not hang the file). */
-const FRAME_TIMEOUT_MS = 3000;
-
-type Frame = Record<string, unknown>;
-
-/** A raw client: sends frames, returns each answer in order, and the close. */
-class RawClient {
-  readonly ws: WebSocket;
-  readonly inbox: Frame[] = [];
-  private waiters: (() => void)[] = [];
-  readonly closed: Promise<{ code: number; reason: string }>;
-  isClosed = false;
-
-  constructor(url: string) {
-    this.ws = new WebSocket(url);
-    this.ws.on('message', (data) => {
-      this.inbox.push(JSON.parse(data.toString()) as Frame);
-      for (const wake of this.waiters.splice(0)) wake();
-    });
-    this.closed = new Promise((resolve) =>
-      this.ws.on('close', (code, reason) => {
-        this.isClosed = true;
-        for (const wake of this.waiters.splice(0)) wake();
-        resolve({ code, reason: reason.toString() });
-      }),
-    );
-  }
-
-  async open(): Promise<this> {
-    await new Promise((resolve, reject) => this.ws.once('open', resolve).once('error', reject));
-    return this;
-  }
-
-  send(frame: unknown): void {
-    this.ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
-  }
-
-  async next(timeoutMs = FRAME_TIMEOUT_MS): Promise<Frame> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.inbox.length === 0) {
-      if (this.isClosed) throw new Error('the connection closed before the expected frame');
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no frame within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-    return this.inbox.shift()!;
-  }
-
-  /** The connection is still usable: a ping is answered. */
-  async alive(): Promise<void> {
-    const t = Math.floor(Math.random() * 1e9);
-    this.send({ type: 'ping', t });
-    expect(await this.next()).toEqual({ type: 'pong', t });
-  }
+/** The connection is still usable: a ping is answered. */
+async function alive(c: RawClient): Promise<void> {
+  const t = Math.floor(Math.random() * 1e9);
+  c.send({ type: 'ping', t });
+  expect(await c.next()).toEqual({ type: 'pong', t });
 }
+
+
 
 type Claims = Record<string, unknown>;
 
@@ -195,7 +143,7 @@ async function check(url: string, claims: Claims | undefined, op: Op, target: st
     const answer = await c.next();
     if (expected === 'allowed') expectSuccess(op, target, answer);
     else expect(answer).toEqual(refusal(op, target));
-    await c.alive(); // a refusal answers the request; it never closes the connection
+    await alive(c); // a refusal answers the request; it never closes the connection
   } finally {
     c.ws.close();
   }

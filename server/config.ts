@@ -70,6 +70,11 @@ export interface ServerConfig {
   maxConnectionsPerIp: number;
   /** New WebSocket connections per second from one IP address (bursts of 2×); more get HTTP 429. @default 50 */
   connectRatePerIp: number;
+  /**
+   * Behind a reverse proxy: the client's address is the last one in `X-Forwarded-For` (the one
+   * the proxy appended), for the per-address limits. Only with a proxy that sets it. @default false
+   */
+  trustProxy: boolean;
   /** RPC calls one connection may have running; more are refused with limit_exceeded. @default 32 */
   maxRpcInFlight: number;
   /** Bytes of a shared document (its keys and JSON values); a transaction over it is refused. @default 1 MiB */
@@ -120,6 +125,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   maxConnections: 10_000,
   maxConnectionsPerIp: 500,
   connectRatePerIp: 50,
+  trustProxy: false,
   maxRpcInFlight: 32,
   maxDocBytes: 1024 * 1024,
   headersTimeoutMs: 10_000,
@@ -132,7 +138,7 @@ const KNOWN = new Set([
   'TETHER_RPC_PROXY_METHODS', 'TETHER_RPC_PROXY_TIMEOUT_MS', 'TETHER_HEARTBEAT_MS', 'TETHER_MAX_MESSAGE_BYTES', 'TETHER_LOG_LEVEL',
   'TETHER_DB', 'TETHER_DB_SYNC', 'TETHER_HISTORY_MAX_EVENTS', 'TETHER_HISTORY_MAX_AGE_S', 'TETHER_ALLOWED_ORIGINS',
   'TETHER_MAX_SUBSCRIPTIONS', 'TETHER_RATE_LIMIT', 'TETHER_MAX_BUFFERED_BYTES', 'TETHER_MAX_CONNECTIONS',
-  'TETHER_MAX_CONNECTIONS_PER_IP', 'TETHER_CONNECT_RATE_PER_IP', 'TETHER_MAX_RPC_IN_FLIGHT', 'TETHER_MAX_DOC_BYTES', 'TETHER_HEADERS_TIMEOUT_MS',
+  'TETHER_MAX_CONNECTIONS_PER_IP', 'TETHER_CONNECT_RATE_PER_IP', 'TETHER_TRUST_PROXY', 'TETHER_MAX_RPC_IN_FLIGHT', 'TETHER_MAX_DOC_BYTES', 'TETHER_HEADERS_TIMEOUT_MS',
 ]);
 
 /** Settings of other tools that share the prefix (tests, the CLI tools); not server settings. */
@@ -207,6 +213,13 @@ export function checkProxyUrl(raw: string): void {
   }
 }
 
+function flag(env: NodeJS.ProcessEnv, name: string): boolean {
+  const raw = text(env, name);
+  if (raw === undefined || raw === 'false' || raw === '0') return false;
+  if (raw === 'true' || raw === '1') return true;
+  throw new TypeError(`${name} must be true or false, got ${JSON.stringify(raw)}`);
+}
+
 function dbSync(raw: string | undefined): 'full' | 'off' {
   if (raw === undefined || raw === 'full') return 'full';
   if (raw === 'off') return 'off';
@@ -275,6 +288,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     maxConnections: integer(env, 'TETHER_MAX_CONNECTIONS', DEFAULT_CONFIG.maxConnections, 1, 1e7),
     maxConnectionsPerIp: integer(env, 'TETHER_MAX_CONNECTIONS_PER_IP', DEFAULT_CONFIG.maxConnectionsPerIp, 1, 1e7),
     connectRatePerIp: integer(env, 'TETHER_CONNECT_RATE_PER_IP', DEFAULT_CONFIG.connectRatePerIp, 1, 1e7),
+    trustProxy: flag(env, 'TETHER_TRUST_PROXY'),
     maxRpcInFlight: integer(env, 'TETHER_MAX_RPC_IN_FLIGHT', DEFAULT_CONFIG.maxRpcInFlight, 1, 100_000),
     maxDocBytes: integer(env, 'TETHER_MAX_DOC_BYTES', DEFAULT_CONFIG.maxDocBytes, 1024, 2 ** 30),
     headersTimeoutMs: integer(env, 'TETHER_HEADERS_TIMEOUT_MS', DEFAULT_CONFIG.headersTimeoutMs, 1000, 600_000),

@@ -15,6 +15,7 @@ import fc from 'fast-check';
 import { pino } from 'pino';
 import { startServer, type TetherServer } from './server.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, MAX_JSON_DEPTH, PROTOCOL_VERSION } from '../protocol/constants.js';
+import { Raw, serialize, setOwn } from '../protocol/testing/raw-json.js';
 
 const seed = process.env.TETHER_FUZZ_SEED ? Number.parseInt(process.env.TETHER_FUZZ_SEED, 10) : Date.now() % 2 ** 31;
 if (!Number.isSafeInteger(seed)) throw new TypeError(`TETHER_FUZZ_SEED must be an integer, got ${process.env.TETHER_FUZZ_SEED}`);
@@ -511,23 +512,6 @@ describe('raw WebSocket frames after a valid upgrade', () => {
 
 // ---- 3. junk and mutated frames after a handshake ---------------------------------------------
 
-/** Text spliced verbatim into a frame: NaN, 1e999, deep nesting, raw lone surrogates. */
-class Raw {
-  constructor(readonly text: string) {}
-}
-
-function serialize(value: unknown): string {
-  if (value instanceof Raw) return value.text;
-  if (Array.isArray(value)) return `[${value.map(serialize).join(',')}]`;
-  if (typeof value === 'object' && value !== null) {
-    return `{${Object.keys(value).map((key) => `${JSON.stringify(key)}:${serialize((value as Record<string, unknown>)[key])}`).join(',')}}`;
-  }
-  return JSON.stringify(value) ?? 'null';
-}
-
-function setOwn(target: Record<string, unknown>, key: string, value: unknown): void {
-  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
-}
 
 const nestedArrays = (depth: number) => '['.repeat(depth) + ']'.repeat(depth);
 const nestedObjects = (depth: number) => '{"a":'.repeat(depth) + '1' + '}'.repeat(depth);

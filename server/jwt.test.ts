@@ -11,10 +11,10 @@ import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { CompactSign, SignJWT, base64url, exportJWK, exportPKCS8, exportSPKI, generateKeyPair, type CryptoKey, type JWTPayload } from 'jose';
 import { pino } from 'pino';
 import { startServer, type ServerOptions, type TetherServer } from './server.js';
+import { RawClient, type Frame } from './testing/raw-client.js';
 
 const SECRET = 'jwt-test-secret-of-at-least-32-characters';
 const silent = pino({ level: 'silent' });
-const FRAME_TIMEOUT_MS = 3000;
 
 /** reasonOf (auth.ts) and the checks after it. */
 const INVALID = 'the token is invalid';
@@ -29,57 +29,7 @@ const NO_SUBJECT = 'the token has no subject (sub)';
 const LONG_SUB = 'the token subject (sub) is longer than 200 characters';
 const REQUIRED = 'a token is required';
 
-type Frame = Record<string, unknown>;
 
-/** A raw client: sends frames, returns each answer in order, and the close. */
-class RawClient {
-  readonly ws: WebSocket;
-  readonly inbox: Frame[] = [];
-  private waiters: (() => void)[] = [];
-  readonly closed: Promise<{ code: number; reason: string }>;
-  isClosed = false;
-
-  constructor(url: string) {
-    this.ws = new WebSocket(url);
-    this.ws.on('message', (data) => {
-      this.inbox.push(JSON.parse(data.toString()) as Frame);
-      for (const wake of this.waiters.splice(0)) wake();
-    });
-    this.closed = new Promise((resolve) =>
-      this.ws.on('close', (code, reason) => {
-        this.isClosed = true;
-        for (const wake of this.waiters.splice(0)) wake();
-        resolve({ code, reason: reason.toString() });
-      }),
-    );
-  }
-
-  async open(): Promise<this> {
-    await new Promise((resolve, reject) => this.ws.once('open', resolve).once('error', reject));
-    return this;
-  }
-
-  send(frame: unknown): void {
-    this.ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
-  }
-
-  async next(timeoutMs = FRAME_TIMEOUT_MS): Promise<Frame> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.inbox.length === 0) {
-      if (this.isClosed) throw new Error('the connection closed before the expected frame');
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no frame within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-    return this.inbox.shift()!;
-  }
-}
 
 const now = () => Math.floor(Date.now() / 1000);
 const encoder = new TextEncoder();

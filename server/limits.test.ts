@@ -15,97 +15,18 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer, type ServerOptions, type TetherServer } from './server.js';
+import { RawClient, type Frame } from './testing/raw-client.js';
 
 const SECRET = 'limits-test-secret-of-at-least-32-characters';
 const silent = pino({ level: 'silent' });
 const base: ServerOptions = { port: 0, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', db: ':memory:' };
 
-type Frame = Record<string, unknown>;
 
 /** Every client a test opened: terminated after it, so that a failed test leaves none behind. */
-const clients = new Set<RawClient>();
 afterEach(() => {
-  for (const c of clients) c.ws.terminate();
-  clients.clear();
+  for (const c of RawClient.all) c.ws.terminate();
 });
 
-/** A raw client: sends frames, returns each answer in order, and the close. */
-class RawClient {
-  readonly ws: WebSocket;
-  private readonly inbox: Frame[] = [];
-  private waiters: (() => void)[] = [];
-  readonly closed: Promise<{ code: number; reason: string }>;
-  closeCode: number | undefined;
-
-  constructor(url: string, options: WebSocket.ClientOptions = {}) {
-    this.ws = new WebSocket(url, options);
-    clients.add(this);
-    this.ws.on('message', (data) => {
-      this.inbox.push(JSON.parse(data.toString()) as Frame);
-      for (const wake of this.waiters.splice(0)) wake();
-    });
-    this.ws.on('error', () => {});
-    this.closed = new Promise((resolve) =>
-      this.ws.on('close', (code, reason) => {
-        this.closeCode = code;
-        resolve({ code, reason: reason.toString() });
-        for (const wake of this.waiters.splice(0)) wake();
-      }),
-    );
-  }
-
-  async open(): Promise<this> {
-    await new Promise((resolve, reject) => this.ws.once('open', resolve).once('error', reject));
-    return this;
-  }
-
-  send(frame: unknown): void {
-    this.ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
-  }
-
-  /** The next frame; throws if the connection closes or nothing comes within `timeoutMs`. */
-  async next(timeoutMs = 5000): Promise<Frame> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.inbox.length === 0) {
-      if (this.closeCode !== undefined) throw new Error(`connection closed (${this.closeCode}) while waiting for a frame`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no frame within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-    return this.inbox.shift()!;
-  }
-
-  /** Skips frames until one matches. */
-  async until(matches: (frame: Frame) => boolean, timeoutMs = 5000): Promise<Frame> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const frame = await this.next(Math.max(1, deadline - Date.now()));
-      if (matches(frame)) return frame;
-    }
-  }
-
-  answerTo(id: number, timeoutMs = 5000): Promise<Frame> {
-    return this.until((frame) => frame.id === id, timeoutMs);
-  }
-
-  /** Pings every second, as a client that means to stay would (the server drops a silent one after 3 heartbeats). */
-  keepAlive(): void {
-    const timer = setInterval(() => {
-      if (this.ws.readyState === WebSocket.OPEN) this.send({ type: 'ping', t: Date.now() });
-    }, 1000);
-    this.ws.on('close', () => clearInterval(timer));
-  }
-
-  get socket(): { pause(): void; resume(): void } {
-    return (this.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
-  }
-}
 
 async function jwt(sub: string, claims: Record<string, unknown> = {}): Promise<string> {
   return new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setExpirationTime('1h').sign(new TextEncoder().encode(SECRET));
@@ -727,5 +648,79 @@ describe('RPC proxy', () => {
     expect(elsewhereHits).toBe(0);
     c.ws.close();
     await normalClientWorks(server.port, 'rpc proxy redirect', { token: await jwt('u') });
+  });
+});
+
+describe('retention overtaking a slow catch-up', () => {
+  let server: TetherServer;
+
+  beforeAll(async () => {
+    server = await startServer({ ...base, apiKey: 'k', historyMaxEvents: 150 });
+  });
+  afterAll(() => server.close());
+
+  const publish = async (n: number, size: number) => {
+    const response = await fetch(`http://127.0.0.1:${server.port}/api/publish`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer k', 'content-type': 'application/json' },
+      body: JSON.stringify({ channel: 'slow', data: { n, pad: 'z'.repeat(size) } }),
+    });
+    expect(response.status).toBe(200);
+  };
+
+  it('a subscriber paging through history while pruning passes it gets a reset mid-stream, never a silent gap', { timeout: 20_000 }, async () => {
+    // 9 MB: many pages of about 256 KiB, more than loopback's socket buffers take from a paused reader.
+    for (let n = 1; n <= 150; n++) await publish(n, 60_000);
+    const reader = await handshaken(server.port, { clientId: 'slow-reader-0001' });
+    reader.send({ type: 'subscribe', channel: 'slow' });
+    const { epoch } = await reader.until((f) => f.type === 'subscribed');
+    reader.send({ type: 'unsubscribe', channel: 'slow' });
+    reader.keepAlive();
+    reader.socket.pause(); // reads nothing: its catch-up stops after the first pages
+    reader.send({ type: 'subscribe', channel: 'slow', since: { offset: 0, epoch } });
+    await sleep(500);
+    // Meanwhile 200 small events: retention (150 per channel) prunes past the reader's position.
+    for (let n = 151; n <= 350; n++) await publish(n, 10);
+    reader.socket.resume();
+    const seen: Frame[] = [];
+    await reader.until((f) => {
+      if (f.channel === 'slow' && (f.type === 'event' || f.type === 'reset' || f.type === 'subscribed')) seen.push(f);
+      return f.type === 'event' && f.offset === 350;
+    }, 10_000);
+    expect(seen[0]).toMatchObject({ type: 'subscribed' });
+    // Every offset is delivered, or covered by a reset that says it was lost: no gap passes silently.
+    let position = 0;
+    let resets = 0;
+    for (const frame of seen.slice(1)) {
+      if (frame.type === 'reset') {
+        expect(frame.offset as number).toBeGreaterThan(position);
+        position = frame.offset as number;
+        resets++;
+      } else {
+        expect(frame.offset).toBe(position + 1);
+        position = frame.offset as number;
+      }
+    }
+    expect(resets).toBeGreaterThan(0); // the test would pass vacuously if pruning never overtook the reader
+    reader.ws.close();
+  });
+});
+
+describe('behind a trusted proxy', () => {
+  let server: TetherServer;
+
+  beforeAll(async () => {
+    server = await startServer({ ...base, trustProxy: true, maxConnectionsPerIp: 2 });
+  });
+  afterAll(() => server.close());
+
+  it('counts clients by the address the proxy appended to X-Forwarded-For, not by the proxy', async () => {
+    const from = (chain: string) => handshaken(server.port, {}, { headers: { 'x-forwarded-for': chain } });
+    // A client cannot pick its address: only the last entry (the proxy's own) counts.
+    const a1 = await from('6.6.6.6, 203.0.113.1');
+    const a2 = await from('7.7.7.7, 203.0.113.1');
+    await expect(from('203.0.113.1')).rejects.toThrow(/429/);
+    const b = await from('203.0.113.2'); // another client behind the same proxy
+    for (const c of [a1, a2, b]) c.ws.close();
   });
 });

@@ -59,6 +59,19 @@ const SECURITY_HEADERS: Record<string, string> = {
   'referrer-policy': 'no-referrer',
 };
 
+/** Sockets beyond the WebSocket cap that plain HTTP requests (health, the API, static files) may hold. */
+const HTTP_HEADROOM = 1000;
+
+/** The client's address for per-address limits: the peer, or behind a trusted proxy the address it appended. */
+function clientAddress(req: IncomingMessage, trustProxy: boolean): string {
+  if (trustProxy) {
+    const header = req.headers['x-forwarded-for'];
+    const last = (Array.isArray(header) ? header.join(',') : (header ?? '')).split(',').map((a) => a.trim()).filter(Boolean).at(-1);
+    if (last !== undefined) return last;
+  }
+  return req.socket.remoteAddress ?? 'unknown';
+}
+
 /** The request target as a URL, or undefined when it cannot be one (`GET //[`): never a throw. */
 function requestUrl(req: IncomingMessage): URL | undefined {
   try {
@@ -140,6 +153,8 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
       res.end('internal error');
     });
   });
+  // Every socket counts, upgraded or not: idle or trickling sockets cannot exhaust file descriptors.
+  http.maxConnections = config.maxConnections + HTTP_HEADROOM;
   http.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     log.debug({ code: err.code }, 'malformed HTTP request');
     if (socket.writable) socket.end(err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT' ? 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n' : 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
@@ -195,7 +210,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
       log.warn({ max: config.maxConnections }, 'connection refused: the server is full');
       return refuse('503 Service Unavailable', `the server holds its maximum of ${config.maxConnections} connections (TETHER_MAX_CONNECTIONS)`);
     }
-    const ip = req.socket.remoteAddress ?? 'unknown';
+    const ip = clientAddress(req, config.trustProxy);
     let connects = connectsPerIp.get(ip);
     if (!connects) connectsPerIp.set(ip, (connects = new TokenBucket(config.connectRatePerIp, config.connectRatePerIp * 2)));
     if (!connects.take()) {

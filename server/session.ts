@@ -451,11 +451,15 @@ export class Session {
     this.subscriptions.set(channel, unsubscribe);
     // Replaced or unsubscribed meanwhile, or the connection is closing: stop reading.
     const abandoned = () => this.subscriptions.get(channel) !== unsubscribe || this.closing;
-    return this.queueCatchUp((error) => {
+    const refuse = (error: ErrorShape) => {
       unsubscribe();
       this.subscriptions.delete(channel);
       this.sendError(error, { channel });
-    }, async () => {
+    };
+    // From the head there is nothing to catch up (one small read): it does not wait in the queue,
+    // so a reconnect's plain subscribes go live at once instead of holding their live events.
+    const run = (work: () => Promise<void>) => (since === undefined ? work() : this.queueCatchUp(refuse, work));
+    return run(async () => {
       if (abandoned()) return;
       try {
         let page = await this.deps.store.history(channel, since, HISTORY_PAGE, HISTORY_PAGE_BYTES);
@@ -476,6 +480,11 @@ export class Session {
           if (abandoned()) return;
           page = await this.deps.store.history(channel, { offset: feed.position, epoch: page.epoch }, HISTORY_PAGE, HISTORY_PAGE_BYTES);
           if (abandoned()) return;
+          // Retention overtook a slow catch-up: say so, as at the start — never a silent gap.
+          if (page.reset) {
+            this.send({ type: 'reset', channel, epoch: page.epoch, offset: page.from });
+            feed.skipTo(page.from);
+          }
         }
         feed.release();
       } catch (error) {

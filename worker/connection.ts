@@ -54,6 +54,8 @@ export class ServerConnection {
   private rpcInFlight = 0;
   private rpcLimit = Number.POSITIVE_INFINITY;
   private readonly rpcWaiting: (() => void)[] = [];
+  /** Ids of calls sent on this connection and not answered by the server yet. */
+  private readonly rpcOutstanding = new Set<number>();
   private lastSyncAt: number | null = null;
   /** Tabs the socket already switched users for (see followNewestUser). */
   private readonly followed = new Set<string>();
@@ -80,6 +82,9 @@ export class ServerConnection {
           if (state === 'online') this.refusal = undefined;
           else {
             this.writes.offline();
+            // The server forgets the calls of a closed connection: their slots are free again.
+            for (const _ of this.rpcOutstanding) this.releaseRpcSlot();
+            this.rpcOutstanding.clear();
             this.requests.failAll({
               code: 'connection_lost',
               message: 'the connection to the server was lost before the answer arrived; the call may or may not have run',
@@ -178,9 +183,12 @@ export class ServerConnection {
       return { ok: false, error };
     }
     const { id, outcome } = this.requests.open(Math.max(1, deadline - Date.now()));
-    void outcome.finally(() => this.releaseRpcSlot());
     if (!this.link.send({ type: 'rpc', id, method, args })) {
+      this.releaseRpcSlot();
       this.requests.settle(id, { ok: false, error: { code: 'offline', message: 'not connected; the call was not sent' } });
+    } else {
+      // The slot is the server's until it answers (a call that timed out here still runs there).
+      this.rpcOutstanding.add(id);
     }
     return outcome;
   }
@@ -318,9 +326,11 @@ export class ServerConnection {
       case 'doc':
         return this.documents.handle(message);
       case 'result':
+        if (this.rpcOutstanding.delete(message.id)) this.releaseRpcSlot();
         return this.requests.settle(message.id, { ok: true, value: message.value });
       case 'error':
         if (message.id !== undefined) {
+          if (this.rpcOutstanding.delete(message.id)) this.releaseRpcSlot();
           return this.requests.settle(message.id, { ok: false, error: { code: message.code, message: message.message } });
         }
         return;

@@ -20,7 +20,7 @@ afterEach(async () => {
 });
 
 function token(sub: string): Promise<string> {
-  return new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setExpirationTime('1h').sign(new TextEncoder().encode(SECRET));
+  return new SignJWT({ channels: ['*'] }).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setExpirationTime('1h').sign(new TextEncoder().encode(SECRET));
 }
 
 async function storedData(h: Harness, channel: string): Promise<unknown[]> {
@@ -48,6 +48,20 @@ describe('calls', () => {
     const answers = await Promise.all(Array.from({ length: 100 }, (_, n) => engine.connection.call('slow', [n], { timeoutMs: 20_000 })));
     expect(answers).toEqual(Array.from({ length: 100 }, (_, n) => ({ ok: true, value: n })));
     expect(most).toBe(4); // the limit was reached (the test would pass vacuously otherwise), never passed
+  });
+
+  it('a call that timed out here keeps its server slot until the server answers it: the next calls wait instead of drawing limit_exceeded', async () => {
+    harness = await Harness.start({
+      maxRpcInFlight: 2,
+      procedures: { slow: () => new Promise((resolve) => setTimeout(() => resolve('late'), 800)), quick: () => 'quick' },
+    });
+    const engine = harness.engine();
+    const tab = engine.attach();
+    await eventually(() => engine.status(tab).connection === 'online');
+    const gaveUp = await Promise.all([1, 2].map(() => engine.connection.call('slow', [], { timeoutMs: 100 })));
+    expect(gaveUp.map((o) => !o.ok && o.error.code)).toEqual(['timeout', 'timeout']);
+    const next = await Promise.all([1, 2, 3].map(() => engine.connection.call('quick', [], { timeoutMs: 5000 })));
+    expect(next).toEqual([1, 2, 3].map(() => ({ ok: true, value: 'quick' })));
   });
 });
 
@@ -249,6 +263,32 @@ describe('every event reaches every tab that asked for it', () => {
     const told: ChannelDelivery[] = [];
     await engine.connection.subscribe(stale.tabId, 's', 'ch', (d) => void told.push(d), { offset: 4, epoch: 'an-old-epoch' });
     await eventually(() => told.find((d) => d.kind === 'reset'), 5000, 'a reset');
+  });
+});
+
+describe('catching up past a page the server cut by bytes', () => {
+  it('a reloaded tab that missed 60 events of 20 KB (1.2 MB: pages of about 256 KiB) gets all of them, in order', async () => {
+    harness = await Harness.start({ apiKey: 'k' });
+    const engine = harness.engine();
+    const keeper = engine.attach();
+    const kept: ChannelDelivery[] = [];
+    await engine.connection.subscribe(keeper.tabId, 'k', 'big', (d) => void kept.push(d));
+    const subscribed = await eventually(() => kept.find((d) => d.kind === 'subscribed') as { epoch: string } | undefined);
+    const payload = 'x'.repeat(20_000);
+    for (let n = 1; n <= 60; n++) {
+      const response = await fetch(`http://127.0.0.1:${harness.server.port}/api/publish`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer k', 'content-type': 'application/json' },
+        body: JSON.stringify({ channel: 'big', data: { n, payload } }),
+      });
+      expect(response.status).toBe(200);
+    }
+    await eventually(() => kept.filter((d) => d.kind === 'event').length === 60);
+    const back = engine.attach();
+    const got: ChannelDelivery[] = [];
+    await engine.connection.subscribe(back.tabId, 'b', 'big', (d) => void got.push(d), { offset: 0, epoch: subscribed.epoch });
+    await eventually(() => got.filter((d) => d.kind === 'event').length === 60, 8000, 'all 60 events');
+    expect(got.flatMap((d) => (d.kind === 'event' ? [d.offset] : []))).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
   });
 });
 

@@ -64,7 +64,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 async function run(ops: Op[]): Promise<void> {
   harness = await Harness.start({ tokenSecret: SECRET, apiKey: API_KEY });
   const h = harness;
-  const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('model-user').setExpirationTime('1h').sign(new TextEncoder().encode(SECRET));
+  const token = await new SignJWT({ channels: ['*'] }).setProtectedHeader({ alg: 'HS256' }).setSubject('model-user').setExpirationTime('1h').sign(new TextEncoder().encode(SECRET));
   let tokenWorks = true;
   let storeFailures = 0;
   const wrapStore = () => {

@@ -129,7 +129,8 @@ export class Subscriptions {
         }
         const last = events.at(-1)?.offset;
         position = { offset: last === undefined ? Math.max(from, position.offset) : Math.min(last, target), epoch };
-        if (last === undefined || events.length < HISTORY_PAGE_MAX) break;
+        // A page can be short because the server cuts pages by bytes: only an empty one ends early.
+        if (last === undefined) break;
       }
     } catch {
       // Try again from where it got to: on the next connection, or after a pause while online

@@ -293,3 +293,43 @@ describe('shared documents (DSTM)', () => {
     expect(await store.write([tx(3, { card: 0 }, { card: '"mine"' })])).toMatchObject([{ status: 'conflict', current: { card: { version: 3, value: '"new"' } } }]);
   });
 });
+
+describe('document size bound', () => {
+  const write = (writes: Record<string, string | null>): WriteRequest => ({ kind: 'transact', doc: 'd', reads: {}, writes, clientId: null, seq: null, user: null });
+  function bounded(maxDocBytes: number) {
+    const store = openSqliteStore({ path: ':memory:', retention, maxDocBytes });
+    stores.push(store);
+    return store;
+  }
+
+  it('deleting absent keys stores no tombstones: a flood of such deletes cannot grow what a returning client is sent', async () => {
+    const store = bounded(2000);
+    const absent = Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`${'k'.repeat(150)}${i}`, null]));
+    for (let i = 0; i < 20; i++) expect(await store.write([write(absent)])).toMatchObject([{ status: 'committed' }]);
+    const { epoch } = await store.document('d', undefined);
+    expect((await store.document('d', 0, epoch)).keys).toEqual({});
+  });
+
+  it('tombstones count by their key: creating and deleting keys over and over is bounded, and pruning gives the bytes back', async () => {
+    const store = bounded(2000);
+    const key = (i: number) => `${'k'.repeat(190)}${i}`;
+    let refused = 0;
+    for (let i = 0; i < 30; i++) {
+      const [created] = await store.write([write({ [key(i)]: '1' })]);
+      if (created!.status === 'refused') {
+        refused++;
+        expect(created).toMatchObject({ code: 'limit_exceeded' });
+        continue;
+      }
+      expect(await store.write([write({ [key(i)]: null })])).toMatchObject([{ status: 'committed' }]);
+    }
+    expect(refused).toBeGreaterThan(0); // ~10 tombstones of ~192 bytes fill 2,000 bytes
+    const { epoch } = await store.document('d', undefined);
+    const delta = await store.document('d', 0, epoch);
+    expect(JSON.stringify(delta.keys).length).toBeLessThan(2000 + 30 * 40); // keys plus their version markup
+    // Far behind the version, tombstones are pruned and their bytes are free again.
+    for (let i = 0; i < TOMBSTONE_VERSIONS_KEPT * 2 + 10; i++) await store.write([write({ small: String(i % 10) })]);
+    await store.prune();
+    expect(await store.write([write({ [key(99)]: '1' })])).toMatchObject([{ status: 'committed' }]);
+  });
+});

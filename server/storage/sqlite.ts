@@ -80,10 +80,11 @@ const MIGRATIONS: string[] = [
   // 6: the lowest sequence a client said it still holds (its handshake's firstSeq): answers from
   // there on are never pruned, however old (a resend may come from an outbox a worker failed to clear).
   `ALTER TABLE clients ADD COLUMN first_held INTEGER;`,
-  // 7: a document's size in bytes (keys and JSON values of live keys), bounded by maxDocBytes.
+  // 7: a document's size in bytes (keys and JSON values; deleted keys count by their key, as
+  // their tombstones are sent too), bounded by maxDocBytes.
   `ALTER TABLE docs ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
-   UPDATE docs SET bytes = (SELECT coalesce(sum(length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))), 0)
-     FROM doc_keys WHERE doc_keys.doc = docs.name AND value IS NOT NULL);
+   UPDATE docs SET bytes = (SELECT coalesce(sum(length(CAST(key AS BLOB)) + coalesce(length(CAST(value AS BLOB)), 0)), 0)
+     FROM doc_keys WHERE doc_keys.doc = docs.name);
    -- and who published each event (JSON: {"user": …} or {"backend": true}); NULL before.
    ALTER TABLE events ADD COLUMN publisher TEXT;`,
 ];
@@ -174,6 +175,10 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       'SELECT name, version - ? AS through FROM docs WHERE version - tombstones_through > ?',
     ),
     pruneTombstones: db.prepare('DELETE FROM doc_keys WHERE doc = ? AND value IS NULL AND version <= ?'),
+    tombstoneBytes: db.prepare<[string, number], { bytes: number }>(
+      'SELECT coalesce(sum(length(CAST(key AS BLOB))), 0) AS bytes FROM doc_keys WHERE doc = ? AND value IS NULL AND version <= ?',
+    ),
+    shrinkDoc: db.prepare('UPDATE docs SET bytes = max(0, bytes - ?) WHERE name = ?'),
     setTombstonesThrough: db.prepare('UPDATE docs SET tombstones_through = max(tombstones_through, ?) WHERE name = ?'),
     tombstonesThrough: db.prepare<[string], { through: number }>('SELECT tombstones_through AS through FROM docs WHERE name = ?'),
     docVersion: db.prepare<[string], { version: number }>('SELECT version FROM docs WHERE name = ?'),
@@ -224,13 +229,19 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       if (!holds) conflict = true;
     }
     if (conflict) return { status: 'conflict', doc: request.doc, version, current };
+    // Size: a live key counts its key and value, a tombstone its key (tombstones are sent to
+    // clients too, so they must not grow a document past the bound either).
     let bytes = q.docBytes.get(request.doc)?.bytes ?? 0;
     const before = bytes;
+    const writes: [string, string | null][] = [];
     for (const [key, value] of Object.entries(request.writes)) {
       const old = q.docKey.get(request.doc, key);
-      const keyBytes = Buffer.byteLength(key);
-      if (old?.value != null) bytes -= keyBytes + Buffer.byteLength(old.value);
-      if (value !== null) bytes += keyBytes + Buffer.byteLength(value);
+      // Deleting a key that is absent or already deleted changes nothing: no tombstone.
+      if (value === null && (old === undefined || old.value === null)) continue;
+      writes.push([key, value]);
+      if (old === undefined) bytes += Buffer.byteLength(key);
+      if (old?.value != null) bytes -= Buffer.byteLength(old.value);
+      if (value !== null) bytes += Buffer.byteLength(value);
     }
     // A write that shrinks a document is taken even over the bound (the bound may have been lowered).
     if (bytes > maxDocBytes && bytes > before) {
@@ -240,7 +251,7 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
     }
     const next = version + 1;
     const keys: Record<string, StoredKey> = {};
-    for (const [key, value] of Object.entries(request.writes)) {
+    for (const [key, value] of writes) {
       q.putDocKey.run(request.doc, key, value, next);
       keys[key] = value === null ? { version: next, deleted: true } : { version: next, value };
     }
@@ -346,6 +357,7 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
     q.pruneCommits.run();
     q.pruneRefusals.run();
     for (const { name, through } of q.docsWithOldTombstones.all(TOMBSTONE_VERSIONS_KEPT, TOMBSTONE_VERSIONS_KEPT * 2)) {
+      q.shrinkDoc.run(q.tombstoneBytes.get(name, through)?.bytes ?? 0, name);
       q.pruneTombstones.run(name, through);
       q.setTombstonesThrough.run(through, name);
     }
