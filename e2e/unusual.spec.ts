@@ -153,3 +153,21 @@ test('a reloaded tab joining a subscription another tab keeps alive gets what it
   expect(await receivedIn(reloader, 'feed')).toHaveLength(3);
   await context.close();
 });
+
+test('a reloaded tab that missed more than one page of history (60 events of 20 KB; the server cuts pages at ~256 KiB) gets every event, in order', async ({ browser, openTab, server }) => {
+  const context = await browser.newContext();
+  const keeper = await openTab(context);
+  const reloader = await openTab(context);
+  expect(await subscribeIn(keeper, 'big')).toBeUndefined();
+  expect(await subscribeIn(reloader, 'big')).toBeUndefined();
+  await reloader.reload();
+  const pad = 'x'.repeat(20_000);
+  for (let n = 1; n <= 60; n++) expect((await apiPublish(server.httpUrl, 'big', { n, pad })).status).toBe(200);
+  await expect.poll(async () => (await receivedIn(keeper, 'big')).length, { timeout: 15_000 }).toBe(60);
+  await waitForConnection(reloader, 'online');
+  expect(await subscribeIn(reloader, 'big')).toBeUndefined();
+  await expect
+    .poll(async () => (await receivedIn(reloader, 'big')).map((e) => (e.data as { n: number }).n), { timeout: 15_000 })
+    .toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+  await context.close();
+});
