@@ -12,6 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { SignJWT } from 'jose';
 import { pino } from 'pino';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startServer, type ServerOptions, type TetherServer } from './server.js';
 import { RawClient, type Frame } from './testing/raw-client.js';
 
@@ -564,6 +567,41 @@ describe('POST /api/disconnect', () => {
       expect(await res.json()).toMatchObject({ error: { code: 'unauthorized' } });
     } finally {
       await keyless.close();
+    }
+  });
+});
+
+describe('revocation survives a restart', () => {
+  it('a token revoked before the server restarted is still refused after it (the mark is in the events DB)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tether-revoke-'));
+    const options = { tokenSecret: SECRET, apiKey: API_KEY, db: join(dir, 'events.db') };
+    try {
+      const held = await token({}, 'carol-restart');
+      let { server, url } = await start(options);
+      const carol = await connect(url, held);
+      const res = await fetch(`http://127.0.0.1:${server.port}/api/disconnect`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${API_KEY}` },
+        body: JSON.stringify({ user: 'carol-restart', revoke: true }),
+      });
+      expect(res.status).toBe(200);
+      expect((await carol.closed).code).toBe(4001);
+      await server.close();
+
+      ({ server, url } = await start(options));
+      try {
+        const back = await new RawClient(url).open();
+        back.send({ type: 'handshake', v: 1, token: held });
+        expect(await back.next()).toMatchObject({ type: 'error', code: 'unauthorized', message: expect.stringContaining('ended by the backend') });
+        expect((await back.closed).code).toBe(4001);
+        // A token signed after the revocation gets in.
+        const fresh = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('carol-restart').setIssuedAt(Math.floor(Date.now() / 1000) + 1).setExpirationTime('1h').sign(new TextEncoder().encode(SECRET));
+        (await connect(url, fresh)).ws.close();
+      } finally {
+        await server.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -31,7 +31,7 @@ export interface HttpApiDeps {
   maxBodyBytes: number;
   log: Logger;
   /** Closes every connection of `user` (and refuses its tokens issued so far if `revoke`); returns how many. */
-  disconnect(user: string, revoke: boolean): number;
+  disconnect(user: string, revoke: boolean): Promise<number>;
 }
 
 const DisconnectBody = v.strictObject({
@@ -143,7 +143,7 @@ export function createHttpApi(deps: HttpApiDeps) {
     const parsed = v.safeParse(DisconnectBody, await readBody(req, deps.maxBodyBytes));
     if (!parsed.success) throw new ApiError(400, 'invalid_message', issueText(parsed.issues));
     const { user, revoke = false } = parsed.output;
-    reply(res, 200, { user, closed: deps.disconnect(user, revoke), revoked: revoke });
+    reply(res, 200, { user, closed: await deps.disconnect(user, revoke), revoked: revoke });
   }
 
   async function history(url: URL, res: ServerResponse): Promise<void> {

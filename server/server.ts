@@ -116,11 +116,12 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   });
   const broker = options.broker ?? createLocalBroker();
   const writes = new WriteQueue(store, broker);
-  const revocations = new Revocations();
+  const revocations = new Revocations(store);
   const api = createHttpApi({
     apiKey: config.apiKey, store, writes, maxBodyBytes: config.maxMessageBytes, log,
-    disconnect(user, revoke) {
-      if (revoke) revocations.revoke(user);
+    async disconnect(user, revoke) {
+      // Stored before the connections close, so that their reconnects are refused.
+      if (revoke) await revocations.revoke(user);
       let closed = 0;
       for (const session of sessions) {
         if (session.user !== user) continue;

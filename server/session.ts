@@ -221,7 +221,7 @@ export class Session {
       this.sendError(identity.error);
       return this.close(CloseCode.Unauthorized, identity.error.message);
     }
-    if (identity.user !== null && this.deps.revocations.refuses(identity.user, identity.issuedAt)) {
+    if (identity.user !== null && (await this.deps.revocations.refuses(identity.user, identity.issuedAt))) {
       const text = 'this session was ended by the backend; sign in again for a new token';
       this.sendError({ code: 'unauthorized', message: text });
       return this.close(CloseCode.Unauthorized, 'session revoked');

@@ -103,9 +103,8 @@ export interface RetentionPolicy {
 export interface EventStore {
   /** Applies the writes in order in ONE durable transaction (group commit). */
   write(requests: WriteRequest[]): Promise<WriteOutcome[]>;
-  /** The events of `channel` after `since` (or none: only the head), at most `limit`. */
   /**
-   * At most `limit` events after `since`, and no more than about `maxBytes` of event data (at
+   * The events of `channel` after `since` (or none: only the head): at most `limit` events after `since`, and no more than about `maxBytes` of event data (at
    * least one event): a reader pages through a large history without holding it in memory.
    */
   history(channel: string, since: { offset: number; epoch?: string } | undefined, limit: number, maxBytes?: number): Promise<History>;
@@ -121,6 +120,13 @@ export interface EventStore {
    * belongs to another user.
    */
   handshake(clientId: string, user: string | null, firstSeq: number): Promise<ClientResync | 'forbidden'>;
+  /**
+   * Ends a user's sessions for good: tokens issued (`iat`, ms) up to `through` are refused from
+   * now on, also after a restart. A later call moves the mark forward, never back.
+   */
+  revoke(user: string, through: number): Promise<void>;
+  /** The revocation mark of `user` (ms), if its sessions were ever revoked. */
+  revokedThrough(user: string): Promise<number | undefined>;
   /** Drops events past the retention policy; returns how many. */
   prune(now?: number): Promise<number>;
   close(): Promise<void>;

@@ -86,7 +86,9 @@ const MIGRATIONS: string[] = [
    UPDATE docs SET bytes = (SELECT coalesce(sum(length(CAST(key AS BLOB)) + coalesce(length(CAST(value AS BLOB)), 0)), 0)
      FROM doc_keys WHERE doc_keys.doc = docs.name);
    -- and who published each event (JSON: {"user": …} or {"backend": true}); NULL before.
-   ALTER TABLE events ADD COLUMN publisher TEXT;`,
+   ALTER TABLE events ADD COLUMN publisher TEXT;
+   -- and sessions the backend revoked: tokens issued up to \`through\` (ms) are refused.
+   CREATE TABLE revocations (user TEXT PRIMARY KEY, through INTEGER NOT NULL) WITHOUT ROWID;`,
 ];
 
 /**
@@ -183,6 +185,10 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
     tombstonesThrough: db.prepare<[string], { through: number }>('SELECT tombstones_through AS through FROM docs WHERE name = ?'),
     docVersion: db.prepare<[string], { version: number }>('SELECT version FROM docs WHERE name = ?'),
     docBytes: db.prepare<[string], { bytes: number }>('SELECT bytes FROM docs WHERE name = ?'),
+    revoke: db.prepare(
+      'INSERT INTO revocations (user, through) VALUES (?, ?) ON CONFLICT (user) DO UPDATE SET through = max(through, excluded.through)',
+    ),
+    revokedThrough: db.prepare<[string], { through: number }>('SELECT through FROM revocations WHERE user = ?'),
     setDocBytes: db.prepare('UPDATE docs SET bytes = ? WHERE name = ?'),
     setDocVersion: db.prepare(
       'INSERT INTO docs (name, version) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET version = excluded.version',
@@ -411,6 +417,12 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       }
       const change: DocChange = { doc, version, keys };
       return { ...change, full, epoch: docsEpoch };
+    },
+    async revoke(user, through) {
+      q.revoke.run(user, through);
+    },
+    async revokedThrough(user) {
+      return q.revokedThrough.get(user)?.through;
     },
     async handshake(clientId, user, firstSeq) {
       return resync(clientId, user, firstSeq);
