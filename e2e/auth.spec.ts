@@ -1,7 +1,8 @@
 import type { BrowserContext } from '@playwright/test';
 import { test, expect, apiHistory, apiPublish, openWithClient, signToken, subscribeIn, waitForConnection, TOKEN_SECRET, PROCEDURES } from './fixtures/test.js';
 
-test.use({ serverEnv: { TETHER_TOKEN_SECRET: TOKEN_SECRET, TETHER_PROCEDURES: PROCEDURES } });
+// The sockets go through the cuttable proxy (another port, so another origin than the page's): allowed explicitly.
+test.use({ serverEnv: { TETHER_TOKEN_SECRET: TOKEN_SECRET, TETHER_PROCEDURES: PROCEDURES, TETHER_ALLOWED_ORIGINS: '*' } });
 
 async function tabAs(context: BrowserContext, httpUrl: string, wsUrl: string, token: string) {
   const page = await openWithClient(context, httpUrl, { url: wsUrl, token });

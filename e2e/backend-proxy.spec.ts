@@ -48,6 +48,7 @@ const test = base.extend<{ backend: Awaited<ReturnType<typeof startBackend>> }>(
     await use({
       TETHER_PROCEDURES: PROCEDURES,
       TETHER_TOKEN_SECRET: SECRET,
+      TETHER_ALLOWED_ORIGINS: '*', // sockets through the cuttable proxy: another origin than the page's
       TETHER_API_KEY: API_KEY,
       TETHER_RPC_PROXY_URL: backend.url,
       TETHER_RPC_PROXY_SECRET: PROXY_SECRET,

@@ -29,7 +29,8 @@ test('a 30,000 × "€" publish (90 KB in UTF-8) fails at once with message_too_
 });
 
 test.describe('with tokens', () => {
-  test.use({ serverEnv: { TETHER_TOKEN_SECRET: TOKEN_SECRET } });
+  // Sockets through the cuttable proxy: another origin than the page's, allowed explicitly.
+  test.use({ serverEnv: { TETHER_TOKEN_SECRET: TOKEN_SECRET, TETHER_ALLOWED_ORIGINS: '*' } });
 
   test('offline reload with a failing token function: the write is kept, counted, the status says why, and it is sent as the user once the token works', async ({ browser, server, network }) => {
     const context = await browser.newContext();

@@ -724,3 +724,39 @@ describe('behind a trusted proxy', () => {
     for (const c of [a1, a2, b]) c.ws.close();
   });
 });
+
+describe('origins when TETHER_ALLOWED_ORIGINS is not set', () => {
+  let secure: TetherServer;
+  let development: TetherServer;
+
+  beforeAll(async () => {
+    secure = await startServer({ ...base, tokenSecret: SECRET });
+    development = await startServer(base);
+  });
+  afterAll(() => Promise.all([secure.close(), development.close()]));
+
+  const opens = (port: number, origin?: string) =>
+    new RawClient(wsUrl(port), origin === undefined ? {} : { origin }).open().then(
+      (c) => {
+        c.ws.close();
+        return 'open';
+      },
+      (error: Error) => error.message,
+    );
+
+  it('with tokens checked, only pages of the server itself may connect; clients without Origin still may (they need a token)', async () => {
+    expect(await opens(secure.port, `http://127.0.0.1:${secure.port}`)).toBe('open');
+    expect(await opens(secure.port, 'https://evil.example')).toMatch(/403/);
+    expect(await opens(secure.port, `http://127.0.0.1:${secure.port + 1}`)).toMatch(/403/); // another port is another origin
+    expect(await opens(secure.port, 'null')).toMatch(/403/); // sandboxed frames, file:// pages
+    expect(await opens(secure.port)).toBe('open');
+    const health = (await (await fetch(`http://127.0.0.1:${secure.port}/api/health`)).json()) as Record<string, unknown>;
+    expect(health).toMatchObject({ mode: 'secure', allowedOrigins: 'same-origin' });
+  });
+
+  it('in development mode any origin may connect', async () => {
+    expect(await opens(development.port, 'https://evil.example')).toBe('open');
+    const health = (await (await fetch(`http://127.0.0.1:${development.port}/api/health`)).json()) as Record<string, unknown>;
+    expect(health).toMatchObject({ mode: 'development', allowedOrigins: 'any' });
+  });
+});

@@ -94,7 +94,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   if (authenticate.development) {
     log.warn({ host }, 'no TETHER_TOKEN_SECRET / TETHER_TOKEN_PUBLIC_KEY_FILE / TETHER_TOKEN_JWKS_FILE: DEVELOPMENT MODE, anonymous clients may do everything. Never run this in production.');
   } else if (config.allowedOrigins.length === 0) {
-    log.warn('TETHER_ALLOWED_ORIGINS is not set: pages of any site may open connections (each still needs a token)');
+    log.warn('TETHER_ALLOWED_ORIGINS is not set: only pages served by this server itself may open connections; list your app\'s origins (or * for any site)');
   }
 
   const proxy = config.rpcProxyUrl === undefined
@@ -133,8 +133,26 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     },
   });
   const limits = { maxSubscriptions: config.maxSubscriptions, rateLimit: config.rateLimit, maxBufferedBytes: config.maxBufferedBytes, maxRpcInFlight: config.maxRpcInFlight };
-  const anyOrigin = config.allowedOrigins.length === 0 || config.allowedOrigins.includes('*');
+  // No list: anything goes in development mode; with tokens checked, only this server's own pages
+  // (a site the user visits cannot open connections with a token it got from the app's backend).
+  const originPolicy: 'any' | 'listed' | 'same-origin' = config.allowedOrigins.includes('*')
+    ? 'any'
+    : config.allowedOrigins.length > 0
+      ? 'listed'
+      : authenticate.development
+        ? 'any'
+        : 'same-origin';
   const allowedOrigins = new Set(config.allowedOrigins);
+  const originAllowed = (origin: string | undefined, hostHeader: string | undefined): boolean => {
+    // Browsers always send Origin; other clients (no Origin) still need a valid token.
+    if (origin === undefined || originPolicy === 'any') return true;
+    if (originPolicy === 'listed') return allowedOrigins.has(origin);
+    try {
+      return new URL(origin).host === hostHeader;
+    } catch {
+      return false;
+    }
+  };
 
   const sessions = new Set<Session>();
   const perIp = new Map<string, number>();
@@ -175,7 +193,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
       res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
       res.end(JSON.stringify({
         ok: true, protocol: PROTOCOL_VERSION, mode, connections: sessions.size,
-        allowedOrigins: anyOrigin ? 'any' : 'listed',
+        allowedOrigins: originPolicy,
       }));
       return;
     }
@@ -202,10 +220,10 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     if (url === undefined) return refuse('400 Bad Request', 'bad request target');
     if (url.pathname !== '/ws') return refuse('404 Not Found', 'not found');
     const origin = req.headers.origin;
-    // Browsers always send Origin; other clients (no Origin) still need a valid token.
-    if (!anyOrigin && origin !== undefined && !allowedOrigins.has(origin)) {
+    if (!originAllowed(origin, req.headers.host)) {
       log.warn({ origin }, 'WebSocket from a disallowed origin refused');
-      return refuse('403 Forbidden', 'origin not allowed (TETHER_ALLOWED_ORIGINS)');
+      const why = originPolicy === 'same-origin' ? 'only pages of this server may connect; set TETHER_ALLOWED_ORIGINS' : 'TETHER_ALLOWED_ORIGINS';
+      return refuse('403 Forbidden', `origin not allowed (${why})`);
     }
     if (sessions.size >= config.maxConnections) {
       log.warn({ max: config.maxConnections }, 'connection refused: the server is full');
