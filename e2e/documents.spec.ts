@@ -65,6 +65,13 @@ test("two tabs of one client see each other's optimistic changes immediately, ev
   await network.restore();
   await expect.poll(() => t1.evaluate(() => window.tether.state.doc('notes').status.getState().pending)).toBe(0);
   expect(await docView(t1, 'notes')).toEqual({ draft: 'typed in tab 1 and tab 2' });
+  // A key an object record would drop (acknowledged, never stored) fails in the app, before anything is queued.
+  const reserved = await t1.evaluate(() =>
+    window.tether.state.doc('notes').transact((tx) => tx.set('__proto__', 'x')).then(() => 'committed', (error: unknown) => String(error)),
+  );
+  expect(reserved).toBe('TypeError: transact: set(key): __proto__ cannot be a document key (reserved: __proto__, constructor, prototype)');
+  expect(await t1.evaluate(() => window.tether.state.doc('notes').status.getState().pending)).toBe(0);
+  expect(await docView(t2, 'notes')).toEqual({ draft: 'typed in tab 1 and tab 2' });
   await context.close();
 });
 

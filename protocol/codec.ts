@@ -6,7 +6,7 @@
 import * as v from 'valibot';
 import { ClientMessage, ServerMessage } from './messages.js';
 import type { ErrorShape } from './errors.js';
-import { MAX_JSON_DEPTH, RESERVED_DOC_KEYS, reservedKeyIn } from './constants.js';
+import { MAX_JSON_DEPTH, reservedKeyProblem } from './constants.js';
 
 /**
  * A refused frame echoes the request `id` or the write `seq` it carried (when usable), so the
@@ -48,8 +48,7 @@ function reservedDocKeyProblem(json: unknown): string | undefined {
   if (typeof json !== 'object' || json === null) return undefined;
   const fields = json as Record<string, unknown>;
   if (fields.type !== 'transact') return undefined;
-  const key = reservedKeyIn(fields.reads) ?? reservedKeyIn(fields.writes);
-  return key === undefined ? undefined : `${key} cannot be a document key (reserved: ${RESERVED_DOC_KEYS.join(', ')})`;
+  return reservedKeyProblem(fields.reads, fields.writes);
 }
 
 function describe(issues: readonly v.BaseIssue<unknown>[]): string {

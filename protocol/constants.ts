@@ -78,10 +78,19 @@ export const MAX_DOC_KEY_LENGTH = 200;
  */
 export const RESERVED_DOC_KEYS: readonly string[] = ['__proto__', 'constructor', 'prototype'];
 
-/** The reserved key among an object's own keys, if any. */
-export function reservedKeyIn(value: unknown): string | undefined {
-  if (typeof value !== 'object' || value === null) return undefined;
-  return RESERVED_DOC_KEYS.find((key) => Object.hasOwn(value, key));
+/** Why `key` cannot be a document key. */
+export function reservedKeyMessage(key: string): string {
+  return `${key} cannot be a document key (reserved: ${RESERVED_DOC_KEYS.join(', ')})`;
+}
+
+/** The refusal for the first reserved key among the own keys of `records` (a transaction's reads, writes), if any. */
+export function reservedKeyProblem(...records: unknown[]): string | undefined {
+  for (const record of records) {
+    if (typeof record !== 'object' || record === null) continue;
+    const key = RESERVED_DOC_KEYS.find((name) => Object.hasOwn(record, name));
+    if (key !== undefined) return reservedKeyMessage(key);
+  }
+  return undefined;
 }
 
 /** Largest frame a server accepts unless configured otherwise (TETHER_MAX_MESSAGE_BYTES). */

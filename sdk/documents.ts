@@ -7,7 +7,7 @@ import * as Comlink from 'comlink';
 import { createStore } from 'zustand/vanilla';
 import { readonly, type ReadonlyStore } from './readonly-store.js';
 import { TetherError } from '../protocol/errors.js';
-import { MAX_DOC_KEY_LENGTH, RESERVED_DOC_KEYS } from '../protocol/constants.js';
+import { MAX_DOC_KEY_LENGTH, RESERVED_DOC_KEYS, reservedKeyMessage } from '../protocol/constants.js';
 import type { DocConflict, DocSnapshot, Outcome, Status, TabApi } from '../worker/api.js';
 
 /** The operations a transaction function gets. Reads are recorded; writes are applied atomically. */
@@ -73,7 +73,7 @@ function checkKey(operation: string, key: unknown): void {
     throw new TypeError(`transact: ${operation}(key): keys are strings of 1–${MAX_DOC_KEY_LENGTH} characters, got ${got}`);
   }
   if (RESERVED_DOC_KEYS.includes(key)) {
-    throw new TypeError(`transact: ${operation}(key): ${key} cannot be a document key (reserved: ${RESERVED_DOC_KEYS.join(', ')})`);
+    throw new TypeError(`transact: ${operation}(key): ${reservedKeyMessage(key)}`);
   }
 }
 

@@ -760,3 +760,24 @@ describe('origins when TETHER_ALLOWED_ORIGINS is not set', () => {
     expect(health).toMatchObject({ mode: 'development', allowedOrigins: 'any' });
   });
 });
+
+describe('new connections per second per address', () => {
+  let server: TetherServer;
+
+  beforeAll(async () => {
+    server = await startServer({ ...base, connectRatePerIp: 2 }); // bursts of 4
+  });
+  afterAll(() => server.close());
+
+  it('refuses an address that opens connections faster than the rate with 429; others and, a moment later, the same address get in', async () => {
+    const opened: RawClient[] = [];
+    for (let i = 0; i < 4; i++) opened.push(await new RawClient(wsUrl(server.port)).open());
+    await expect(new RawClient(wsUrl(server.port)).open()).rejects.toThrow(/429/);
+    // Another address is counted apart.
+    opened.push(await new RawClient(wsUrl(server.port), { localAddress: '127.0.0.2' }).open());
+    await sleep(600); // the bucket refills at 2 per second
+    opened.push(await new RawClient(wsUrl(server.port)).open());
+    await normalClientWorks(server.port, 'connect rate', {}, { localAddress: '127.0.0.3' });
+    for (const c of opened) c.ws.close();
+  });
+});

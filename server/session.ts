@@ -5,6 +5,7 @@
  * breaks a limit (rate, slow reading), or its token expires.
  */
 import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
 import type { RawData, WebSocket } from 'ws';
 import { CloseCode, PROTOCOL_VERSION } from '../protocol/constants.js';
 import { decodeClientFrame, encode } from '../protocol/codec.js';
@@ -408,10 +409,26 @@ export class Session {
     return run;
   }
 
-  /** Resolves once the client has read what was sent down to the low-water mark, or the connection ends. */
+  /**
+   * Resolves once the client has read what was sent down to the low-water mark, or the connection
+   * ends. Waits on the TCP socket's `drain` (ws has no event of its own), so a stalled reader
+   * costs nothing while it stalls.
+   */
   private async drained(): Promise<void> {
+    const tcp = (this.socket as unknown as { _socket?: Socket })._socket;
     while (!this.closing && this.socket.readyState === this.socket.OPEN && this.socket.bufferedAmount > CATCH_UP_LOW_WATER) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          tcp?.off('drain', done);
+          tcp?.off('close', done);
+          clearTimeout(fallback);
+          resolve();
+        };
+        tcp?.once('drain', done);
+        tcp?.once('close', done);
+        // Without the TCP socket (a ws internal), look again now and then.
+        const fallback = setTimeout(done, tcp ? 60_000 : 50);
+      });
     }
   }
 

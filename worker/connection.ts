@@ -83,7 +83,7 @@ export class ServerConnection {
           else {
             this.writes.offline();
             // The server forgets the calls of a closed connection: their slots are free again.
-            for (const _ of this.rpcOutstanding) this.releaseRpcSlot();
+            this.releaseRpcSlots(this.rpcOutstanding.size);
             this.rpcOutstanding.clear();
             this.requests.failAll({
               code: 'connection_lost',
@@ -176,7 +176,7 @@ export class ServerConnection {
       return { ok: false, error: { code: 'timeout', message } };
     }
     if (this.link.state !== 'online') {
-      if (slot) this.releaseRpcSlot();
+      if (slot) this.releaseRpcSlots();
       const error: ErrorShape = this.refusal
         ? { code: this.refusal.code, message: `the server refused the connection: ${this.refusal.message}` }
         : { code: 'offline', message: `not connected to ${this.url}; the call was not sent` };
@@ -184,7 +184,7 @@ export class ServerConnection {
     }
     const { id, outcome } = this.requests.open(Math.max(1, deadline - Date.now()));
     if (!this.link.send({ type: 'rpc', id, method, args })) {
-      this.releaseRpcSlot();
+      this.releaseRpcSlots();
       this.requests.settle(id, { ok: false, error: { code: 'offline', message: 'not connected; the call was not sent' } });
     } else {
       // The slot is the server's until it answers (a call that timed out here still runs there).
@@ -214,8 +214,8 @@ export class ServerConnection {
     return true;
   }
 
-  private releaseRpcSlot(): void {
-    this.rpcInFlight = Math.max(0, this.rpcInFlight - 1);
+  private releaseRpcSlots(count = 1): void {
+    this.rpcInFlight = Math.max(0, this.rpcInFlight - count);
     // Every waiter checks again (one that timed out meanwhile must not swallow the wake-up).
     for (const wake of this.rpcWaiting.splice(0)) wake();
   }
@@ -326,11 +326,11 @@ export class ServerConnection {
       case 'doc':
         return this.documents.handle(message);
       case 'result':
-        if (this.rpcOutstanding.delete(message.id)) this.releaseRpcSlot();
+        if (this.rpcOutstanding.delete(message.id)) this.releaseRpcSlots();
         return this.requests.settle(message.id, { ok: true, value: message.value });
       case 'error':
         if (message.id !== undefined) {
-          if (this.rpcOutstanding.delete(message.id)) this.releaseRpcSlot();
+          if (this.rpcOutstanding.delete(message.id)) this.releaseRpcSlots();
           return this.requests.settle(message.id, { ok: false, error: { code: message.code, message: message.message } });
         }
         return;
