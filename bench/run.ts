@@ -11,7 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { connectClient, cpuMs, rssBytes, startTarget, type Kind, type LoadClient, type Target } from './targets.js';
-import { measureSizes, BUDGETS, TARGETS, checkBudgets, type SizeRow } from './sizes.js';
+import { measureSizes, BUDGETS, TARGETS, checkBudgets } from './sizes.js';
 import { offlineOutbox, tabToTab, type LatencyResult, type OutboxResult } from './browser.js';
 import { rpcUnderAttack, type AttackResult } from './under-attack.js';
 
@@ -227,8 +227,9 @@ for (let i = 0; i < PLAN.repeats; i++) attacks.push(await rpcUnderAttack(PLAN.at
 results.attacks = attacks;
 log(`RPC under attack: p99 ${spread(attacks.map((a) => a.attacked.p99)).median.toFixed(2)} ms (quiet ${spread(attacks.map((a) => a.quiet.p99)).median.toFixed(2)} ms)`);
 
-const sizes: SizeRow[] = await measureSizes();
+const { rows: sizes, packed } = await measureSizes();
 results.sizes = sizes;
+results.packedSdk = packed;
 
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}`;
 results.machine = machine;
@@ -302,7 +303,9 @@ const md: string[] = [
   '',
   `Attack volume per run: junk frames sent ${attacks.map((a) => a.junkFramesSent).join(', ')}; junk connections closed ${attacks.map((a) => a.junkConnectionsClosed).join(', ')}; storm subscribes sent ${attacks.map((a) => a.stormSubscribesSent).join(', ')}.`,
   '',
-  '## Bundle size (esbuild, minified, gzip -9)',
+  '## Bundle size (what the packed `tether` tarball holds; gzip -9)',
+  '',
+  `Measured on the files of \`npm pack\` (${packed.filename}: ${packed.files} files, ${(packed.tarballBytes / 1024).toFixed(1)} KiB packed, ${(packed.unpackedBytes / 1024).toFixed(1)} KiB unpacked, source maps included). The SDK row bundles the packed \`dist/index.js\` with its dependencies as an app's bundler would (esbuild, minified); the worker and \`tether.js\` are the packed files as served. Peers are their npm packages bundled with esbuild.`,
   '',
   '| bundle | what | minified B | gzip B | budget (CI) | target |',
   '|---|---|---|---|---|---|',

@@ -39,7 +39,7 @@ export function rssBytes(pid: number): number {
 export async function startTarget(kind: Kind, env: Record<string, string> = {}): Promise<Target> {
   const child: ChildProcess =
     kind === 'tether'
-      ? spawn(process.execPath, ['dist/node/server/index.js'], {
+      ? spawn(process.execPath, ['server/dist/server/index.js'], {
           env: {
             ...process.env,
             PORT: '0',

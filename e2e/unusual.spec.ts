@@ -9,7 +9,7 @@ import { test, expect, apiDoc, apiHistory, apiPublish, openWithClient, resetsIn,
 import { startServerProcess } from './fixtures/server-process.js';
 
 const run = promisify(execFile);
-const TOOLS = fileURLToPath(new URL('../dist/node/server/tools/', import.meta.url));
+const TOOLS = fileURLToPath(new URL('../server/dist/server/tools/', import.meta.url));
 
 test('a 30,000 × "€" publish (90 KB in UTF-8) fails at once with message_too_big; the writes behind it are stored', async ({ browser, openTab, server }) => {
   const context = await browser.newContext();

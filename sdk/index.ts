@@ -7,7 +7,8 @@ import type { ConnectOptions } from './options.js';
 
 /** Connects this tab to a Tether server through the origin's shared worker. */
 export function connect(options: ConnectOptions): TetherClient {
-  // Bundlers (Vite, webpack 5, esbuild) recognise this pattern and ship the worker file.
+  // App bundlers (Vite, webpack 5) recognise this pattern and ship the worker file; the marker
+  // only keeps the SDK's own lib build from rewriting it (vite.config.ts blanks it in the output).
   return createClient(options, new URL(/* @vite-ignore */ './tether-worker.js', import.meta.url).href);
 }
 

@@ -1,5 +1,6 @@
+#!/usr/bin/env node
 /**
- * `npm start`: the reference server configured from the environment.
+ * `tether-server` (the package's bin) and `npm start`: the reference server configured from the environment.
  */
 import { loadConfig, unknownSettings } from './config.js';
 import { createLogger } from './log.js';

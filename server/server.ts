@@ -29,7 +29,7 @@ import { openSqliteStore } from './storage/sqlite.js';
 export interface ServerOptions extends Partial<ServerConfig> {
   /** Extra procedures, added to (and overriding) the built-in ones. */
   procedures?: Record<string, Procedure>;
-  /** Directory of the built client files (demo, /tether.js, worker). @default dist/client */
+  /** Directory of the built client files (demo, /tether.js, worker). @default server/dist/client */
   clientDir?: string;
   logger?: Logger;
   /** The events DB. @default SQLite at `db` */
@@ -81,7 +81,8 @@ function requestUrl(req: IncomingMessage): URL | undefined {
   }
 }
 
-const DEFAULT_CLIENT_DIR = fileURLToPath(new URL('../../client', import.meta.url));
+/** The built demo and SDK bundles, beside the compiled server (server/dist/client). */
+const DEFAULT_CLIENT_DIR = fileURLToPath(new URL('../client', import.meta.url));
 
 export async function startServer(options: ServerOptions = {}): Promise<TetherServer> {
   const config: ServerConfig = { ...DEFAULT_CONFIG, ...options };

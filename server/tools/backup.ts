@@ -1,5 +1,6 @@
+#!/usr/bin/env node
 /**
- * `npm run backup -- <file>`: an online backup of the events DB at TETHER_DB (the server may
+ * `tether-backup <file>` (in this repository: `npm run backup -- <file>`): an online backup of the events DB at TETHER_DB (the server may
  * keep running).
  */
 import { loadConfig } from '../config.js';
@@ -7,7 +8,7 @@ import { backupSqlite } from '../storage/sqlite-backup.js';
 
 const target = process.argv[2];
 if (!target) {
-  console.error('usage: npm run backup -- <backup file>');
+  console.error('usage: tether-backup <backup file>   (in the repository: npm run backup -- <backup file>)');
   process.exit(2);
 }
 const { db } = loadConfig();

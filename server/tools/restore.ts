@@ -1,5 +1,6 @@
+#!/usr/bin/env node
 /**
- * `npm run restore -- <backup file>`: replaces the events DB at TETHER_DB with a backup and
+ * `tether-restore <backup file>` (in this repository: `npm run restore -- <backup file>`): replaces the events DB at TETHER_DB with a backup and
  * gives it new channel and document epochs. Stop the server first.
  */
 import { loadConfig } from '../config.js';
@@ -7,7 +8,7 @@ import { restoreSqlite } from '../storage/sqlite-backup.js';
 
 const source = process.argv[2];
 if (!source) {
-  console.error('usage: npm run restore -- <backup file>   (stop the server first)');
+  console.error('usage: tether-restore <backup file>   (stop the server first; in the repository: npm run restore -- <backup file>)');
   process.exit(2);
 }
 const { db } = loadConfig();
