@@ -16,6 +16,8 @@ export const CloseCode = {
   Policy: 1008,
   /** A frame exceeded the size limit. Set by `ws` itself through `maxPayload`. */
   TooBig: 1009,
+  /** The server could not serve the connection (its events DB failed). Clients reconnect. */
+  InternalError: 1011,
   /** The first frame was not a valid handshake, or a frame arrived before it. */
   HandshakeExpected: 4000,
   /** The handshake's token was refused. */

@@ -5,6 +5,8 @@ import { pino } from 'pino';
 import { startServer, type TetherServer } from './server.js';
 import { TetherError } from '../protocol/errors.js';
 import { loadConfig } from './config.js';
+import { openSqliteStore } from './storage/sqlite.js';
+import type { EventStore } from './storage/event-store.js';
 
 const SECRET = 'unit-test-secret-of-at-least-32-characters';
 const silent = pino({ level: 'silent' });
@@ -315,5 +317,42 @@ describe('limits', () => {
     }
     (c.ws as unknown as { _socket: { resume(): void } })._socket.resume();
     expect((await c.closed).code).toBe(4006);
+  });
+});
+
+describe('the events DB failing during a handshake', () => {
+  it('is answered unavailable with close 1011, never an unhandled rejection, and the server serves the next client', async () => {
+    const real = openSqliteStore({ path: ':memory:', retention: { maxEvents: 100, maxAgeMs: 60_000 } });
+    const failing = { handshake: false, revocations: false };
+    const store: EventStore = {
+      ...real,
+      handshake: (...args) => (failing.handshake ? Promise.reject(new Error('DB down')) : real.handshake(...args)),
+      revokedThrough: (user) => (failing.revocations ? Promise.reject(new Error('DB down')) : real.revokedThrough(user)),
+    };
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    const server = await startServer({ port: 0, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', store, tokenSecret: SECRET, allowedOrigins: ['*'] });
+    const url = `ws://127.0.0.1:${server.port}/ws`;
+    try {
+      for (const part of ['handshake', 'revocations'] as const) {
+        failing[part] = true;
+        const c = await new RawClient(url).open();
+        c.send({ type: 'handshake', v: 1, token: await jwt({ sub: 'ann', exp: '1h' }), clientId: `client-${part}` });
+        expect(await c.next()).toMatchObject({ type: 'error', code: 'unavailable' });
+        expect((await c.closed).code).toBe(1011);
+        failing[part] = false;
+        // The same client, once the DB answers again: welcomed, and its write is stored.
+        const again = await new RawClient(url).open();
+        again.send({ type: 'handshake', v: 1, token: await jwt({ sub: 'ann', exp: '1h' }), clientId: `client-${part}` });
+        expect(await again.next()).toMatchObject({ type: 'welcome', user: 'ann' });
+        again.ws.close();
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      await server.close();
+    }
   });
 });

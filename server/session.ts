@@ -92,7 +92,9 @@ export class Session {
     this.log = deps.log.child({ session: this.id });
     this.bucket = new TokenBucket(deps.limits.rateLimit, deps.limits.rateLimit * 2);
     this.held = { used: 0, max: deps.limits.maxBufferedBytes };
-    socket.on('message', (data, isBinary) => void this.receive(data, isBinary));
+    socket.on('message', (data, isBinary) => {
+      this.receive(data, isBinary).catch((error: unknown) => this.failed(error));
+    });
     socket.on('close', () => this.dispose());
   }
 
@@ -106,6 +108,17 @@ export class Session {
     this.socket.close(code, reason);
     // A dead peer never completes the closing handshake: do not wait ws's 30 s for it.
     setTimeout(() => this.socket.terminate(), 1000).unref();
+  }
+
+  /**
+   * A message handler threw (a store or broker call failed outside the paths that answer for
+   * themselves): never an unhandled rejection. The client reconnects and resends what it holds.
+   */
+  private failed(error: unknown): void {
+    if (this.closing) return;
+    this.log.error({ err: error }, 'session failed');
+    this.sendError({ code: 'internal', message: 'the server failed to handle a message; the client reconnects' });
+    this.close(CloseCode.InternalError, 'internal error');
   }
 
   private dispose(): void {
@@ -222,14 +235,24 @@ export class Session {
       this.sendError(identity.error);
       return this.close(CloseCode.Unauthorized, identity.error.message);
     }
-    if (identity.user !== null && (await this.deps.revocations.refuses(identity.user, identity.issuedAt))) {
+    let revoked: boolean;
+    let resync: Awaited<ReturnType<EventStore['handshake']>> | undefined;
+    try {
+      revoked = identity.user !== null && (await this.deps.revocations.refuses(identity.user, identity.issuedAt));
+      if (!revoked && message.clientId !== undefined) resync = await this.deps.store.handshake(message.clientId, identity.user, message.firstSeq ?? 1);
+    } catch (error) {
+      // The events DB failed (down, or closed under a stopping server): the client retries later.
+      if (!this.closing) this.log.error({ err: error }, 'handshake failed: the events DB did not answer');
+      this.sendError({ code: 'unavailable', message: 'the server cannot reach its events DB; the client retries' });
+      return this.close(CloseCode.InternalError, 'events DB unavailable');
+    }
+    if (revoked) {
       const text = 'this session was ended by the backend; sign in again for a new token';
       this.sendError({ code: 'unauthorized', message: text });
       return this.close(CloseCode.Unauthorized, 'session revoked');
     }
     let lastSeq = 0;
-    if (message.clientId !== undefined) {
-      const resync = await this.deps.store.handshake(message.clientId, identity.user, message.firstSeq ?? 1);
+    if (message.clientId !== undefined && resync !== undefined) {
       if (resync === 'forbidden') {
         this.sendError({ code: 'forbidden', message: 'this clientId belongs to another user' });
         return this.close(CloseCode.Unauthorized, 'clientId of another user');
