@@ -100,6 +100,18 @@ export interface RetentionPolicy {
   maxAgeMs: number;
 }
 
+/**
+ * The answers kept per client for resends (transaction versions, refusals): at least the last
+ * this many sequences, and every one from the lowest sequence the client said it still holds.
+ */
+export const ANSWERS_KEPT = 10_000;
+
+/** Tombstones kept per document: deletions in its last this many versions. */
+export const TOMBSTONE_VERSIONS_KEPT = 1_000;
+
+/** How long an `Idempotency-Key` is remembered. */
+export const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
+
 export interface EventStore {
   /** Applies the writes in order in ONE durable transaction (group commit). */
   write(requests: WriteRequest[]): Promise<WriteOutcome[]>;

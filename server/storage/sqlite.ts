@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { isErrorCode } from '../../protocol/constants.js';
 import Database from 'better-sqlite3';
-import type { DocChange, EventStore, History, RetentionPolicy, StoredKey, WriteOutcome, WriteRequest } from './event-store.js';
+import { ANSWERS_KEPT, IDEMPOTENCY_TTL_MS, TOMBSTONE_VERSIONS_KEPT, type DocChange, type EventStore, type History, type RetentionPolicy, type StoredKey, type WriteOutcome, type WriteRequest } from './event-store.js';
 
 /** Schema migrations, applied in order; `PRAGMA user_version` records how many ran. */
 const MIGRATIONS: string[] = [
@@ -91,23 +91,14 @@ const MIGRATIONS: string[] = [
    CREATE TABLE revocations (user TEXT PRIMARY KEY, through INTEGER NOT NULL) WITHOUT ROWID;`,
 ];
 
-/**
- * The answers kept per client for resends (transaction versions, refusals): at least the last
- * this many sequences, and every one from the lowest sequence the client said it still holds.
- */
-export const ANSWERS_KEPT = 10_000;
 /** The last sequence of a client whose answer may be pruned (SQL over a `clients` row). */
 const PRUNABLE_THROUGH = `min(last_seq - ${ANSWERS_KEPT}, coalesce(first_held, last_seq + 1) - 1)`;
 
-/** Tombstones kept per document: deletions in its last this many versions. */
-export const TOMBSTONE_VERSIONS_KEPT = 1_000;
 
 /** Marks a database as restored from a backup: new epochs for every channel and for documents. */
 export const RESTORE_SQL = `UPDATE channels SET epoch = lower(hex(randomblob(6)));
   UPDATE meta SET value = lower(hex(randomblob(6))) WHERE key = 'docs_epoch';`;
 
-/** How long an `Idempotency-Key` is remembered. */
-const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
 
 /** The publisher of events written through the HTTP API. */
 const BACKEND = '{"backend":true}';
