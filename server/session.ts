@@ -378,9 +378,9 @@ export class Session {
     }
     // Listen first, hold changes while the state is read, so that none falls in between.
     const feed = this.feed();
-    const stop = this.deps.broker.subscribeDoc(doc, (change, frame) => feed.live(change.version, frame));
+    const subscription = this.deps.broker.subscribeDoc(doc, (change, frame) => feed.live(change.version, frame));
     const close = () => {
-      stop();
+      subscription.unsubscribe();
       feed.discard();
     };
     this.openDocs.set(doc, close);
@@ -392,6 +392,7 @@ export class Session {
       if (this.openDocs.get(doc) !== close) return;
       try {
         await this.drained();
+        await subscription.ready;
         const state = await this.deps.store.document(doc, since, epoch);
         if (this.openDocs.get(doc) !== close || this.closing) return;
         this.sendFrame(docFrame(state, state.full, state.epoch));
@@ -483,9 +484,9 @@ export class Session {
     }
     // Listen first and hold live events while the history is read, so none falls in between.
     const feed = this.feed();
-    const stop = this.deps.broker.subscribe(channel, (event, frame) => feed.live(event.offset, frame));
+    const subscription = this.deps.broker.subscribe(channel, (event, frame) => feed.live(event.offset, frame));
     const unsubscribe = () => {
-      stop();
+      subscription.unsubscribe();
       feed.discard();
     };
     this.subscriptions.set(channel, unsubscribe);
@@ -502,6 +503,8 @@ export class Session {
     return run(async () => {
       if (abandoned()) return;
       try {
+        await subscription.ready;
+        if (abandoned()) return;
         let page = await this.deps.store.history(channel, since, HISTORY_PAGE, HISTORY_PAGE_BYTES);
         if (abandoned()) return;
         // `reset` replaces `subscribed` when events were lost: it says after which offset delivery resumes.

@@ -8,19 +8,38 @@ import { docFrame, eventFrame } from './frames.js';
 export type EventListener = (event: StoredEvent, frame: string) => void;
 export type DocListener = (change: DocChange, frame: string) => void;
 
+export interface Subscription {
+  /**
+   * Resolves once the listener gets, in order and once, every event (change) after a point no
+   * later than the store's head at that moment: a subscriber reads its history after this, and
+   * the two meet with nothing in between. Rejects when the broker cannot tell (store down).
+   */
+  ready: Promise<void>;
+  unsubscribe(): void;
+}
+
+export interface BrokerHealth {
+  kind: 'local' | 'redis';
+  ok: boolean;
+  /** Why not ok, for operators. */
+  detail?: string;
+}
+
 export interface Broker {
-  /** Delivers a stored event to every subscriber of its channel (in offset order per channel). */
+  /** Delivers a stored event to every subscriber of its channel (in offset order per channel, each once, no gap). */
   publish(event: StoredEvent): void;
-  /** Returns the function that unsubscribes. */
-  subscribe(channel: string, listener: EventListener): () => void;
-  /** Delivers a committed document change to every session that has the document open. */
+  subscribe(channel: string, listener: EventListener): Subscription;
+  /** Delivers a committed document change to every session that has the document open (in version order). */
   publishDoc(change: DocChange): void;
-  subscribeDoc(doc: string, listener: DocListener): () => void;
+  subscribeDoc(doc: string, listener: DocListener): Subscription;
+  health(): BrokerHealth;
   close(): Promise<void>;
 }
 
+const READY: Promise<void> = Promise.resolve();
+
 /** A map of topic → listeners that cleans up empty topics. */
-class Topics<L> {
+export class Topics<L> {
   private readonly topics = new Map<string, Set<L>>();
   get(topic: string): Set<L> | undefined {
     return this.topics.get(topic);
@@ -49,14 +68,16 @@ export function createLocalBroker(): Broker {
       const frame = eventFrame(event.channel, event.offset, event.data, event.publisher); // serialised once for everyone
       for (const listener of listeners) listener(event, frame);
     },
-    subscribe: (channel, listener) => channels.add(channel, listener),
+    // One process: events are published in commit order, so a listener is complete at once.
+    subscribe: (channel, listener) => ({ ready: READY, unsubscribe: channels.add(channel, listener) }),
     publishDoc(change) {
       const listeners = docs.get(change.doc);
       if (!listeners) return;
       const frame = docFrame(change, false);
       for (const listener of listeners) listener(change, frame);
     },
-    subscribeDoc: (doc, listener) => docs.add(doc, listener),
+    subscribeDoc: (doc, listener) => ({ ready: READY, unsubscribe: docs.add(doc, listener) }),
+    health: () => ({ kind: 'local', ok: true }),
     async close() {
       channels.clear();
       docs.clear();

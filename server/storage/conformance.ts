@@ -327,6 +327,16 @@ export function describeEventStore(name: string, harness: StoreHarness): void {
     });
   });
 
+    it('positions: the head of each channel and the version of each document, 0 when unknown', async () => {
+      const store = await open();
+      const api = (channel: string): WriteRequest => ({ kind: 'publish', channel, data: '1', clientId: null, seq: null, user: null });
+      await store.write([api('a'), api('a'), api('b'), { kind: 'transact', doc: 'd', reads: {}, writes: { k: '1' }, clientId: null, seq: null, user: null }]);
+      const positions = await store.positions(['a', 'b', 'none'], ['d', 'none']);
+      expect([...positions.channels]).toEqual([['a', 2], ['b', 1], ['none', 0]]);
+      expect([...positions.docs]).toEqual([['d', 1], ['none', 0]]);
+      expect(await store.positions([], [])).toEqual({ channels: new Map(), docs: new Map() });
+    });
+
     describe('two store instances on one database (two server processes)', () => {
       it('publishes from both at once to one channel get consecutive offsets, each event once', async () => {
         const a = await open();

@@ -139,6 +139,11 @@ export interface EventStore {
   revoke(user: string, through: number): Promise<void>;
   /** The revocation mark of `user` (ms), if its sessions were ever revoked. */
   revokedThrough(user: string): Promise<number | undefined>;
+  /**
+   * The head offset of each channel and the version of each document (0 when unknown), in one
+   * read: a node checks with it that it missed no notification (a lost fan-out message).
+   */
+  positions(channels: string[], docs: string[]): Promise<{ channels: Map<string, number>; docs: Map<string, number> }>;
   /** Drops events past the retention policy; returns how many. */
   prune(now?: number): Promise<number>;
   close(): Promise<void>;

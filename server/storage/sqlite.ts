@@ -418,6 +418,12 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
     async handshake(clientId, user, firstSeq) {
       return resync(clientId, user, firstSeq);
     },
+    async positions(channels, docs) {
+      return {
+        channels: new Map(channels.map((name) => [name, q.channel.get(name)?.head ?? 0])),
+        docs: new Map(docs.map((name) => [name, q.docVersion.get(name)?.version ?? 0])),
+      };
+    },
     async prune(now = Date.now()) {
       return pruneOld(now);
     },
