@@ -159,8 +159,10 @@ export const Welcome = v.strictObject({
   session: v.string(),
   /** `sub` of the verified token, or null for an anonymous development client. */
   user: v.nullable(v.string()),
-  /** The client sends a `ping` this often; the server drops a client silent for 3×. */
+  /** The client sends a `ping` this often while it waits for answers (calls, writes). */
   heartbeatMs: v.number(),
+  /** …and this often while it waits for nothing; the server drops a client silent for 3× this. */
+  idleHeartbeatMs: v.optional(v.number()),
   /** The last write sequence applied for the handshake's clientId (0 if none): drop those from the outbox. */
   lastSeq: v.number(),
   /** Largest frame the server accepts, in bytes. */

@@ -42,8 +42,10 @@ export interface ServerConfig {
   rpcProxyMethods: string[];
   /** Timeout of one proxied call. @default 10000 */
   rpcProxyTimeoutMs: number;
-  /** How often clients send a heartbeat; a client silent for 3× is dropped. @default 2000 */
+  /** How often clients send a heartbeat while they wait for answers (a dead link is noticed in ~2×). @default 2000 */
   heartbeatMs: number;
+  /** How often idle clients send one (nothing in flight); a client silent for 3× this is dropped. @default 25000 */
+  idleHeartbeatMs: number;
   /** Largest frame a client may send, in bytes; a bigger one closes the socket with 1009. @default 65536 */
   maxMessageBytes: number;
   /** pino log level. @default 'info' */
@@ -52,6 +54,12 @@ export interface ServerConfig {
   db: string;
   /** `full`: every acknowledged write is on disk (fsync per group commit). `off`: only for measuring what that costs. @default 'full' */
   dbSync: 'full' | 'off';
+  /** PostgreSQL events DB (`postgres://…`) shared by every process of a cluster; unset: SQLite at `db`. */
+  databaseUrl: string | undefined;
+  /** Redis for the fan-out between processes (`redis://…`); unset: in process (one process). */
+  redisUrl: string | undefined;
+  /** Prefix of Tether's Redis channel names: clusters sharing one Redis stay apart. @default 'tether:' */
+  redisPrefix: string;
   /** Events kept per channel. @default 10000 */
   historyMaxEvents: number;
   /** Age after which events are dropped, in seconds. @default 604800 (7 days) */
@@ -112,10 +120,14 @@ export const DEFAULT_CONFIG: ServerConfig = {
   rpcProxyMethods: ['*'],
   rpcProxyTimeoutMs: 10_000,
   heartbeatMs: 2000,
+  idleHeartbeatMs: 25_000,
   maxMessageBytes: 64 * 1024,
   logLevel: 'info',
   db: './tether.db',
   dbSync: 'full',
+  databaseUrl: undefined,
+  redisUrl: undefined,
+  redisPrefix: 'tether:',
   historyMaxEvents: 10_000,
   historyMaxAgeS: 7 * 24 * 3600,
   allowedOrigins: [],
@@ -135,8 +147,8 @@ export const DEFAULT_CONFIG: ServerConfig = {
 const KNOWN = new Set([
   'TETHER_API_KEY', 'TETHER_TOKEN_SECRET', 'TETHER_TOKEN_PUBLIC_KEY_FILE', 'TETHER_TOKEN_JWKS_FILE', 'TETHER_TOKEN_AUDIENCE',
   'TETHER_TOKEN_ISSUER', 'TETHER_DEFAULT_GRANTS', 'TETHER_PROCEDURES', 'TETHER_RPC_PROXY_URL', 'TETHER_RPC_PROXY_SECRET',
-  'TETHER_RPC_PROXY_METHODS', 'TETHER_RPC_PROXY_TIMEOUT_MS', 'TETHER_HEARTBEAT_MS', 'TETHER_MAX_MESSAGE_BYTES', 'TETHER_LOG_LEVEL',
-  'TETHER_DB', 'TETHER_DB_SYNC', 'TETHER_HISTORY_MAX_EVENTS', 'TETHER_HISTORY_MAX_AGE_S', 'TETHER_ALLOWED_ORIGINS',
+  'TETHER_RPC_PROXY_METHODS', 'TETHER_RPC_PROXY_TIMEOUT_MS', 'TETHER_HEARTBEAT_MS', 'TETHER_IDLE_HEARTBEAT_MS', 'TETHER_MAX_MESSAGE_BYTES', 'TETHER_LOG_LEVEL',
+  'TETHER_DB', 'TETHER_DB_SYNC', 'TETHER_DATABASE_URL', 'TETHER_REDIS_URL', 'TETHER_REDIS_PREFIX', 'TETHER_HISTORY_MAX_EVENTS', 'TETHER_HISTORY_MAX_AGE_S', 'TETHER_ALLOWED_ORIGINS',
   'TETHER_MAX_SUBSCRIPTIONS', 'TETHER_RATE_LIMIT', 'TETHER_MAX_BUFFERED_BYTES', 'TETHER_MAX_CONNECTIONS',
   'TETHER_MAX_CONNECTIONS_PER_IP', 'TETHER_CONNECT_RATE_PER_IP', 'TETHER_TRUST_PROXY', 'TETHER_MAX_RPC_IN_FLIGHT', 'TETHER_MAX_DOC_BYTES', 'TETHER_HEADERS_TIMEOUT_MS',
 ]);
@@ -213,6 +225,20 @@ export function checkProxyUrl(raw: string): void {
   }
 }
 
+/** A connection URL of one of `protocols`; the message never repeats it (it may hold a password). */
+function serviceUrl(env: NodeJS.ProcessEnv, name: string, protocols: string[]): string | undefined {
+  const raw = text(env, name);
+  if (raw === undefined) return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new TypeError(`${name} is not a valid URL (expected ${protocols.map((p) => `${p}//…`).join(' or ')})`);
+  }
+  if (!protocols.includes(parsed.protocol)) throw new TypeError(`${name} must start with ${protocols.map((p) => `${p}//`).join(' or ')}, not ${parsed.protocol}//`);
+  return raw;
+}
+
 function flag(env: NodeJS.ProcessEnv, name: string): boolean {
   const raw = text(env, name);
   if (raw === undefined || raw === 'false' || raw === '0') return false;
@@ -258,6 +284,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
   if (rpcProxyUrl !== undefined && rpcProxySecret === undefined) {
     throw new TypeError('TETHER_RPC_PROXY_URL needs TETHER_RPC_PROXY_SECRET: the backend must be able to tell Tether from anyone else');
   }
+  const heartbeatMs = integer(env, 'TETHER_HEARTBEAT_MS', DEFAULT_CONFIG.heartbeatMs, 100, 600_000);
   return {
     port: integer(env, 'PORT', DEFAULT_CONFIG.port, 0, 65535),
     host: text(env, 'HOST'),
@@ -274,11 +301,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     rpcProxyUrl,
     rpcProxyMethods: (text(env, 'TETHER_RPC_PROXY_METHODS') ?? '*').split(',').map((m) => m.trim()).filter(Boolean),
     rpcProxyTimeoutMs: integer(env, 'TETHER_RPC_PROXY_TIMEOUT_MS', DEFAULT_CONFIG.rpcProxyTimeoutMs, 1, 600_000),
-    heartbeatMs: integer(env, 'TETHER_HEARTBEAT_MS', DEFAULT_CONFIG.heartbeatMs, 100, 600_000),
+    heartbeatMs,
+    idleHeartbeatMs: integer(env, 'TETHER_IDLE_HEARTBEAT_MS', Math.max(DEFAULT_CONFIG.idleHeartbeatMs, heartbeatMs), heartbeatMs, 600_000),
     maxMessageBytes: integer(env, 'TETHER_MAX_MESSAGE_BYTES', DEFAULT_CONFIG.maxMessageBytes, 1024, 16 * 1024 * 1024),
     logLevel: text(env, 'TETHER_LOG_LEVEL') ?? DEFAULT_CONFIG.logLevel,
     db: text(env, 'TETHER_DB') ?? DEFAULT_CONFIG.db,
     dbSync: dbSync(text(env, 'TETHER_DB_SYNC')),
+    databaseUrl: serviceUrl(env, 'TETHER_DATABASE_URL', ['postgres:', 'postgresql:']),
+    redisUrl: serviceUrl(env, 'TETHER_REDIS_URL', ['redis:', 'rediss:']),
+    redisPrefix: text(env, 'TETHER_REDIS_PREFIX') ?? DEFAULT_CONFIG.redisPrefix,
     historyMaxEvents: integer(env, 'TETHER_HISTORY_MAX_EVENTS', DEFAULT_CONFIG.historyMaxEvents, 1, 1e9),
     historyMaxAgeS: integer(env, 'TETHER_HISTORY_MAX_AGE_S', DEFAULT_CONFIG.historyMaxAgeS, 1, 1e10),
     allowedOrigins,

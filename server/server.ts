@@ -244,7 +244,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
-      const session = new Session(ws, { log, authenticate, revocations, procedures, store, writes, broker, heartbeatMs: config.heartbeatMs, maxMessageBytes: config.maxMessageBytes, limits });
+      const session = new Session(ws, { log, authenticate, revocations, procedures, store, writes, broker, heartbeatMs: config.heartbeatMs, idleHeartbeatMs: config.idleHeartbeatMs, maxMessageBytes: config.maxMessageBytes, limits });
       sessions.add(session);
       ws.on('close', () => {
         sessions.delete(session);
@@ -264,7 +264,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
       const silentFor = now - session.lastHeard;
       if (!session.handshaken && silentFor > Math.max(5000, config.heartbeatMs * 3)) {
         session.close(CloseCode.HandshakeTimeout, 'no handshake');
-      } else if (silentFor > config.heartbeatMs * 3) {
+      } else if (silentFor > config.idleHeartbeatMs * 3) {
         session.close(CloseCode.IdleTimeout, 'no heartbeat');
       }
     }

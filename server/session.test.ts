@@ -67,6 +67,7 @@ describe('server dispatch (development mode)', () => {
       logger: silent,
       clientDir: '/nonexistent', db: ':memory:',
       heartbeatMs: 200,
+      idleHeartbeatMs: 200,
       procedures: {
         add: ([a, b]) => Number(a) + Number(b),
         nothing: () => undefined,

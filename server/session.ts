@@ -43,6 +43,7 @@ export interface SessionDeps {
   writes: WriteQueue;
   broker: Broker;
   heartbeatMs: number;
+  idleHeartbeatMs: number;
   maxMessageBytes: number;
   limits: SessionLimits;
 }
@@ -272,7 +273,7 @@ export class Session {
     if (identity.expiresAt !== undefined) this.expireAt(identity.expiresAt);
     this.welcomed = true;
     this.log.debug({ user: this.user }, 'client connected');
-    this.send({ type: 'welcome', v: PROTOCOL_VERSION, session: this.id, user: this.user, heartbeatMs: this.deps.heartbeatMs, lastSeq, maxMessageBytes: this.deps.maxMessageBytes, rateLimit: this.deps.limits.rateLimit, maxRpcInFlight: this.deps.limits.maxRpcInFlight });
+    this.send({ type: 'welcome', v: PROTOCOL_VERSION, session: this.id, user: this.user, heartbeatMs: this.deps.heartbeatMs, idleHeartbeatMs: this.deps.idleHeartbeatMs, lastSeq, maxMessageBytes: this.deps.maxMessageBytes, rateLimit: this.deps.limits.rateLimit, maxRpcInFlight: this.deps.limits.maxRpcInFlight });
   }
 
   /**

@@ -78,6 +78,7 @@ export class ServerConnection {
           const writer = await this.writes.writer(answer.user);
           return { token: answer.token, clientId: writer.identity.clientId, firstSeq: await this.writes.firstSeq(answer.user), user: answer.user };
         },
+        busy: () => this.requests.size > 0 || this.writes.busy(),
         onState: (state) => {
           if (state === 'online') this.refusal = undefined;
           else {

@@ -27,6 +27,37 @@ async function storedData(h: Harness, channel: string): Promise<unknown[]> {
   return (await h.server.store.history(channel, { offset: 0 }, 10_000)).events.map((e) => JSON.parse(e.data) as unknown);
 }
 
+describe('heartbeats: idle links cost little, busy links are watched closely', () => {
+  it('pings at the idle pace while nothing waits; a write on a blackholed link is noticed at the fast pace', async () => {
+    harness = await Harness.start({ heartbeatMs: 200, idleHeartbeatMs: 1500 });
+    const engine = harness.engine();
+    const tab = engine.attach();
+    await eventually(() => engine.status(tab).connection === 'online');
+    const before = engine.frames.of('ping');
+    await new Promise((resolve) => setTimeout(resolve, 1400));
+    // At the fast pace this would be ~7 pings.
+    expect(engine.frames.of('ping') - before).toBeLessThanOrEqual(1);
+    harness.proxy.blackhole();
+    const wrote = engine.connection.publish(tab.tabId, 'c', 'through a dead link');
+    // Busy now: 2 fast intervals of silence (plus a tick), far below the idle pace's 3 s.
+    await eventually(() => engine.status(tab).connection === 'offline', 1500, 'offline at the fast pace');
+    await harness.proxy.restore();
+    expect(await wrote).toEqual({ ok: true, value: { offset: 1 } });
+  });
+
+  it('an idle link that goes dark is still noticed, at the idle pace', async () => {
+    harness = await Harness.start({ heartbeatMs: 200, idleHeartbeatMs: 700 });
+    const engine = harness.engine();
+    const tab = engine.attach();
+    await eventually(() => engine.status(tab).connection === 'online');
+    harness.proxy.blackhole();
+    const cut = Date.now();
+    await eventually(() => engine.status(tab).connection === 'offline', 5000, 'offline at the idle pace');
+    // Not at the fast pace: nothing was waiting.
+    expect(Date.now() - cut).toBeGreaterThan(2 * 200);
+  });
+});
+
 describe('calls', () => {
   it("100 calls fired at once all answer: the worker keeps within the server's in-flight limit instead of drawing limit_exceeded", async () => {
     let running = 0;

@@ -23,6 +23,8 @@ export interface LinkEvents {
   onInvalid: (error: ErrorShape) => void;
   /** The server refused the connection itself (bad token, wrong version): why, for the callers. */
   onRefused: (error: ErrorShape) => void;
+  /** Something waits for the server (a call, a write): the link is checked at the fast pace. */
+  busy: () => boolean;
 }
 
 /** Wait this long for `welcome` after the socket opened before trying again. */
@@ -64,6 +66,10 @@ export class ServerLink {
   /** `close()` was called: nothing may open the socket again (a late timer would revive it). */
   private closed = false;
   private heartbeatMs = 0;
+  /** The pace while nothing waits for the server: idle connections cost the server next to nothing. */
+  private idleHeartbeatMs = 0;
+  /** When the link last became busy (0: idle): silence is counted from here, not from the last idle pong. */
+  private busySince = 0;
   private lastHeard = 0;
   private lastPing = 0;
   private heartbeat: ReturnType<typeof setInterval> | undefined;
@@ -140,7 +146,7 @@ export class ServerLink {
     const message = decoded.message;
     if (message.type === 'welcome') {
       clearTimeout(this.handshakeTimer);
-      this.startHeartbeat(message.heartbeatMs);
+      this.startHeartbeat(message.heartbeatMs, message.idleHeartbeatMs ?? message.heartbeatMs);
       this.setState('online');
     }
     if (message.type === 'error' && message.id === undefined && this.state !== 'online') {
@@ -149,9 +155,11 @@ export class ServerLink {
     if (message.type !== 'pong') this.events.onMessage(message);
   }
 
-  private startHeartbeat(intervalMs: number): void {
+  private startHeartbeat(intervalMs: number, idleMs: number): void {
     clearInterval(this.heartbeat);
     this.heartbeatMs = intervalMs;
+    this.idleHeartbeatMs = Math.max(intervalMs, idleMs);
+    this.busySince = 0;
     this.lastPing = Date.now();
     // Tick at half the interval so a dead link is noticed within ~2.5 intervals of silence.
     this.heartbeat = setInterval(() => this.beat(), Math.max(100, intervalMs / 2));
@@ -159,13 +167,19 @@ export class ServerLink {
 
   private beat(): void {
     const now = Date.now();
-    if (now - this.lastHeard > this.heartbeatMs * 2) {
+    // Busy: a blackholed link is noticed within ~2 fast intervals of the work starting. Idle:
+    // within ~2 idle intervals, with a ping per idle interval instead of one per fast one.
+    const busy = this.events.busy();
+    if (!busy) this.busySince = 0;
+    else if (this.busySince === 0) this.busySince = now;
+    const interval = busy ? this.heartbeatMs : this.idleHeartbeatMs;
+    if (now - Math.max(this.lastHeard, this.busySince) > interval * 2) {
       if (this.closed) return;
       this.lost();
       this.ws.reconnect(4000, 'heartbeat timeout');
       return;
     }
-    if (now - this.lastPing >= this.heartbeatMs) {
+    if (now - this.lastPing >= interval || this.lastPing < this.busySince) {
       this.lastPing = now;
       this.send({ type: 'ping', t: now });
     }

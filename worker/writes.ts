@@ -150,6 +150,12 @@ export class Writes {
     return writer;
   }
 
+  /** Writes wait for the server's answer (or to be sent): the link is watched closely meanwhile. */
+  busy(): boolean {
+    for (const writer of this.loaded.values()) if (writer.queue.length > 0) return true;
+    return false;
+  }
+
   /** `user`'s unacknowledged writes, in order ([] until loaded). */
   queueOf(user: string | undefined): readonly OutboxEntry[] {
     return user === undefined ? [] : (this.loaded.get(user)?.queue ?? []);

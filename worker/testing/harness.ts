@@ -135,7 +135,7 @@ export class Harness {
   }
 
   private startServer(): Promise<TetherServer> {
-    return startServer({ port: 0, host: '127.0.0.1', db: this.dbFile, logger: silent, clientDir: join(this.dir, 'no-client'), heartbeatMs: 1000, ...this.options });
+    return startServer({ port: 0, host: '127.0.0.1', db: this.dbFile, logger: silent, clientDir: join(this.dir, 'no-client'), heartbeatMs: 1000, idleHeartbeatMs: 1000, ...this.options });
   }
 }
 
