@@ -113,6 +113,10 @@ export const TOMBSTONE_VERSIONS_KEPT = 1_000;
 export const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
 
 export interface EventStore {
+  /** Which database this is, for /api/health and logs. */
+  readonly kind: 'sqlite' | 'postgres';
+  /** Resolves when the database answers a trivial query (rejects with why not): /api/health asks it. */
+  ping(): Promise<void>;
   /** Applies the writes in order in ONE durable transaction (group commit). */
   write(requests: WriteRequest[]): Promise<WriteOutcome[]>;
   /**

@@ -2,7 +2,7 @@
  * The default events DB: one SQLite file through better-sqlite3, in WAL mode with
  * synchronous=FULL, so a write is on disk before it is acknowledged.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { BACKEND_PUBLISHER, fingerprint, newEpoch } from './records.js';
 import { isErrorCode } from '../../protocol/constants.js';
 import Database from 'better-sqlite3';
 import { ANSWERS_KEPT, IDEMPOTENCY_TTL_MS, TOMBSTONE_VERSIONS_KEPT, type DocChange, type EventStore, type History, type RetentionPolicy, type StoredKey, type WriteOutcome, type WriteRequest } from './event-store.js';
@@ -99,13 +99,6 @@ const PRUNABLE_THROUGH = `min(last_seq - ${ANSWERS_KEPT}, coalesce(first_held, l
 export const RESTORE_SQL = `UPDATE channels SET epoch = lower(hex(randomblob(6)));
   UPDATE meta SET value = lower(hex(randomblob(6))) WHERE key = 'docs_epoch';`;
 
-
-/** The publisher of events written through the HTTP API. */
-const BACKEND = '{"backend":true}';
-
-function newEpoch(): string {
-  return randomBytes(6).toString('hex');
-}
 
 export interface SqliteOptions {
   /** File path, or ':memory:'. */
@@ -315,7 +308,7 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       const channel = ensureChannel(request.channel);
       const offset = (touched.get(request.channel) ?? channel.head) + 1;
       touched.set(request.channel, offset);
-      const publisher = request.clientId === null ? BACKEND : JSON.stringify({ user: request.user });
+      const publisher = request.clientId === null ? BACKEND_PUBLISHER : JSON.stringify({ user: request.user });
       q.insertEvent.run(request.channel, offset, request.data, now, request.clientId, request.seq, publisher);
       if (request.idempotencyKey !== undefined) q.insertApiRequest.run(request.idempotencyKey, request.channel, offset, now, fingerprint(request));
       return { status: 'stored', event: { channel: request.channel, offset, epoch: channel.epoch, data: request.data, publisher } };
@@ -362,6 +355,10 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
   });
 
   return {
+    kind: 'sqlite',
+    async ping() {
+      db.prepare('SELECT 1').get();
+    },
     async write(requests) {
       return writeAll(requests);
     },
@@ -431,14 +428,6 @@ export function openSqliteStore(options: SqliteOptions): EventStore {
       db.close();
     },
   };
-}
-
-/** What an `Idempotency-Key` is bound to: the kind of write, its target and its body. */
-function fingerprint(request: Exclude<WriteRequest, { kind: 'skip' }>): string {
-  const body = request.kind === 'publish'
-    ? ['publish', request.channel, request.data]
-    : ['transact', request.doc, JSON.stringify(request.reads), JSON.stringify(request.writes)];
-  return createHash('sha256').update(JSON.stringify(body)).digest('base64url');
 }
 
 function migrate(db: Database.Database): void {
