@@ -10,7 +10,8 @@ import { DEFAULT_CONFIG } from '../server/config.js';
 import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { connectClient, cpuMs, rssBytes, startTarget, type Kind, type LoadClient, type Target } from './targets.js';
+import { connectClient, connectMany, cpuMs, percentile, rssBytes, sleep, startTarget, waitFor, type Kind } from './targets.js';
+import { clusterFanout, durablePostgres, idleCost, type ClusterFanout, type IdleCost } from './cluster.js';
 import { measureSizes, BUDGETS, TARGETS, checkBudgets } from './sizes.js';
 import { offlineOutbox, tabToTab, type LatencyResult, type OutboxResult } from './browser.js';
 import { rpcUnderAttack, type AttackResult } from './under-attack.js';
@@ -18,13 +19,14 @@ import { rpcUnderAttack, type AttackResult } from './under-attack.js';
 const smoke = process.argv.includes('--smoke');
 const PLAN = smoke
   ? { fanout: [50], repeats: 1, rate: 10, seconds: 1, publishers: [1, 10], idle: [100], messages: 50, outbox: 200,
+      pgPublishers: [10], idleCost: 100, idleSeconds: 1, cluster: 50,
       attack: { seconds: 1, historyEvents: 20, junkConnections: 2, stormConnections: 2, stormSubscribes: 20 } }
   : { fanout: [100, 1000, 5000], repeats: 3, rate: 20, seconds: 4, publishers: [1, 10, 100], idle: [1000, 5000], messages: 1000, outbox: 10_000,
+      pgPublishers: [10, 100], idleCost: 10_000, idleSeconds: 10, cluster: 2000,
       attack: { seconds: 5, historyEvents: 300, junkConnections: 4, stormConnections: 4, stormSubscribes: 60 } };
 const KINDS: Kind[] = ['tether', 'socketio', 'ws'];
 const CHANNEL = 'bench';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 interface Spread {
   median: number;
@@ -34,18 +36,6 @@ interface Spread {
 function spread(values: number[]): Spread {
   const sorted = [...values].sort((a, b) => a - b);
   return { median: sorted[Math.floor(sorted.length / 2)]!, min: sorted[0]!, max: sorted.at(-1)! };
-}
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-}
-
-async function connectMany(target: Target, n: number): Promise<LoadClient[]> {
-  const clients: LoadClient[] = [];
-  for (let i = 0; i < n; i += 200) {
-    clients.push(...(await Promise.all(Array.from({ length: Math.min(200, n - i) }, () => connectClient(target)))));
-  }
-  return clients;
 }
 
 interface FanoutResult {
@@ -108,14 +98,6 @@ async function fanout(kind: Kind, n: number, mode: 'rate' | 'full'): Promise<Fan
     };
   } finally {
     await target.stop();
-  }
-}
-
-async function waitFor(done: () => boolean, timeoutMs: number): Promise<void> {
-  const start = performance.now();
-  while (!done()) {
-    if (performance.now() - start > timeoutMs) throw new Error('timed out waiting for deliveries');
-    await sleep(5);
   }
 }
 
@@ -207,6 +189,37 @@ for (const n of PLAN.idle) {
 }
 results.memory = mem;
 
+const pgDurable: { publishers: number; rate: Spread; sqlite: number }[] = [];
+for (const p of PLAN.pgPublishers) {
+  const row = { publishers: p, rate: spread(await repeat(PLAN.repeats, () => durablePostgres(p, PLAN.seconds))), sqlite: dur.find((d) => d.publishers === p)?.full.median ?? NaN };
+  pgDurable.push(row);
+  log(`durable publishes on PostgreSQL, ${p} publishers: ${row.rate.median.toFixed(0)}/s`);
+}
+results.postgresDurable = pgDurable;
+
+// Idle browsers: Tether at its defaults (2 s pings only while busy, 25 s idle), at the old pace (2 s always), Socket.IO's 25 s ping.
+const IDLE_TARGETS: { label: string; kind: Kind; env: Record<string, string> }[] = [
+  { label: 'tether (idle pings every 25 s)', kind: 'tether', env: { TETHER_HEARTBEAT_MS: '2000', TETHER_IDLE_HEARTBEAT_MS: '25000' } },
+  { label: 'tether, pings every 2 s (before)', kind: 'tether', env: { TETHER_HEARTBEAT_MS: '2000', TETHER_IDLE_HEARTBEAT_MS: '2000' } },
+  { label: 'socket.io (default 25 s ping)', kind: 'socketio', env: {} },
+];
+const idle: { label: string; cost: { cpu: Spread; bytes: Spread } }[] = [];
+for (const t of IDLE_TARGETS) {
+  const runs: IdleCost[] = await repeat(PLAN.repeats, () => idleCost(t.kind, PLAN.idleCost, PLAN.idleSeconds, t.env));
+  const row = { label: t.label, cost: { cpu: spread(runs.map((r) => r.cpuPercent)), bytes: spread(runs.map((r) => r.bytesPerConnection)) } };
+  idle.push(row);
+  log(`idle ${t.label}, ${PLAN.idleCost} connections: ${row.cost.cpu.median.toFixed(1)}% of a core, ${(row.cost.bytes.median / 1024).toFixed(1)} KiB each`);
+}
+results.idleCost = idle;
+
+const cluster: { nodes: number; runs: ClusterFanout[] }[] = [];
+for (const nodes of [1, 2] as const) {
+  const runs = await repeat(PLAN.repeats, () => clusterFanout(nodes, PLAN.cluster, PLAN.seconds, PLAN.rate));
+  cluster.push({ nodes, runs });
+  log(`cluster fan-out, ${nodes} node(s), ${PLAN.cluster} subscribers: ${spread(runs.map((r) => r.deliveriesPerSec)).median.toFixed(0)} deliveries/s`);
+}
+results.cluster = cluster;
+
 // The browser rows run under the default rate limit, as users do (the server rows raise it to measure the server alone).
 const browserTarget = await startTarget('tether', { TETHER_API_KEY: 'bench-key', TETHER_RATE_LIMIT: String(DEFAULT_CONFIG.rateLimit) });
 const latency: { tether: LatencyResult; baseline: LatencyResult }[] = [];
@@ -265,6 +278,30 @@ const md: string[] = [
   '| publishers | publishes/s, durable | publishes/s, sync off | cost of durability |',
   '|---|---|---|---|',
   ...dur.map((r) => `| ${r.publishers} | ${fmt(r.full, 0)} | ${fmt(r.off, 0)} | ${ratio(r.off.median, r.full.median)} |`),
+  '',
+  '## Durable publishes on PostgreSQL (one process, `TETHER_DATABASE_URL`)',
+  '',
+  'As above, with the events DB on the local PostgreSQL (default settings, fsync on) and the fan-out through Redis.',
+  '',
+  '| publishers | publishes/s, PostgreSQL | SQLite (same run) | PostgreSQL ÷ SQLite |',
+  '|---|---|---|---|',
+  ...pgDurable.map((r) => `| ${r.publishers} | ${fmt(r.rate, 0)} | ${r.sqlite.toFixed(0)} | ${ratio(r.rate.median, r.sqlite)} |`),
+  '',
+  `## What idle connections cost the server (${PLAN.idleCost} connections doing nothing but heartbeats, ${PLAN.idleSeconds} s)`,
+  '',
+  'The load clients ping at the pace the server asks of idle clients, as the worker does; Socket.IO answers its server\'s pings.',
+  '',
+  '| server | CPU, % of one core | KiB/connection |',
+  '|---|---|---|',
+  ...idle.map((r) => `| ${r.label} | ${fmt(r.cost.cpu, 1)} | ${fmt({ median: r.cost.bytes.median / 1024, min: r.cost.bytes.min / 1024, max: r.cost.bytes.max / 1024 })} |`),
+  '',
+  `## Fan-out across processes (PostgreSQL + Redis, ${PLAN.cluster} subscribers spread over the processes, the publisher on the first)`,
+  '',
+  `Full speed as in the fan-out table; latency at ${PLAN.rate}/s, to subscribers on the publisher's process and on the other one (the Redis hop). All processes, PostgreSQL, Redis and the load generator share the same 2 cores.`,
+  '',
+  '| processes | deliveries/s | CPU µs per delivery (all processes) | p50 same process, ms | p50 other process, ms |',
+  '|---|---|---|---|---|',
+  ...cluster.map((c) => `| ${c.nodes} | ${fmt(spread(c.runs.map((r) => r.deliveriesPerSec)), 0)} | ${fmt(spread(c.runs.map((r) => r.cpuUsPerDelivery)), 2)} | ${fmt(spread(c.runs.map((r) => r.sameNodeP50Ms)), 2)} | ${c.nodes > 1 ? fmt(spread(c.runs.map((r) => r.otherNodeP50Ms)), 2) : '–'} |`),
   '',
   '## Server memory per idle connection (KiB, RSS growth ÷ connections)',
   '',

@@ -97,36 +97,49 @@ export interface LoadClient {
   close(): void;
 }
 
-export async function connectClient(target: Target): Promise<LoadClient> {
+/**
+ * `heartbeat`: a Tether client pings at the pace the server's welcome asks of an idle client, as
+ * the worker does (Socket.IO's client answers its server's pings by itself; raw ws has none).
+ */
+export async function connectClient(target: Target, { heartbeat = false }: { heartbeat?: boolean } = {}): Promise<LoadClient> {
   if (target.kind === 'socketio') return socketIoClient(target.port);
   if (target.kind === 'ws') return wsClient(target.port);
-  return tetherClient(target.port);
+  return tetherClient(target.port, heartbeat);
 }
 
 function opened(ws: WebSocket): Promise<void> {
   return new Promise((resolve, reject) => ws.once('open', () => resolve()).once('error', reject));
 }
 
-async function tetherClient(port: number): Promise<LoadClient> {
+async function tetherClient(port: number, heartbeat: boolean): Promise<LoadClient> {
   const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
   await opened(ws);
   let seq = 0;
   const acks = new Map<number, () => void>();
   const subscribed = new Map<string, () => void>();
   const listeners = new Map<string, (data: { t: number }) => void>();
-  let welcomed!: () => void;
-  const welcome = new Promise<void>((resolve) => (welcomed = resolve));
+  let welcomed!: (pace: number) => void;
+  const welcome = new Promise<number>((resolve) => (welcomed = resolve));
   ws.on('message', (raw) => {
-    const message = JSON.parse(raw.toString()) as { type: string; seq?: number; channel?: string; data?: { t: number } };
+    const message = JSON.parse(raw.toString()) as { type: string; seq?: number; channel?: string; data?: { t: number }; heartbeatMs?: number; idleHeartbeatMs?: number };
     if (message.type === 'event') listeners.get(message.channel!)?.(message.data!);
     else if (message.type === 'ack') {
       acks.get(message.seq!)?.();
       acks.delete(message.seq!);
     } else if (message.type === 'subscribed') subscribed.get(message.channel!)?.();
-    else if (message.type === 'welcome') welcomed();
+    else if (message.type === 'welcome') welcomed(message.idleHeartbeatMs ?? message.heartbeatMs ?? 2000);
   });
   ws.send(JSON.stringify({ type: 'handshake', v: 1, clientId: randomUUID() }));
-  await welcome;
+  const pace = await welcome;
+  // Spread over the interval, as browsers that opened at different times are.
+  let pinger: NodeJS.Timeout | undefined;
+  if (heartbeat) {
+    setTimeout(() => {
+      if (ws.readyState !== WebSocket.OPEN) return;
+      pinger = setInterval(() => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify({ type: 'ping', t: Date.now() })), pace);
+    }, Math.random() * pace).unref();
+  }
+  ws.once('close', () => clearInterval(pinger));
   return {
     subscribe(channel, onMessage) {
       listeners.set(channel, onMessage);
@@ -175,4 +188,28 @@ async function socketIoClient(port: number): Promise<LoadClient> {
     },
     close: () => socket.disconnect(),
   };
+}
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+/** `n` clients of `target`, connected 200 at a time. */
+export async function connectMany(target: Target, n: number, options: { heartbeat?: boolean } = {}): Promise<LoadClient[]> {
+  const clients: LoadClient[] = [];
+  for (let i = 0; i < n; i += 200) {
+    clients.push(...(await Promise.all(Array.from({ length: Math.min(200, n - i) }, () => connectClient(target, options)))));
+  }
+  return clients;
+}
+
+export async function waitFor(done: () => boolean, timeoutMs: number): Promise<void> {
+  const start = performance.now();
+  while (!done()) {
+    if (performance.now() - start > timeoutMs) throw new Error('timed out waiting for deliveries');
+    await sleep(5);
+  }
 }

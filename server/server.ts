@@ -22,6 +22,8 @@ import { TokenBucket } from '../protocol/rate-limit.js';
 import { Revocations } from './revocations.js';
 import { createHttpApi } from './http-api.js';
 import { createLocalBroker, type Broker } from './pubsub/broker.js';
+import { createRedisBroker } from './pubsub/redis-broker.js';
+import { openPostgresStore } from './storage/postgres.js';
 import { WriteQueue } from './pubsub/write-queue.js';
 import type { EventStore } from './storage/event-store.js';
 import { openSqliteStore } from './storage/sqlite.js';
@@ -109,14 +111,28 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   if (!hasClient) log.warn({ clientDir }, 'client files not found: run `npm run build` to serve the demo and /tether.js');
   const serveStatic = hasClient ? sirv(clientDir, { etag: true, dev: false }) : undefined;
 
-  const store = options.store ?? openSqliteStore({
-    path: config.db,
-    synchronous: config.dbSync,
-    maxDocBytes: config.maxDocBytes,
-    retention: { maxEvents: config.historyMaxEvents, maxAgeMs: config.historyMaxAgeS * 1000 },
-  });
-  const broker = options.broker ?? createLocalBroker();
+  const retention = { maxEvents: config.historyMaxEvents, maxAgeMs: config.historyMaxAgeS * 1000 };
+  const store = options.store ?? (config.databaseUrl === undefined
+    ? openSqliteStore({ path: config.db, synchronous: config.dbSync, maxDocBytes: config.maxDocBytes, retention })
+    : await openPostgresStore({ url: config.databaseUrl, maxDocBytes: config.maxDocBytes, retention }));
+  const broker = options.broker ?? (config.redisUrl === undefined
+    ? createLocalBroker()
+    : createRedisBroker({ url: config.redisUrl, prefix: config.redisPrefix, store, log }));
+  if (config.databaseUrl !== undefined && config.redisUrl === undefined) {
+    log.warn('TETHER_DATABASE_URL without TETHER_REDIS_URL: events reach only the clients of this process; start several processes only with Redis');
+  }
   const writes = new WriteQueue(store, broker);
+  const pingStore = async (): Promise<{ kind: EventStore['kind']; ok: boolean; detail?: string }> => {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([store.ping(), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('no answer in 2 s')), 2000)))]);
+      return { kind: store.kind, ok: true };
+    } catch (error) {
+      return { kind: store.kind, ok: false, detail: error instanceof Error ? error.message : String(error) };
+    } finally {
+      clearTimeout(timer);
+    }
+  };
   const revocations = new Revocations(store);
   const api = createHttpApi({
     apiKey: config.apiKey, store, writes, maxBodyBytes: config.maxMessageBytes, log,
@@ -191,10 +207,13 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     const path = url.pathname;
     if (await api(req, res, url)) return;
     if (path === '/api/health') {
-      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      // 503 when the events DB does not answer: a load balancer sends new clients elsewhere.
+      // A broker outage keeps 200: delivery goes on from the store, only slower.
+      const storeHealth = await pingStore();
+      res.writeHead(storeHealth.ok ? 200 : 503, { 'content-type': 'application/json', 'cache-control': 'no-store' });
       res.end(JSON.stringify({
-        ok: true, protocol: PROTOCOL_VERSION, mode, connections: sessions.size,
-        allowedOrigins: originPolicy,
+        ok: storeHealth.ok, protocol: PROTOCOL_VERSION, mode, connections: sessions.size,
+        allowedOrigins: originPolicy, store: storeHealth, broker: broker.health(),
       }));
       return;
     }

@@ -321,6 +321,28 @@ describe('limits', () => {
   });
 });
 
+describe('health', () => {
+  it('/api/health reports the store and the broker; 503 while the events DB does not answer, 200 again when it does', async () => {
+    const real = openSqliteStore({ path: ':memory:', retention: { maxEvents: 100, maxAgeMs: 60_000 } });
+    let down = false;
+    const store: EventStore = { ...real, kind: real.kind, ping: () => (down ? Promise.reject(new Error('connection refused')) : real.ping()) };
+    const server = await startServer({ port: 0, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', store });
+    try {
+      const health = async () => {
+        const response = await fetch(`http://127.0.0.1:${server.port}/api/health`);
+        return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+      };
+      expect(await health()).toMatchObject({ status: 200, body: { ok: true, store: { kind: 'sqlite', ok: true }, broker: { kind: 'local', ok: true } } });
+      down = true;
+      expect(await health()).toMatchObject({ status: 503, body: { ok: false, store: { kind: 'sqlite', ok: false, detail: 'connection refused' } } });
+      down = false;
+      expect((await health()).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('the events DB failing during a handshake', () => {
   it('is answered unavailable with close 1011, never an unhandled rejection, and the server serves the next client', async () => {
     const real = openSqliteStore({ path: ':memory:', retention: { maxEvents: 100, maxAgeMs: 60_000 } });

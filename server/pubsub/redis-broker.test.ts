@@ -119,9 +119,10 @@ describe('Redis fan-out across nodes', () => {
       a!.redis[cut]();
       b!.redis[cut]();
       await publishSome(50);
-      // Degraded, not stopped: the store is polled while Redis is away.
-      await until(() => onA.offsets.length === 100, 'delivery during the outage', 10_000);
+      // Noticed (a blackhole only by the ping watchdog), and degraded, not stopped: the store is polled while Redis is away.
+      await until(() => !a!.broker.health().ok, 'the outage noticed', 5_000);
       expect(a!.broker.health()).toMatchObject({ kind: 'redis', ok: false });
+      await until(() => onA.offsets.length === 100, 'delivery during the outage', 10_000);
       await a!.redis.restore();
       await b!.redis.restore();
       await until(() => a!.broker.health().ok && b!.broker.health().ok, 'Redis back', 15_000);
