@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { test, expect } from '@playwright/test';
+import { test, expect, type Browser, type BrowserContext } from '@playwright/test';
 import { apiHistory, apiPublish, openWithClient, receivedIn, subscribeIn, waitForConnection } from './fixtures/test.js';
 import { startServerProcess, type ServerProcess } from './fixtures/server-process.js';
 import { TcpProxy } from './fixtures/tcp-proxy.js';
@@ -41,21 +41,33 @@ async function startCluster(): Promise<Cluster> {
 }
 
 let cluster: Cluster;
+let contexts: BrowserContext[] = [];
 test.beforeEach(async () => {
   cluster = await startCluster();
 });
 test.afterEach(async () => {
+  for (const context of contexts) await context.close();
+  contexts = [];
   await cluster.stop();
+  // A process that did not finish its shutdown in time says so before it exits: that is a bug.
+  for (const node of [cluster.a, cluster.b]) expect(node.logs.filter((l) => String(l.msg).startsWith('shutdown did not finish'))).toEqual([]);
 });
+
+/** A new browser (context), closed after the test. */
+async function newBrowser(browser: Browser): Promise<BrowserContext> {
+  const context = await browser.newContext();
+  contexts.push(context);
+  return context;
+}
 
 test('a subscriber on node A gets, once and in offset order, what browsers on node B and the HTTP API on node A publish, interleaved', async ({ browser }) => {
   const { a, b } = cluster;
   expect(await (await fetch(`${a.httpUrl}/api/health`)).json()).toMatchObject({ ok: true, store: { kind: 'postgres', ok: true }, broker: { kind: 'redis', ok: true } });
-  const reader = await openWithClient(await browser.newContext(), a.httpUrl, { url: a.wsUrl });
+  const reader = await openWithClient(await newBrowser(browser), a.httpUrl, { url: a.wsUrl });
   await waitForConnection(reader, 'online');
   expect(await subscribeIn(reader, 'feed')).toBeUndefined();
   const writers = await Promise.all([0, 1].map(async () => {
-    const page = await openWithClient(await browser.newContext(), b.httpUrl, { url: b.wsUrl });
+    const page = await openWithClient(await newBrowser(browser), b.httpUrl, { url: b.wsUrl });
     await waitForConnection(page, 'online');
     return page;
   }));
@@ -82,7 +94,7 @@ test('a subscriber on node A gets, once and in offset order, what browsers on no
 test('transactions from both nodes on one key commit exactly as many times as they were made', async ({ browser }) => {
   const { a, b } = cluster;
   const pages = await Promise.all([a, b, a, b].map(async (node) => {
-    const page = await openWithClient(await browser.newContext(), node.httpUrl, { url: node.wsUrl });
+    const page = await openWithClient(await newBrowser(browser), node.httpUrl, { url: node.wsUrl });
     await waitForConnection(page, 'online');
     return page;
   }));
@@ -106,7 +118,7 @@ test('node A is killed: its subscriber moves to node B through the load balancer
   // The load balancer: one address, sending new connections to a live node.
   const balancer = await TcpProxy.start(a.port);
   try {
-    const reader = await openWithClient(await browser.newContext(), a.httpUrl, { url: `ws://127.0.0.1:${balancer.port}/ws` });
+    const reader = await openWithClient(await newBrowser(browser), a.httpUrl, { url: `ws://127.0.0.1:${balancer.port}/ws` });
     await waitForConnection(reader, 'online');
     expect(await subscribeIn(reader, 'feed')).toBeUndefined();
     let published = 0;

@@ -65,6 +65,23 @@ describe('server frames', () => {
   });
 });
 
+describe('document keys every store can hold', () => {
+  // A lone surrogate becomes U+FFFD in PostgreSQL (two keys collide in one batch and fail it for
+  // everyone); U+0000 cannot be stored at all. Refused at the edge, with the write's seq.
+  it.each([['a lone high surrogate', 'a\\ud800'], ['a lone low surrogate', '\\udc00b'], ['U+0000', 'a\\u0000b']])('refuses a key with %s', (_, escaped) => {
+    for (const place of ['reads', 'writes']) {
+      const body = place === 'reads' ? `"reads":{"${escaped}":0},"writes":{}` : `"reads":{},"writes":{"${escaped}":1}`;
+      const decoded = decodeClientFrame(`{"type":"transact","seq":4,"doc":"d",${body}}`);
+      expect(decoded).toMatchObject({ ok: false, seq: 4, error: { code: 'invalid_message' } });
+      expect(decoded.ok ? '' : decoded.error.message).toContain('well-formed Unicode without U+0000');
+    }
+  });
+
+  it('takes keys with surrogate pairs (emoji) and every other character', () => {
+    expect(decodeClientFrame('{"type":"transact","seq":4,"doc":"d","reads":{},"writes":{"\\ud83d\\ude00 k\\u00e9":1}}')).toMatchObject({ ok: true });
+  });
+});
+
 describe('reserved document keys', () => {
   it.each(['__proto__', 'constructor', 'prototype'])('refuses a transaction naming %s (a record would drop it: acknowledged, never stored), with its seq', (key) => {
     for (const field of ['reads', 'writes']) {

@@ -74,6 +74,16 @@ export const CHANNEL_NAME = /^[A-Za-z0-9_][\w.:@/-]{0,199}$/;
 /** Document keys are 1–200 characters (any characters but the reserved names below). */
 export const MAX_DOC_KEY_LENGTH = 200;
 
+/** U+0000 and lone UTF-16 surrogates: text a database cannot store as written (PostgreSQL refuses the one, turns the other into U+FFFD). */
+const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Whether `text` can be a document key in every store: well-formed Unicode without U+0000. */
+export function storableText(text: string): boolean {
+  return !UNSTORABLE.test(text);
+}
+
+export const UNSTORABLE_KEY_MESSAGE = 'document keys must be well-formed Unicode without U+0000 (a lone surrogate or a NUL cannot be stored)';
+
 /**
  * Names a document key cannot have: object records drop them silently (prototype pollution
  * guards), so a write to one would be acknowledged and never stored. Refused instead.

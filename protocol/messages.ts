@@ -7,7 +7,7 @@
  * the types (`import type`), so valibot never reaches the browser bundle.
  */
 import * as v from 'valibot';
-import { CHANNEL_NAME, ERROR_CODES, MAX_DOC_KEY_LENGTH } from './constants.js';
+import { CHANNEL_NAME, ERROR_CODES, MAX_DOC_KEY_LENGTH, UNSTORABLE_KEY_MESSAGE, storableText } from './constants.js';
 
 const RequestId = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(Number.MAX_SAFE_INTEGER));
 const MethodName = v.pipe(
@@ -71,7 +71,7 @@ export const Publish = v.strictObject({
 });
 
 /** Keys of a shared document: 1–200 characters. */
-export const DocKey = v.pipe(v.string(), v.minLength(1), v.maxLength(MAX_DOC_KEY_LENGTH));
+export const DocKey = v.pipe(v.string(), v.minLength(1), v.maxLength(MAX_DOC_KEY_LENGTH), v.check(storableText, UNSTORABLE_KEY_MESSAGE));
 
 /**
  * What a transaction read: the version of each key (0 = the key did not exist), or, for a key

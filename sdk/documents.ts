@@ -7,7 +7,7 @@ import * as Comlink from 'comlink';
 import { createStore } from 'zustand/vanilla';
 import { readonly, type ReadonlyStore } from './readonly-store.js';
 import { TetherError } from '../protocol/errors.js';
-import { MAX_DOC_KEY_LENGTH, RESERVED_DOC_KEYS, reservedKeyMessage } from '../protocol/constants.js';
+import { MAX_DOC_KEY_LENGTH, RESERVED_DOC_KEYS, UNSTORABLE_KEY_MESSAGE, reservedKeyMessage, storableText } from '../protocol/constants.js';
 import type { DocConflict, DocSnapshot, Outcome, Status, TabApi } from '../worker/api.js';
 
 /** The operations a transaction function gets. Reads are recorded; writes are applied atomically. */
@@ -75,6 +75,7 @@ function checkKey(operation: string, key: unknown): void {
   if (RESERVED_DOC_KEYS.includes(key)) {
     throw new TypeError(`transact: ${operation}(key): ${reservedKeyMessage(key)}`);
   }
+  if (!storableText(key)) throw new TypeError(`transact: ${operation}(key): ${UNSTORABLE_KEY_MESSAGE}`);
 }
 
 /** How long a first transaction waits for the server's state before running on the cached one. */

@@ -18,6 +18,11 @@ async function main(): Promise<void> {
   const server = await startServer({ ...config, procedures, logger });
   const stop = (signal: string) => {
     logger.info({ signal }, 'shutting down');
+    // Whatever holds the shutdown up (a database that does not answer), a stop request stops.
+    setTimeout(() => {
+      logger.error({ signal }, 'shutdown did not finish in 10 s; exiting now');
+      process.exit(1);
+    }, 10_000).unref();
     server.close().then(() => process.exit(0), () => process.exit(1));
   };
   process.once('SIGINT', () => stop('SIGINT'));

@@ -22,7 +22,7 @@ import { TokenBucket } from '../protocol/rate-limit.js';
 import { Revocations } from './revocations.js';
 import { createHttpApi } from './http-api.js';
 import { createLocalBroker, type Broker } from './pubsub/broker.js';
-import { createRedisBroker } from './pubsub/redis-broker.js';
+import { createOrderedBroker } from './pubsub/ordered-broker.js';
 import { openPostgresStore } from './storage/postgres.js';
 import { WriteQueue } from './pubsub/write-queue.js';
 import type { EventStore } from './storage/event-store.js';
@@ -115,9 +115,11 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   const store = options.store ?? (config.databaseUrl === undefined
     ? openSqliteStore({ path: config.db, synchronous: config.dbSync, maxDocBytes: config.maxDocBytes, retention })
     : await openPostgresStore({ url: config.databaseUrl, maxDocBytes: config.maxDocBytes, retention }));
-  const broker = options.broker ?? (config.redisUrl === undefined
+  // A networked events DB (or Redis) needs the ordered broker: it checks positions against the
+  // store, so a commit whose acknowledgement was lost, or another process's event, is never a gap.
+  const broker = options.broker ?? (config.redisUrl === undefined && config.databaseUrl === undefined
     ? createLocalBroker()
-    : createRedisBroker({ url: config.redisUrl, prefix: config.redisPrefix, store, log }));
+    : createOrderedBroker({ store, log, ...(config.redisUrl === undefined ? {} : { redis: { url: config.redisUrl, prefix: config.redisPrefix } }) }));
   if (config.databaseUrl !== undefined && config.redisUrl === undefined) {
     log.warn('TETHER_DATABASE_URL without TETHER_REDIS_URL: events reach only the clients of this process; start several processes only with Redis');
   }
@@ -231,11 +233,13 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     else notFound();
   }
 
+  let shuttingDown = false;
   http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', (err) => log.debug({ err }, 'upgrade socket error'));
     const refuse = (status: string, text: string) => {
       socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\n${text}`);
     };
+    if (shuttingDown) return refuse('503 Service Unavailable', 'shutting down');
     const url = requestUrl(req);
     if (url === undefined) return refuse('400 Bad Request', 'bad request target');
     if (url.pathname !== '/ws') return refuse('404 Not Found', 'not found');
@@ -311,12 +315,16 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     store,
     connectionCount: () => sessions.size,
     async close() {
+      // Stop taking connections first: a client that reconnects at once (they do, after 1001)
+      // must not land in a server that waits for its connections to end.
+      shuttingDown = true;
       clearInterval(sweep);
       clearInterval(pruner);
+      const httpClosed = new Promise<void>((resolve) => http.close(() => resolve()));
       for (const session of sessions) session.close(CloseCode.GoingAway, 'server shutting down');
       await new Promise<void>((resolve) => wss.close(() => resolve()));
-      await new Promise<void>((resolve) => http.close(() => resolve()));
       http.closeAllConnections();
+      await httpClosed;
       await broker.close();
       await store.close();
     },

@@ -321,6 +321,30 @@ describe('limits', () => {
   });
 });
 
+describe('shutdown', () => {
+  it('a server closes while its clients reconnect the moment they are told it is going away (new ones get 503)', async () => {
+    const server = await startServer({ port: 0, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', db: ':memory:' });
+    const url = `ws://127.0.0.1:${server.port}/ws`;
+    let stopping = false;
+    let welcomed = 0;
+    const statuses: number[] = [];
+    const connect = (): void => {
+      if (stopping) return;
+      const ws = new WebSocket(url);
+      ws.on('open', () => ws.send(JSON.stringify({ type: 'handshake', v: 1 })));
+      ws.on('message', () => void welcomed++);
+      ws.on('unexpected-response', (_req, res) => void statuses.push(res.statusCode ?? 0));
+      ws.on('error', () => undefined);
+      ws.on('close', () => setImmediate(connect)); // as eager as a client can be
+    };
+    for (let i = 0; i < 20; i++) connect();
+    while (welcomed < 20) await new Promise((resolve) => setTimeout(resolve, 10));
+    await server.close(); // hung for ever before: reconnects landed in a server waiting for its connections to end
+    stopping = true;
+    expect(statuses.every((status) => status === 503)).toBe(true);
+  }, 15_000);
+});
+
 describe('health', () => {
   it('/api/health reports the store and the broker; 503 while the events DB does not answer, 200 again when it does', async () => {
     const real = openSqliteStore({ path: ':memory:', retention: { maxEvents: 100, maxAgeMs: 60_000 } });

@@ -5,7 +5,18 @@
 import type { DocChange, StoredEvent } from '../storage/event-store.js';
 import { docFrame, eventFrame } from './frames.js';
 
-export type EventListener = (event: StoredEvent, frame: string) => void;
+/**
+ * Events the store no longer has were skipped (retention overtook a node that could not read in
+ * time): delivery resumes after `offset`, and the frame says so (a `reset`), never a silent gap.
+ */
+export interface ChannelReset {
+  reset: true;
+  channel: string;
+  epoch: string;
+  offset: number;
+}
+
+export type EventListener = (event: StoredEvent | ChannelReset, frame: string) => void;
 export type DocListener = (change: DocChange, frame: string) => void;
 
 export interface Subscription {

@@ -14,21 +14,21 @@ class FakeStore {
   private wait(): Promise<void> {
     return new Promise((resolve) => setTimeout(resolve, this.delay()));
   }
-  async readAfter(_key: string, from: number): Promise<number[]> {
+  async readAfter(_key: string, from: number): Promise<{ items: number[]; more: boolean }> {
     this.reads++;
     await this.wait();
     if (this.down) throw new Error('store down');
     const upTo = Math.min(this.head, from + 7); // pages of 7, to exercise paging
-    return Array.from({ length: Math.max(0, upTo - from) }, (_, i) => from + i + 1);
+    return { items: Array.from({ length: Math.max(0, upTo - from) }, (_, i) => from + i + 1), more: upTo < this.head };
   }
   position(item: number): number {
     return item;
   }
   /** StreamSource's `head(key)`. */
-  readonly headOf = async (): Promise<number> => {
+  readonly headOf = async (): Promise<{ position: number }> => {
     await this.wait();
     if (this.down) throw new Error('store down');
-    return this.head;
+    return { position: this.head };
   };
 }
 
@@ -61,11 +61,11 @@ describe('ordered streams: notifications lost, late, early or repeated still del
       fc.asyncProperty(fc.array(step, { minLength: 5, maxLength: 60 }), fc.integer({ min: 0, max: 3 }), async (steps, maxDelay) => {
         const store = new FakeStore(() => Math.floor(Math.random() * (maxDelay + 1)));
         const streams = streamsOver(store);
-        const listeners: { headWhenReady: number; got: number[]; ready: Promise<void> }[] = [];
+        const listeners: { headWhenReady: number; failed: boolean; got: number[]; ready: Promise<void> }[] = [];
         const listen = () => {
           // The promise: every item after a point no later than the store's head when `ready` resolves.
-          const entry = { headWhenReady: Infinity, got: [] as number[], ready: Promise.resolve() };
-          entry.ready = streams.listen('k', (item) => void entry.got.push(item)).ready.then(() => void (entry.headWhenReady = store.head), () => undefined);
+          const entry = { headWhenReady: Infinity, failed: false, got: [] as number[], ready: Promise.resolve() };
+          entry.ready = streams.listen('k', (item) => void entry.got.push(item)).ready.then(() => void (entry.headWhenReady = store.head), () => void (entry.failed = true));
           listeners.push(entry);
         };
         listen();
@@ -95,13 +95,18 @@ describe('ordered streams: notifications lost, late, early or repeated still del
         }
         // The outage ends; polls run until every listener is at the head.
         store.down = false;
-        for (let i = 0; i < 200 && listeners.some((l) => l.got.at(-1) !== store.head); i++) {
+        const behind = (l: (typeof listeners)[number]) => !l.failed && (l.got.at(-1) ?? l.headWhenReady) < store.head;
+        for (let i = 0; i < 200 && listeners.some(behind); i++) {
           streams.known('k', store.head);
           if (!streams.has('k')) listen(); // a head read failed: the stream was dropped, as the broker does
           await settle();
         }
         for (const l of listeners) {
-          if (!streams.has('k') && l.got.length === 0) continue;
+          // A listener whose stream's head could not be read was told so (ready rejected) and gets nothing.
+          if (l.failed) {
+            expect(l.got).toEqual([]);
+            continue;
+          }
           // Consecutive from where it joined (no later than the head then), up to the head, each once.
           const first = l.got[0] ?? store.head + 1;
           expect(first).toBeLessThanOrEqual(l.headWhenReady + 1);

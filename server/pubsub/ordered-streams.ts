@@ -17,11 +17,16 @@ import type { Logger } from '../log.js';
 const MAX_EARLY = 1000;
 
 export interface StreamSource<T> {
-  /** A stream's position now (its head offset or version): where a new cursor starts. */
-  head(key: string): Promise<number>;
-  /** What the store has after `from`, in order (one page or the rest). */
-  readAfter(key: string, from: number): Promise<T[]>;
+  /**
+   * A stream's position now (its head offset or version): where a new cursor starts; and its
+   * epoch, when items carry one (a notification of another epoch — another events DB on the same
+   * Redis, a restored backup — is never delivered: the store is read instead).
+   */
+  head(key: string): Promise<{ position: number; epoch?: string }>;
+  /** What the store has after `from`, in order: one page, and whether more follows at once. */
+  readAfter(key: string, from: number): Promise<{ items: T[]; more: boolean }>;
   position(item: T): number;
+  epoch?(item: T): string | undefined;
 }
 
 export type ItemListener<T> = (item: T) => void;
@@ -30,6 +35,7 @@ interface Stream<T> {
   listeners: Set<ItemListener<T>>;
   /** Last position delivered; undefined until the head was read. */
   cursor: number | undefined;
+  epoch: string | undefined;
   ready: Promise<void>;
   /** Notifications ahead of the cursor, by position. */
   early: Map<number, T>;
@@ -67,11 +73,12 @@ export class OrderedStreams<T> {
   listen(key: string, listener: ItemListener<T>): { ready: Promise<void>; stop: () => boolean } {
     let stream = this.streams.get(key);
     if (!stream) {
-      const created: Stream<T> = { listeners: new Set(), cursor: undefined, ready: Promise.resolve(), early: new Map(), filling: false, refill: false };
+      const created: Stream<T> = { listeners: new Set(), cursor: undefined, epoch: undefined, ready: Promise.resolve(), early: new Map(), filling: false, refill: false };
       created.ready = this.source.head(key).then(
         (head) => {
           if (this.streams.get(key) !== created) return;
-          created.cursor = head;
+          created.cursor = head.position;
+          created.epoch = head.epoch;
           this.drainEarly(key, created);
         },
         (error: unknown) => {
@@ -80,6 +87,9 @@ export class OrderedStreams<T> {
           throw error;
         },
       );
+      // A listener whose catch-up has not reached `await ready` yet (queued, or gone) must not
+      // turn a failed head read into an unhandled rejection; those that await it still see it.
+      created.ready.catch(() => undefined);
       stream = created;
       this.streams.set(key, stream);
     }
@@ -102,6 +112,12 @@ export class OrderedStreams<T> {
     const stream = this.streams.get(key);
     if (!stream) return;
     const position = this.source.position(item);
+    const epoch = this.source.epoch?.(item);
+    if (epoch !== undefined && stream.epoch !== undefined && epoch !== stream.epoch) {
+      // Not this events DB's (another deployment on the same Redis and prefix?): the store decides.
+      this.log.warn({ [this.what]: key }, `ignored a ${this.what} notification of another epoch (is another deployment using the same Redis prefix?)`);
+      return this.fill(key, stream);
+    }
     if (stream.cursor === undefined || stream.filling) {
       if (stream.cursor === undefined || position > stream.cursor) this.hold(stream, position, item);
       return;
@@ -173,12 +189,12 @@ export class OrderedStreams<T> {
         for (;;) {
           stream.refill = false;
           const before = stream.cursor!;
-          const items = await this.source.readAfter(key, before);
+          const { items, more } = await this.source.readAfter(key, before);
           if (this.streams.get(key) !== stream) return;
           for (const item of items) if (this.source.position(item) > stream.cursor!) this.deliver(stream, item);
           const gap = this.takeEarly(stream);
           // Done when caught up; a read that found nothing new waits for the next poll rather than spin.
-          if (stream.cursor === before || (!gap && !stream.refill)) break;
+          if (stream.cursor === before || (!more && !gap && !stream.refill)) break;
         }
       } catch (error) {
         // The store is down: what is missing stays missing until the next poll reads it.

@@ -135,7 +135,11 @@ interface ChannelState { epoch: string; head: number; touched: boolean }
 interface DocState { version: number; bytes: number; changed: boolean }
 
 export async function openPostgresStore(options: PostgresOptions): Promise<EventStore> {
-  const pool = new Pool({ connectionString: options.url, max: options.maxConnections ?? 10, types: TYPES });
+  // Timeouts: a partitioned database must fail calls (clients resend, health says 503), not hang them.
+  const pool = new Pool({
+    connectionString: options.url, max: options.maxConnections ?? 10, types: TYPES,
+    connectionTimeoutMillis: 10_000, query_timeout: 30_000, keepAlive: true,
+  });
   // An idle connection that fails (the server restarted it) is dropped by the pool and replaced
   // on the next query; without a listener the error event would end the process.
   pool.on('error', (error) => process.emitWarning(`an idle PostgreSQL connection of the events DB failed: ${error.message}`));

@@ -14,7 +14,8 @@ import { TcpProxy } from '../../e2e/fixtures/tcp-proxy.js';
 import { openSqliteStore } from '../storage/sqlite.js';
 import type { DocChange, EventStore, StoredEvent, WriteRequest } from '../storage/event-store.js';
 import { WriteQueue } from './write-queue.js';
-import { createRedisBroker } from './redis-broker.js';
+import { Redis } from 'ioredis';
+import { createOrderedBroker } from './ordered-broker.js';
 import type { Broker } from './broker.js';
 
 const REDIS_PORT = 6379;
@@ -37,14 +38,15 @@ afterEach(async () => {
   nodes = [];
 });
 
-async function cluster(count: number): Promise<Node[]> {
+let prefix = '';
+async function cluster(count: number, { maxEvents = 100_000, wrap = (s: EventStore) => s }: { maxEvents?: number; wrap?: (store: EventStore, node: number) => EventStore } = {}): Promise<Node[]> {
   const path = join(mkdtempSync(join(tmpdir(), 'tether-redis-')), 'events.db');
-  const prefix = `tether-test-${randomBytes(4).toString('hex')}:`;
+  prefix = `tether-test-${randomBytes(4).toString('hex')}:`;
   const made: Node[] = [];
   for (let i = 0; i < count; i++) {
-    const store = openSqliteStore({ path, retention: { maxEvents: 100_000, maxAgeMs: 3600_000 } });
+    const store = wrap(openSqliteStore({ path, retention: { maxEvents, maxAgeMs: 3600_000 } }), i);
     const redis = await TcpProxy.start(REDIS_PORT);
-    const broker = createRedisBroker({ url: `redis://127.0.0.1:${redis.port}`, prefix, store, log: silent, pollMs: 1000, degradedPollMs: 100, pingTimeoutMs: 300 });
+    const broker = createOrderedBroker({ store, log: silent, redis: { url: `redis://127.0.0.1:${redis.port}`, prefix }, pollMs: 1000, degradedPollMs: 100, pingTimeoutMs: 300 });
     const node = { store, broker, writes: new WriteQueue(store, broker), redis };
     made.push(node);
     nodes.push(node);
@@ -63,12 +65,17 @@ async function until(condition: () => boolean, what: string, timeoutMs = 10_000)
 
 const api = (channel: string, data: string): WriteRequest => ({ kind: 'publish', channel, data, clientId: null, seq: null, user: null });
 
-function listen(node: Node, channel: string): { offsets: number[]; data: string[]; ready: Promise<void> } {
-  const got = { offsets: [] as number[], data: [] as string[], ready: Promise.resolve() };
-  got.ready = node.broker.subscribe(channel, (event: StoredEvent, frame: string) => {
+function listen(node: Node, channel: string): { offsets: number[]; data: string[]; resets: number[]; ready: Promise<void> } {
+  const got = { offsets: [] as number[], data: [] as string[], resets: [] as number[], ready: Promise.resolve() };
+  got.ready = node.broker.subscribe(channel, (event, frame) => {
+    if ('reset' in event) {
+      expect(JSON.parse(frame)).toMatchObject({ type: 'reset', channel, offset: event.offset });
+      got.resets.push(event.offset);
+      return;
+    }
     expect(JSON.parse(frame)).toMatchObject({ type: 'event', channel, offset: event.offset });
     got.offsets.push(event.offset);
-    got.data.push(event.data);
+    got.data.push((event as StoredEvent).data);
   }).ready;
   return got;
 }
@@ -160,6 +167,77 @@ describe('Redis fan-out across nodes', () => {
       expect(versions).toEqual([...versions].sort((x, y) => x - y));
       expect(new Set(versions).size).toBe(versions.length);
       expect(changes.at(-1)!.keys.n).toEqual({ version: 2 * perNode, value: String(2 * perNode) });
+    }
+  });
+
+  it('a node that could not read while retention dropped what it missed tells its subscribers (reset), never a silent gap', async () => {
+    let down = false;
+    const [a, b] = await cluster(2, {
+      maxEvents: 20,
+      // Node A's events DB connection fails for a while (its reads; node B writes on).
+      wrap: (store, node) => node === 0 ? { ...store, kind: store.kind, history: (...args) => (down ? Promise.reject(new Error('A cannot reach the DB')) : store.history(...args)), positions: (...args) => (down ? Promise.reject(new Error('A cannot reach the DB')) : store.positions(...args)) } : store,
+    });
+    const onA = listen(a!, 'c');
+    await onA.ready;
+    a!.redis.refuse(); // and no notifications either
+    down = true;
+    for (let i = 1; i <= 60; i++) await b!.writes.submit(api('c', `"${i}"`));
+    down = false;
+    await until(() => onA.offsets.at(-1) === 60, 'delivery after the outage', 10_000);
+    expect(onA.resets).toEqual([40]);
+    expect(onA.offsets).toEqual(Array.from({ length: 20 }, (_, i) => 41 + i));
+  });
+
+  it('a notification of another events DB on the same Redis prefix is never delivered; the real event is, once', async () => {
+    const [a, b] = await cluster(2);
+    const onA = listen(a!, 'c');
+    await onA.ready;
+    const intruder = new Redis(`redis://127.0.0.1:${REDIS_PORT}`);
+    try {
+      await intruder.publish(`${prefix}ch:c`, JSON.stringify({ channel: 'c', offset: 1, epoch: 'another-db', data: '"not yours"', publisher: null }));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await b!.writes.submit(api('c', '"mine"'));
+      await until(() => onA.offsets.length === 1, 'the real event');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(onA.data).toEqual(['"mine"']);
+    } finally {
+      intruder.disconnect();
+    }
+  });
+});
+
+describe('ordered broker without Redis (one process on PostgreSQL)', () => {
+  it("a commit whose acknowledgement was lost (stored, never published) still reaches the process's subscribers", async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'tether-redis-')), 'events.db');
+    const store = openSqliteStore({ path, retention: { maxEvents: 1000, maxAgeMs: 3600_000 } });
+    const broker = createOrderedBroker({ store, log: silent, pollMs: 100 });
+    const redis = await TcpProxy.start(REDIS_PORT); // unused: keeps the afterEach shape
+    nodes.push({ store, broker, writes: new WriteQueue(store, broker), redis });
+    const got: number[] = [];
+    await broker.subscribe('c', (event) => void got.push(event.offset)).ready;
+    expect(broker.health()).toEqual({ kind: 'local', ok: true });
+    await store.write([api('c', '"lost ack"')]); // committed; the write queue saw an error and published nothing
+    await nodes[0]!.writes.submit(api('c', '"next"'));
+    await until(() => got.length === 2, 'both events');
+    expect(got).toEqual([1, 2]);
+  });
+
+  it('a head read that fails while no subscriber awaits it is not an unhandled rejection', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'tether-redis-')), 'events.db');
+    const real = openSqliteStore({ path, retention: { maxEvents: 1000, maxAgeMs: 3600_000 } });
+    const store: EventStore = { ...real, kind: real.kind, history: () => Promise.reject(new Error('DB down')) };
+    const broker = createOrderedBroker({ store, log: silent, pollMs: 100 });
+    const redis = await TcpProxy.start(REDIS_PORT);
+    nodes.push({ store: real, broker, writes: new WriteQueue(store, broker), redis });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      broker.subscribe('c', () => undefined); // its catch-up is queued: nobody awaits ready yet
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
     }
   });
 });
