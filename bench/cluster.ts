@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { connectClient, connectMany, cpuMs, percentile, rssBytes, sleep, startTarget, waitFor, type Kind, type Target } from './targets.js';
+import { connectClient, connectMany, cpuMs, durableRate, percentile, rssBytes, sleep, startTarget, waitFor, type Kind, type Target } from './targets.js';
 
 const ADMIN_URL = process.env.TETHER_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 const REDIS_URL = process.env.TETHER_BENCH_REDIS ?? 'redis://127.0.0.1:6379';
@@ -32,19 +32,7 @@ export async function durablePostgres(publishers: number, seconds: number): Prom
   return withDatabase(async (env) => {
     const target = await startTarget('tether', env);
     try {
-      const clients = await connectMany(target, publishers);
-      let acked = 0;
-      const t0 = performance.now();
-      const end = t0 + seconds * 1000;
-      await Promise.all(clients.map(async (client) => {
-        while (performance.now() < end) {
-          await client.publish(CHANNEL, { t: 0 });
-          acked++;
-        }
-      }));
-      const rate = acked / ((performance.now() - t0) / 1000);
-      for (const client of clients) client.close();
-      return rate;
+      return await durableRate(target, publishers, seconds, CHANNEL);
     } finally {
       await target.stop();
     }

@@ -10,7 +10,7 @@ import { DEFAULT_CONFIG } from '../server/config.js';
 import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { connectClient, connectMany, cpuMs, percentile, rssBytes, sleep, startTarget, waitFor, type Kind } from './targets.js';
+import { connectClient, connectMany, cpuMs, durableRate, percentile, rssBytes, sleep, startTarget, waitFor, type Kind } from './targets.js';
 import { clusterFanout, durablePostgres, idleCost, type ClusterFanout, type IdleCost } from './cluster.js';
 import { measureSizes, BUDGETS, TARGETS, checkBudgets } from './sizes.js';
 import { offlineOutbox, tabToTab, type LatencyResult, type OutboxResult } from './browser.js';
@@ -105,21 +105,7 @@ async function fanout(kind: Kind, n: number, mode: 'rate' | 'full'): Promise<Fan
 async function durable(publishers: number, sync: 'full' | 'off'): Promise<number> {
   const target = await startTarget('tether', { TETHER_DB_SYNC: sync });
   try {
-    const clients = await connectMany(target, publishers);
-    let acked = 0;
-    const end = performance.now() + PLAN.seconds * 1000;
-    const t0 = performance.now();
-    await Promise.all(
-      clients.map(async (client) => {
-        while (performance.now() < end) {
-          await client.publish(CHANNEL, { t: 0 });
-          acked++;
-        }
-      }),
-    );
-    const rate = acked / ((performance.now() - t0) / 1000);
-    for (const client of clients) client.close();
-    return rate;
+    return await durableRate(target, publishers, PLAN.seconds, CHANNEL);
   } finally {
     await target.stop();
   }

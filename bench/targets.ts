@@ -213,3 +213,20 @@ export async function waitFor(done: () => boolean, timeoutMs: number): Promise<v
     await sleep(5);
   }
 }
+
+/** Publishes/s acknowledged (stored) from P concurrent publishers of `target`, each waiting for its ack, for `seconds`. */
+export async function durableRate(target: Target, publishers: number, seconds: number, channel: string): Promise<number> {
+  const clients = await connectMany(target, publishers);
+  let acked = 0;
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  await Promise.all(clients.map(async (client) => {
+    while (performance.now() < end) {
+      await client.publish(channel, { t: 0 });
+      acked++;
+    }
+  }));
+  const rate = acked / ((performance.now() - t0) / 1000);
+  for (const client of clients) client.close();
+  return rate;
+}
