@@ -121,7 +121,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     ? createLocalBroker()
     : createOrderedBroker({ store, log, ...(config.redisUrl === undefined ? {} : { redis: { url: config.redisUrl, prefix: config.redisPrefix } }) }));
   if (config.databaseUrl !== undefined && config.redisUrl === undefined) {
-    log.warn('TETHER_DATABASE_URL without TETHER_REDIS_URL: events reach only the clients of this process; start several processes only with Redis');
+    log.warn('TETHER_DATABASE_URL without TETHER_REDIS_URL: events of other processes reach this one only by polling the events DB (every 2 s); set TETHER_REDIS_URL to run several processes');
   }
   const writes = new WriteQueue(store, broker);
   const pingStore = async (): Promise<{ kind: EventStore['kind']; ok: boolean; detail?: string }> => {
