@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { connectClient, connectMany, cpuMs, durableRate, percentile, rssBytes, sleep, startTarget, waitFor, type Kind, type Target } from './targets.js';
+import { connectClient, connectMany, cpuMs, durableRate, percentile, publishFullSpeed, rssBytes, sleep, startTarget, waitFor, type Kind, type Target } from './targets.js';
 
 const ADMIN_URL = process.env.TETHER_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 const REDIS_URL = process.env.TETHER_BENCH_REDIS ?? 'redis://127.0.0.1:6379';
@@ -112,13 +112,7 @@ export async function clusterFanout(nodes: 1 | 2, n: number, seconds: number, ra
       delivered = 0;
       const cpu0 = targets.map((t) => cpuMs(t.pid));
       const t0 = performance.now();
-      let published = 0;
-      while (performance.now() - t0 < seconds * 1000) {
-        if (published * n - delivered < 20 * n) {
-          void publisher.publish(CHANNEL, { t: performance.now() });
-          published++;
-        } else await new Promise((resolve) => setImmediate(resolve));
-      }
+      const published = await publishFullSpeed(publisher, CHANNEL, n, seconds, () => delivered);
       await waitFor(() => delivered >= published * n, 60_000);
       const elapsed = (performance.now() - t0) / 1000;
       const cpu = targets.reduce((sum, t, i) => sum + cpuMs(t.pid) - cpu0[i]!, 0);

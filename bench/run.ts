@@ -10,7 +10,7 @@ import { DEFAULT_CONFIG } from '../server/config.js';
 import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { connectClient, connectMany, cpuMs, durableRate, percentile, rssBytes, sleep, startTarget, waitFor, type Kind } from './targets.js';
+import { connectClient, connectMany, cpuMs, durableRate, percentile, publishFullSpeed, rssBytes, sleep, startTarget, waitFor, type Kind } from './targets.js';
 import { clusterFanout, durablePostgres, idleCost, type ClusterFanout, type IdleCost } from './cluster.js';
 import { measureSizes, BUDGETS, TARGETS, checkBudgets } from './sizes.js';
 import { offlineOutbox, tabToTab, type LatencyResult, type OutboxResult } from './browser.js';
@@ -78,13 +78,7 @@ async function fanout(kind: Kind, n: number, mode: 'rate' | 'full'): Promise<Fan
         await sleep(1000 / PLAN.rate);
       }
     } else {
-      // Keep at most 20 messages' worth of deliveries in flight, for every server alike.
-      while (performance.now() - t0 < PLAN.seconds * 1000) {
-        if (published * n - delivered < 20 * n) {
-          void publisher.publish(CHANNEL, { t: performance.now() });
-          published++;
-        } else await new Promise((resolve) => setImmediate(resolve));
-      }
+      published = await publishFullSpeed(publisher, CHANNEL, n, PLAN.seconds, () => delivered);
     }
     await waitFor(() => delivered >= published * n, 30_000);
     const elapsed = (performance.now() - t0) / 1000;

@@ -230,3 +230,19 @@ export async function durableRate(target: Target, publishers: number, seconds: n
   for (const client of clients) client.close();
   return rate;
 }
+
+/**
+ * Publishes as fast as `n` subscribers take the deliveries, keeping at most 20 messages' worth in
+ * flight (for every server alike), for `seconds`; returns how many were published.
+ */
+export async function publishFullSpeed(publisher: LoadClient, channel: string, n: number, seconds: number, delivered: () => number): Promise<number> {
+  const t0 = performance.now();
+  let published = 0;
+  while (performance.now() - t0 < seconds * 1000) {
+    if (published * n - delivered() < 20 * n) {
+      void publisher.publish(channel, { t: performance.now() });
+      published++;
+    } else await new Promise((resolve) => setImmediate(resolve));
+  }
+  return published;
+}

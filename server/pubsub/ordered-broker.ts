@@ -294,15 +294,16 @@ export function createOrderedBroker(options: OrderedBrokerOptions): Broker {
 
   return {
     publish(event) {
-      // This process's subscribers at once (the echo from Redis is dropped as seen), the others through Redis.
-      channels.offer(event.channel, { event });
+      // The other processes first (delivering to this one's subscribers can take milliseconds the
+      // PUBLISH would wait behind), then this process's subscribers; the echo from Redis is dropped as seen.
       redis?.publish(channelTopic(event.channel), JSON.stringify(event));
+      channels.offer(event.channel, { event });
     },
     subscribe: (channel, listener) => eventFanOut.subscribe(channel, listener),
     publishDoc(change) {
-      docs.offer(change.doc, { change, full: false });
       // Other processes read the change from the store: the notification says only where it is.
       redis?.publish(docTopic(change.doc), JSON.stringify({ doc: change.doc, version: change.version }));
+      docs.offer(change.doc, { change, full: false });
     },
     subscribeDoc: (doc, listener) => docFanOut.subscribe(doc, listener),
     health: () => redis?.health() ?? { kind: 'local', ok: true },
