@@ -4,7 +4,7 @@
  * only checks the envelope because it trusts its own server.
  */
 import * as v from 'valibot';
-import { ClientMessage, ServerMessage } from './messages.js';
+import { ClientMessage, MAX_WRITE_BATCH, ServerMessage, WriteMessage } from './messages.js';
 import type { ErrorShape } from './errors.js';
 import { MAX_JSON_DEPTH, reservedKeyProblem } from './constants.js';
 
@@ -70,6 +70,10 @@ function decodeWith<T>(schema: v.GenericSchema<unknown, T>, frame: string, probl
   } catch {
     return { ok: false, error: { code: 'invalid_message', message: 'frame is not valid JSON' } };
   }
+  return decodeValue(schema, json, problemOf);
+}
+
+function decodeValue<T>(schema: v.GenericSchema<unknown, T>, json: unknown, problemOf?: (json: unknown) => string | undefined): Decoded<T> {
   let error: ErrorShape;
   const problem = problemOf?.(json);
   if (problem !== undefined) {
@@ -89,6 +93,37 @@ function decodeWith<T>(schema: v.GenericSchema<unknown, T>, frame: string, probl
 /** Validates a frame received from a client. */
 export function decodeClientFrame(frame: string): Decoded<ClientMessage> {
   return decodeWith(ClientMessage, frame, clientProblem);
+}
+
+/** What a client frame carries: one message, or each write of a `writes` frame on its own. */
+export type ClientFrame = { batch: false; decoded: Decoded<ClientMessage> } | { batch: true; writes: Decoded<WriteMessage>[] };
+
+/**
+ * Validates a frame received from a client. A `writes` frame is taken apart and each write
+ * validated on its own, as if it had come alone: one malformed write is refused with its `seq`
+ * (and takes its place in the sequence) without costing the others.
+ */
+export function decodeClientFrames(frame: string): ClientFrame {
+  let json: unknown;
+  try {
+    json = JSON.parse(frame);
+  } catch {
+    return { batch: false, decoded: { ok: false, error: { code: 'invalid_message', message: 'frame is not valid JSON' } } };
+  }
+  const fields = typeof json === 'object' && json !== null && !Array.isArray(json) ? (json as Record<string, unknown>) : undefined;
+  if (fields?.type !== 'writes') return { batch: false, decoded: decodeValue(ClientMessage, json, clientProblem) };
+  const writes = fields.writes;
+  const extra = Object.keys(fields).find((key) => key !== 'type' && key !== 'writes');
+  const envelope =
+    extra !== undefined
+      ? `writes: unknown field ${JSON.stringify(extra.slice(0, 50))}`
+      : !Array.isArray(writes)
+        ? 'writes: must be an array of writes'
+        : writes.length === 0 || writes.length > MAX_WRITE_BATCH
+          ? `writes: 1 to ${MAX_WRITE_BATCH} writes per frame, got ${writes.length}`
+          : undefined;
+  if (envelope !== undefined) return { batch: false, decoded: { ok: false, error: { code: 'invalid_message', message: envelope } } };
+  return { batch: true, writes: (writes as unknown[]).map((write) => decodeValue(WriteMessage, write, clientProblem)) };
 }
 
 /** Validates a frame received from a server (tests, tools). */

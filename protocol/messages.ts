@@ -147,7 +147,26 @@ export const HistoryRequest = v.strictObject({
   limit: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(HISTORY_PAGE_MAX)),
 });
 
-export const ClientMessage = v.variant('type', [Handshake, Ping, RpcRequest, Publish, Subscribe, Unsubscribe, Transact, DocOpen, DocClose, Skip, HistoryRequest]);
+/** Writes one `writes` frame carries, at most. */
+export const MAX_WRITE_BATCH = 100;
+/** A `writes` frame costs one rate-limit token per this many writes it carries (rounded up). */
+export const WRITES_PER_RATE_TOKEN = 10;
+
+/** One queued write, as sent alone or inside `writes`. */
+export const WriteMessage = v.variant('type', [Publish, Transact, Skip]);
+
+/**
+ * Several queued writes in one frame (a client drains a burst in a few frames, not one per
+ * write): each is handled exactly as if it had come in its own frame, in the order listed, and
+ * answered on its own (`ack`, `conflict` or `error` with its `seq`). Sent only to a server whose
+ * welcome offers `maxWriteBatch`.
+ */
+export const WriteBatch = v.strictObject({
+  type: v.literal('writes'),
+  writes: v.pipe(v.array(WriteMessage), v.minLength(1), v.maxLength(MAX_WRITE_BATCH)),
+});
+
+export const ClientMessage = v.variant('type', [Handshake, Ping, RpcRequest, Publish, Subscribe, Unsubscribe, Transact, DocOpen, DocClose, Skip, HistoryRequest, WriteBatch]);
 
 // ---- server → client -------------------------------------------------------------------
 
@@ -171,6 +190,8 @@ export const Welcome = v.strictObject({
   rateLimit: v.optional(v.number()),
   /** RPC calls the server runs at once for this connection; more are refused, so the client queues them. */
   maxRpcInFlight: v.optional(v.number()),
+  /** The server takes `writes` frames of up to this many writes (absent: one write per frame). */
+  maxWriteBatch: v.optional(v.number()),
 });
 
 export const Pong = v.strictObject({
@@ -292,6 +313,8 @@ export type Subscribe = v.InferOutput<typeof Subscribe>;
 export type Unsubscribe = v.InferOutput<typeof Unsubscribe>;
 export type Transact = v.InferOutput<typeof Transact>;
 export type Skip = v.InferOutput<typeof Skip>;
+export type WriteMessage = v.InferOutput<typeof WriteMessage>;
+export type WriteBatch = v.InferOutput<typeof WriteBatch>;
 export type HistoryRequest = v.InferOutput<typeof HistoryRequest>;
 export type HistoryPage = v.InferOutput<typeof HistoryPage>;
 export type Publisher = v.InferOutput<typeof Publisher>;

@@ -13,12 +13,12 @@ export class TokenBucket {
     this.tokens = burst;
   }
 
-  /** Takes one token; false when the bucket is empty. */
-  take(now = Date.now()): boolean {
+  /** Takes `count` tokens, all or none; false when the bucket holds fewer. */
+  take(count = 1, now = Date.now()): boolean {
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.rate);
     this.last = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
+    if (this.tokens < count) return false;
+    this.tokens -= count;
     return true;
   }
 

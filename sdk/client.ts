@@ -126,6 +126,8 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
   const tabId = randomId();
   let closed = false;
   let releaseLock: () => void = () => {};
+  /** The worker's TabApi version (known once attached). */
+  let apiVersion = 1;
 
   // Hold a Web Lock for the tab's lifetime; the worker waits on it to notice the tab is gone.
   const lockName = `tether-tab-${tabId}`;
@@ -142,7 +144,9 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     const tab = resolved.token
       ? await api.attach(registration, onStatus, Comlink.proxy(resolved.token))
       : await api.attach(registration, onStatus);
-    const initial = await tab.status();
+    // A worker of an older SDK may still be running (a deploy while tabs are open): it has no apiVersion.
+    const [initial, version] = await Promise.all([tab.status(), tab.apiVersion().then((v) => v, () => 1)]);
+    apiVersion = version;
     if (!closed) status.setState(initial, true);
     return tab;
   });
@@ -181,7 +185,26 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     if (json === undefined) throw new TypeError('pubsub.publish: data must be a JSON value, not undefined or a function');
     const tab = await attached;
     // The worker receives what JSON would keep (no Dates, Maps or class instances surprises).
-    return settle(tab.publish(channel, JSON.parse(json)));
+    const item = { channel, data: JSON.parse(json) as unknown };
+    if (apiVersion < 2) return settle(tab.publish(item.channel, item.data));
+    return new Promise((resolve, reject) => {
+      if (publishing.length === 0) queueMicrotask(() => flushPublishes(tab));
+      publishing.push({ ...item, resolve, reject });
+    });
+  }
+
+  /**
+   * The publishes made in one task go to the worker in one message, in order: a burst is stored
+   * in one IndexedDB transaction and sent in few frames, instead of one round trip per publish.
+   */
+  let publishing: { channel: string; data: unknown; resolve: (value: { offset: number | null }) => void; reject: (error: unknown) => void }[] = [];
+  function flushPublishes(tab: Comlink.Remote<TabApi>): void {
+    const batch = publishing;
+    publishing = [];
+    tab.publishMany(batch.map(({ channel, data }) => ({ channel, data }))).then(
+      (outcomes) => outcomes.forEach((outcome, i) => (outcome.ok ? batch[i]!.resolve(outcome.value) : batch[i]!.reject(TetherError.from(outcome.error)))),
+      (error: unknown) => batch.forEach((item) => item.reject(error)),
+    );
   }
 
   function subscribe<T>(channel: string, onEvent: (data: T, meta: EventMeta) => void, options: SubscribeOptions = {}): () => void {
@@ -202,11 +225,16 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
         console.error(`[tether] the ${what} handler of ${channel} threw; later events are still delivered:`, error);
       }
     };
-    const listener = Comlink.proxy((delivery: ChannelDelivery) => {
+    /** Whether `position` moved since it was last written to sessionStorage (once per burst). */
+    let moved = false;
+    const receive = (delivery: ChannelDelivery) => {
       if (!active) return;
       if (delivery.kind === 'event') {
         if (position && delivery.offset <= position.offset) return; // this tab has it already
-        if (position) positions.write((position = { offset: delivery.offset, epoch: position.epoch }));
+        if (position) {
+          position = { offset: delivery.offset, epoch: position.epoch };
+          moved = true;
+        }
         const meta: EventMeta = { channel: delivery.channel, offset: delivery.offset, ...(delivery.publisher ? { publisher: delivery.publisher } : {}) };
         guarded('event', () => onEvent(delivery.data as T, meta));
       } else if (delivery.kind === 'subscribed') {
@@ -223,9 +251,26 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
         if (options.onError) options.onError(error);
         else console.error(`[tether] subscription to ${channel} refused: ${error.code}: ${error.message}`);
       }
-    });
+    };
+    const persist = () => {
+      if (moved && active && position) positions.write(position);
+      moved = false;
+    };
     const since = position;
-    const subscribed = attached.then((tab) => settle(since ? tab.subscribe(id, channel, listener, since) : tab.subscribe(id, channel, listener)));
+    const subscribed = attached.then((tab) => {
+      if (apiVersion >= 2) {
+        const listener = Comlink.proxy((deliveries: ChannelDelivery[]) => {
+          for (const delivery of deliveries) receive(delivery);
+          persist();
+        });
+        return settle(tab.subscribe(id, channel, listener, since, true));
+      }
+      const listener = Comlink.proxy((delivery: ChannelDelivery) => {
+        receive(delivery);
+        persist();
+      });
+      return settle(since ? tab.subscribe(id, channel, listener, since) : tab.subscribe(id, channel, listener));
+    });
     subscribed.catch((error: unknown) => {
       const failure = error instanceof TetherError ? error : new TetherError('internal', String(error));
       if (options.onError) options.onError(failure);

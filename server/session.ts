@@ -8,9 +8,10 @@ import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { RawData, WebSocket } from 'ws';
 import { CloseCode, PROTOCOL_VERSION } from '../protocol/constants.js';
-import { decodeClientFrame, encode } from '../protocol/codec.js';
+import { decodeClientFrames, encode, type Decoded } from '../protocol/codec.js';
 import type { ErrorShape } from '../protocol/errors.js';
 import type { ClientMessage, DocOpen, Handshake, HistoryRequest, Publish, RpcRequest, ServerMessage, Subscribe, Transact } from '../protocol/messages.js';
+import { MAX_WRITE_BATCH, WRITES_PER_RATE_TOKEN } from '../protocol/messages.js';
 import type { Authenticate } from './auth.js';
 import type { Logger } from './log.js';
 import type { Broker } from './pubsub/broker.js';
@@ -157,7 +158,25 @@ export class Session {
     }
     if (this.handshaking) await this.handshaking;
     if (isBinary) return this.refuse({ code: 'invalid_message', message: 'binary frames are not supported; send JSON text' });
-    const decoded = decodeClientFrame(data.toString());
+    const frame = decodeClientFrames(data.toString());
+    if (!frame.batch) return this.dispatch(frame.decoded);
+    if (!this.welcomed) {
+      this.sendError({ code: 'invalid_message', message: 'the first frame must be a handshake' });
+      return this.close(CloseCode.HandshakeExpected, 'handshake expected');
+    }
+    // The frame paid one token; a batch pays one per WRITES_PER_RATE_TOKEN writes it carries.
+    for (let paid = 1; paid < Math.ceil(frame.writes.length / WRITES_PER_RATE_TOKEN); paid++) {
+      if (!this.bucket.take()) {
+        this.sendError({ code: 'rate_limited', message: `more than ${this.deps.limits.rateLimit} frames per second (a frame of writes counts one per ${WRITES_PER_RATE_TOKEN} writes)` });
+        return this.close(CloseCode.RateLimited, 'rate limit exceeded');
+      }
+    }
+    // Each write as if it came alone, in order (each is submitted before the next is looked at).
+    await Promise.all(frame.writes.map((decoded) => this.dispatch(decoded)));
+  }
+
+  /** Handles one decoded message (a frame, or one write of a `writes` frame). */
+  private dispatch(decoded: Decoded<ClientMessage>): Promise<void> | void {
     if (!decoded.ok) {
       // A malformed write still takes its place in the sequence, or every write behind it would wait forever.
       if (decoded.seq !== undefined && this.welcomed && this.clientId !== undefined) {
@@ -203,6 +222,8 @@ export class Session {
         return;
       case 'history':
         return this.history(message);
+      case 'writes':
+        return this.refuse({ code: 'invalid_message', message: 'a writes frame cannot carry another' });
       case 'skip': {
         const size = message.bytes === undefined ? '' : ` (${message.bytes} bytes)`;
         const text = `the write is larger${size} than this server accepts (${this.deps.maxMessageBytes} bytes); it was not sent`;
@@ -273,7 +294,7 @@ export class Session {
     if (identity.expiresAt !== undefined) this.expireAt(identity.expiresAt);
     this.welcomed = true;
     this.log.debug({ user: this.user }, 'client connected');
-    this.send({ type: 'welcome', v: PROTOCOL_VERSION, session: this.id, user: this.user, heartbeatMs: this.deps.heartbeatMs, idleHeartbeatMs: this.deps.idleHeartbeatMs, lastSeq, maxMessageBytes: this.deps.maxMessageBytes, rateLimit: this.deps.limits.rateLimit, maxRpcInFlight: this.deps.limits.maxRpcInFlight });
+    this.send({ type: 'welcome', v: PROTOCOL_VERSION, session: this.id, user: this.user, heartbeatMs: this.deps.heartbeatMs, idleHeartbeatMs: this.deps.idleHeartbeatMs, lastSeq, maxMessageBytes: this.deps.maxMessageBytes, rateLimit: this.deps.limits.rateLimit, maxRpcInFlight: this.deps.limits.maxRpcInFlight, maxWriteBatch: MAX_WRITE_BATCH });
   }
 
   /**

@@ -61,6 +61,16 @@ export type ChannelDelivery =
   | { kind: 'error'; channel: string; code: ErrorShape['code']; message: string };
 
 export type ChannelListener = (delivery: ChannelDelivery) => void;
+/** A listener that takes the deliveries of a burst in one call, in order (one message per burst). */
+export type ChannelBatchListener = (deliveries: ChannelDelivery[]) => void;
+
+/**
+ * The version of TabApi a worker speaks. A tab of a newer SDK may meet an older worker that is
+ * still running (a deploy while tabs are open): it asks, and uses only what the worker has.
+ *   1 — (no `apiVersion` method) the first API
+ *   2 — `publishMany`; `subscribe(…, batched)`; `transact(…, local)` and `DocSnapshot.seen`
+ */
+export const TAB_API_VERSION = 2;
 
 /** A write still waiting for the server's acknowledgement. */
 export type PendingWrite = { seq: number; createdAt: number } & (
@@ -104,13 +114,27 @@ export interface TabApi {
   status(): Status;
   /** Calls a procedure on the tab's server. */
   call(method: string, args: unknown[], options: CallOptions): Promise<Outcome<unknown>>;
+  /** The TabApi version of this worker (TAB_API_VERSION; a worker without this method speaks 1). */
+  apiVersion(): number;
   /** Stores the write durably, then resolves with its offset once the server stored it. */
   publish(channel: string, data: unknown): Promise<Outcome<{ offset: number | null }>>;
+  /**
+   * Several publishes of the tab at once, in order (stored in one IndexedDB transaction, sent in
+   * few frames); resolves once every one has its outcome, listed in the same order.
+   */
+  publishMany(publishes: { channel: string; data: unknown }[]): Promise<Outcome<{ offset: number | null }>[]>;
   /**
    * Adds a listener for a channel; the worker shares one server subscription among its tabs.
    * `since`: where this tab left off (before a reload): it gets the events after it first.
    */
-  subscribe(subscriptionId: string, channel: string, listener: ChannelListener, since?: { offset: number; epoch: string }): Promise<Outcome<null>>;
+  subscribe(
+    subscriptionId: string,
+    channel: string,
+    listener: ChannelListener | ChannelBatchListener,
+    since?: { offset: number; epoch: string },
+    /** The listener is a ChannelBatchListener (version 2). */
+    batched?: boolean,
+  ): Promise<Outcome<null>>;
   unsubscribe(subscriptionId: string): void;
   /** The writes of the tab's user that the server has not acknowledged yet, oldest first. */
   pendingWrites(): Promise<Outcome<PendingWrite[]>>;

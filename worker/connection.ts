@@ -8,7 +8,7 @@ import type { ErrorShape } from '../protocol/errors.js';
 import * as v from 'valibot';
 import { HistoryPage, type ServerMessage } from '../protocol/messages.js';
 import type { ReadVersion, WriteOp } from '../protocol/shapes.js';
-import type { CallOptions, ChannelListener, DocListener, Outcome, PendingWrite, Status, Tab, TransactOutcome } from './api.js';
+import type { CallOptions, ChannelBatchListener, ChannelListener, DocListener, Outcome, PendingWrite, Status, Tab, TransactOutcome } from './api.js';
 import type { Database } from './db.js';
 import { Documents } from './documents.js';
 import { release } from './release.js';
@@ -35,6 +35,8 @@ interface TabState {
   /** Whose writes this tab makes; known once its token was asked (or failed). */
   user: Promise<string>;
   resolvedUser: string | undefined;
+  /** The status last sent to the tab (unchanged ones are not sent again). */
+  lastStatus?: Status;
 }
 
 export class ServerConnection {
@@ -46,6 +48,7 @@ export class ServerConnection {
   private readonly subscriptions: Subscriptions;
   private readonly documents: Documents;
   private settledWaiters: (() => void)[] = [];
+  private statusTimer: ReturnType<typeof setTimeout> | undefined;
   /** Why the server last refused a handshake; cleared once online. */
   private refusal: ErrorShape | undefined;
   /** The user whose token the current handshake carried (undefined: none could be had). */
@@ -283,8 +286,10 @@ export class ServerConnection {
     return this.documents.clearConflicts(doc);
   }
 
-  subscribe(tabId: string, id: string, channel: string, listener: ChannelListener, since?: ChannelPosition): Promise<void> {
-    return this.subscriptions.add(tabId, id, channel, listener, since);
+  subscribe(tabId: string, id: string, channel: string, listener: ChannelListener, since?: ChannelPosition): Promise<void>;
+  subscribe(tabId: string, id: string, channel: string, listener: ChannelListener | ChannelBatchListener, since: ChannelPosition | undefined, batched: boolean | undefined): Promise<void>;
+  subscribe(tabId: string, id: string, channel: string, listener: ChannelListener | ChannelBatchListener, since?: ChannelPosition, batched = false): Promise<void> {
+    return this.subscriptions.add(tabId, id, channel, listener, since, batched);
   }
 
   /** One page of a channel's stored events, read from the server (validated like every frame). */
@@ -305,6 +310,7 @@ export class ServerConnection {
   }
 
   close(): void {
+    clearTimeout(this.statusTimer);
     this.link.close();
     this.writes.close();
     this.requests.failAll({ code: 'closed', message: 'the client was closed' });
@@ -372,9 +378,23 @@ export class ServerConnection {
     });
   }
 
+  /**
+   * Tells the tabs the status, once per burst of changes: a stream of writes changes `pending`
+   * twice per write, and a message to every tab each time would cost more than the writes.
+   */
   private publishStatus(): void {
-    if (this.link.state === 'online' && this.status().pending === 0) this.lastSyncAt = Date.now();
-    // Fire and forget: a tab that died without detaching yet simply never reads it.
-    for (const [tabId, { tab }] of this.tabs) void Promise.resolve(tab.onStatus(this.status(tabId))).catch(() => {});
+    if (this.statusTimer !== undefined) return;
+    this.statusTimer = setTimeout(() => {
+      this.statusTimer = undefined;
+      if (this.link.state === 'online' && this.status().pending === 0) this.lastSyncAt = Date.now();
+      for (const [tabId, state] of this.tabs) {
+        const status = this.status(tabId);
+        const last = state.lastStatus;
+        if (last && last.connection === status.connection && last.pending === status.pending && last.lastSyncAt === status.lastSyncAt && last.error === status.error) continue;
+        state.lastStatus = status;
+        // Fire and forget: a tab that died without detaching yet simply never reads it.
+        void Promise.resolve(state.tab.onStatus(status)).catch(() => {});
+      }
+    }, 0);
   }
 }

@@ -199,6 +199,37 @@ describe('the client keeps to the server rate limit', () => {
   }, 30_000);
 });
 
+describe('a burst of writes goes in few frames', () => {
+  it('1,000 publishes made at once: `writes` frames of up to 100, each stored once, in order, on one connection', async () => {
+    harness = await Harness.start();
+    const engine = harness.engine();
+    const tab = engine.attach();
+    await eventually(() => engine.status(tab).connection === 'online');
+    const results = await Promise.all(Array.from({ length: 1000 }, (_, i) => engine.connection.publish(tab.tabId, 'burst', i)));
+    expect(results.every((r) => r.ok)).toBe(true);
+    expect(results.map((r) => (r.ok ? r.value.offset : null))).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+    expect(await storedData(harness, 'burst')).toEqual(Array.from({ length: 1000 }, (_, i) => i));
+    expect(engine.frames.of('publish')).toBe(1000);
+    // Batched: at most a few dozen frames (100 writes each at most), never one per write.
+    expect(engine.frames.of('writes')).toBeGreaterThanOrEqual(10);
+    expect(engine.frames.of('writes')).toBeLessThan(100);
+    expect(engine.frames.of('handshake')).toBe(1);
+  }, 30_000);
+
+  it('frames stay under the server size limit (UTF-8 bytes) and a tiny rate limit (smaller frames, no 4007)', async () => {
+    harness = await Harness.start({ maxMessageBytes: 4096, rateLimit: 3 });
+    const engine = harness.engine();
+    const tab = engine.attach();
+    await eventually(() => engine.status(tab).connection === 'online');
+    // ~1,100 UTF-8 bytes each (3 per character): three fit in a frame, four do not.
+    const text = (i: number) => `${i}:${'€'.repeat(360)}`;
+    const results = await Promise.all(Array.from({ length: 40 }, (_, i) => engine.connection.publish(tab.tabId, 'big', text(i))));
+    expect(results.every((r) => r.ok)).toBe(true);
+    expect(await storedData(harness, 'big')).toEqual(Array.from({ length: 40 }, (_, i) => text(i)));
+    expect(engine.frames.of('handshake')).toBe(1); // never closed for a frame too big or too many frames
+  }, 60_000);
+});
+
 describe('client and server disagree on sequences', () => {
   it('a server restored from an older backup: the client moves on explicitly, nothing stuck, nothing lost', async () => {
     harness = await Harness.start();

@@ -4,7 +4,7 @@
  * hub is granted it, the tab is gone (closed, navigated or crashed) and is detached.
  */
 import * as Comlink from 'comlink';
-import type { Outcome, Registration, StatusListener, TabApi, TokenProvider, WorkerApi, WorkerStats } from './api.js';
+import { TAB_API_VERSION, type Outcome, type Registration, type StatusListener, type TabApi, type TokenProvider, type WorkerApi, type WorkerStats } from './api.js';
 import { ServerConnection, type EngineDeps } from './connection.js';
 
 const NOT_ATTACHED = { ok: false, error: { code: 'closed', message: 'this tab is not attached (was the client closed?)' } } as const;
@@ -39,8 +39,14 @@ export class Hub implements WorkerApi {
     return {
       status: () => this.connectionOf(tabId)?.status(tabId) ?? { connection: 'offline', pending: 0, lastSyncAt: null, error: NOT_ATTACHED.error },
       call: (method, args, options) => on((c) => c.call(method, args, options)),
+      apiVersion: () => TAB_API_VERSION,
       publish: (channel, data) => on((c) => c.publish(tabId, channel, data)),
-      subscribe: (id, channel, listener, since) => on((c) => done(c.subscribe(tabId, id, channel, listener, since))),
+      publishMany: (publishes) => {
+        const connection = this.connectionOf(tabId);
+        if (!connection) return Promise.resolve(publishes.map(() => NOT_ATTACHED));
+        return Promise.all(publishes.map(({ channel, data }) => connection.publish(tabId, channel, data)));
+      },
+      subscribe: (id, channel, listener, since, batched) => on((c) => done(c.subscribe(tabId, id, channel, listener, since, batched))),
       unsubscribe: (id) => this.connectionOf(tabId)?.unsubscribe(id),
       pendingWrites: () => on(async (c) => ({ ok: true, value: await c.pendingWrites(tabId) })),
       openDoc: (id, doc, listener) => on((c) => done(c.openDoc(tabId, id, doc, listener))),

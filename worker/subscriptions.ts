@@ -7,12 +7,16 @@
  */
 import { release } from './release.js';
 import { HISTORY_PAGE_MAX, type ClientMessage, type HistoryPage, type ServerMessage } from '../protocol/messages.js';
-import type { ChannelDelivery, ChannelListener, Outcome } from './api.js';
+import type { ChannelBatchListener, ChannelDelivery, ChannelListener, Outcome } from './api.js';
 import type { Database } from './db.js';
 
 interface Listener {
   tabId: string;
-  listener: ChannelListener;
+  listener: ChannelListener | ChannelBatchListener;
+  /** The listener takes arrays of deliveries (one message per burst, not one per event). */
+  batched: boolean;
+  /** Deliveries waiting for the end of the current task, to go to the listener in one call. */
+  outgoing: ChannelDelivery[];
   /** Where this listener's tab left off (a reloaded tab): it catches up from there. */
   since?: ChannelPosition | undefined;
   /** Live deliveries held while this listener catches up; undefined when it is up to date. */
@@ -49,8 +53,11 @@ type Incoming = Extract<ServerMessage, { type: 'event' | 'reset' | 'subscribed' 
 
 export class Subscriptions {
   private readonly channels = new Map<string, Channel>();
-  private inbox: Incoming[] = [];
-  private draining = false;
+  /** Listeners with deliveries waiting for the end of the task (see `call`). */
+  private readonly flushing = new Set<Listener>();
+  /** Channels whose delivered offset is not saved yet; one save runs at a time. */
+  private readonly unsaved = new Map<string, Channel>();
+  private saving = false;
 
   constructor(
     private readonly url: string,
@@ -68,8 +75,8 @@ export class Subscriptions {
    * Adds a listener. With `since` (where its tab left off before a reload), it first gets what it
    * missed from there — from the server's history — then the live events, each once.
    */
-  async add(tabId: string, id: string, name: string, listener: ChannelListener, since?: ChannelPosition): Promise<void> {
-    const entry: Listener = since === undefined ? { id, tabId, listener } : { id, tabId, listener, since, held: [] };
+  async add(tabId: string, id: string, name: string, listener: ChannelListener | ChannelBatchListener, since?: ChannelPosition, batched = false): Promise<void> {
+    const entry: Listener = since === undefined ? { id, tabId, listener, batched, outgoing: [] } : { id, tabId, listener, batched, outgoing: [], since, held: [] };
     let channel = this.channels.get(name);
     if (!channel) {
       const created: Channel = {
@@ -99,7 +106,7 @@ export class Subscriptions {
       await channel.loaded;
       // Joining a live subscription: this listener gets events from now on (after its catch-up).
       if (channel.live && channel.offset !== undefined) {
-        void Promise.resolve(listener({ kind: 'subscribed', channel: name, offset: entry.since?.offset ?? channel.offset, epoch: channel.epoch ?? '' })).catch(() => {});
+        this.call(entry, { kind: 'subscribed', channel: name, offset: entry.since?.offset ?? channel.offset, epoch: channel.epoch ?? '' });
       }
     }
     if (channel.live) void this.catchUp(name, channel, entry);
@@ -158,6 +165,8 @@ export class Subscriptions {
       const entry = channel.listeners.get(id);
       if (!entry) continue;
       channel.listeners.delete(id);
+      this.flushing.delete(entry); // nothing more goes to a listener that is released
+      entry.outgoing = [];
       release(entry.listener);
       if (channel.listeners.size === 0) {
         this.channels.delete(name);
@@ -182,8 +191,7 @@ export class Subscriptions {
 
   handle(message: ServerMessage): boolean {
     if (message.type === 'event' || message.type === 'reset' || message.type === 'subscribed') {
-      this.inbox.push(message);
-      if (!this.draining) void this.drain();
+      this.apply(message);
       return true;
     }
     if (message.type === 'error' && message.channel !== undefined && message.id === undefined && message.seq === undefined) {
@@ -201,54 +209,51 @@ export class Subscriptions {
     this.send(since === undefined ? { type: 'subscribe', channel: name } : { type: 'subscribe', channel: name, since });
   }
 
-  /** Applies incoming messages in order, a batch at a time: offsets saved first, then delivered. */
-  private async drain(): Promise<void> {
-    this.draining = true;
-    while (this.inbox.length > 0) {
-      const batch = this.inbox;
-      this.inbox = [];
-      const deliveries: [Channel, ChannelDelivery][] = [];
-      const touched = new Map<string, Channel>();
-      for (const message of batch) {
-        const channel = this.channels.get(message.channel);
-        if (!channel) continue; // unsubscribed meanwhile
-        if (message.type === 'subscribed') {
-          // A new subscription starts at the head; a resumed one keeps its offset.
-          channel.offset ??= message.offset;
-          channel.epoch = message.epoch;
-          channel.live = true;
-          deliveries.push([channel, { kind: 'subscribed', channel: message.channel, offset: channel.offset, epoch: message.epoch }]);
-        } else if (message.type === 'reset') {
-          channel.offset = message.offset;
-          channel.epoch = message.epoch;
-          channel.live = true;
-          deliveries.push([channel, { kind: 'reset', channel: message.channel, epoch: message.epoch, offset: message.offset }]);
-        } else {
-          if (channel.offset !== undefined && message.offset <= channel.offset) continue; // already delivered
-          channel.offset = message.offset;
-          deliveries.push([channel, { kind: 'event', channel: message.channel, offset: message.offset, data: message.data, ...(message.publisher ? { publisher: message.publisher } : {}) }]);
-        }
-        touched.set(message.channel, channel);
-      }
-      // Deliver first, then keep the offset of what was delivered: a worker that dies in between
-      // gets these events again after its restart (its tabs are new then), never loses them.
-      for (const [channel, delivery] of deliveries) this.deliver(channel, delivery);
-      // Listeners that came back with their own position catch up once the channel is live.
-      for (const [name, channel] of touched) {
-        if (channel.live) for (const entry of channel.listeners.values()) if (entry.since) void this.catchUp(name, channel, entry);
-      }
+  /**
+   * Delivers an incoming message at once, then keeps the channel's offset: saved in the
+   * background, one save at a time covering every channel touched meanwhile, so a stream of
+   * events never waits for IndexedDB. A worker that dies before the save gets these events again
+   * after its restart (its tabs are new then, and skip what they had): repeated, never lost.
+   */
+  private apply(message: Incoming): void {
+    const channel = this.channels.get(message.channel);
+    if (!channel) return; // unsubscribed meanwhile
+    if (message.type === 'subscribed') {
+      // A new subscription starts at the head; a resumed one keeps its offset.
+      channel.offset ??= message.offset;
+      channel.epoch = message.epoch;
+      channel.live = true;
+      this.deliver(channel, { kind: 'subscribed', channel: message.channel, offset: channel.offset, epoch: message.epoch });
+    } else if (message.type === 'reset') {
+      channel.offset = message.offset;
+      channel.epoch = message.epoch;
+      channel.live = true;
+      this.deliver(channel, { kind: 'reset', channel: message.channel, epoch: message.epoch, offset: message.offset });
+    } else {
+      if (channel.offset !== undefined && message.offset <= channel.offset) return; // already delivered
+      channel.offset = message.offset;
+      this.deliver(channel, { kind: 'event', channel: message.channel, offset: message.offset, data: message.data, ...(message.publisher ? { publisher: message.publisher } : {}) });
+    }
+    // Listeners that came back with their own position catch up once the channel is live.
+    if (channel.live) for (const entry of channel.listeners.values()) if (entry.since) void this.catchUp(message.channel, channel, entry);
+    this.unsaved.set(message.channel, channel);
+    if (!this.saving) void this.save();
+  }
+
+  private async save(): Promise<void> {
+    this.saving = true;
+    while (this.unsaved.size > 0) {
+      const touched = [...this.unsaved];
+      this.unsaved.clear();
       try {
         const db = await this.db();
         const tx = db.transaction('offsets', 'readwrite');
-        await Promise.all([
-          ...[...touched].map(([name, c]) => tx.store.put({ url: this.url, channel: name, offset: c.offset ?? 0, epoch: c.epoch ?? '' })),
-          tx.done,
-        ]);
+        await Promise.all([...touched.map(([name, c]) => tx.store.put({ url: this.url, channel: name, offset: c.offset ?? 0, epoch: c.epoch ?? '' })), tx.done]);
       } catch {
         // Not saved: after a restart these events come again rather than being lost.
       }
     }
-    this.draining = false;
+    this.saving = false;
   }
 
   private deliver(channel: Channel, delivery: ChannelDelivery): void {
@@ -259,11 +264,30 @@ export class Subscriptions {
     }
   }
 
+  /**
+   * Passes a delivery to a listener at the end of the current task, with the others of the same
+   * task: one message to the tab per burst (a socket message carries one event, a history page
+   * hundreds), in order.
+   */
   private call(entry: Listener, delivery: ChannelDelivery): void {
     if (delivery.kind === 'event') {
       if (entry.delivered !== undefined && delivery.offset <= entry.delivered) return; // got it in its catch-up
       entry.delivered = delivery.offset;
     } else if (delivery.kind === 'reset') entry.delivered = delivery.offset;
-    void Promise.resolve(entry.listener(delivery)).catch(() => {});
+    entry.outgoing.push(delivery);
+    if (this.flushing.size === 0) queueMicrotask(() => this.flush());
+    this.flushing.add(entry);
+  }
+
+  private flush(): void {
+    const entries = [...this.flushing];
+    this.flushing.clear();
+    for (const entry of entries) {
+      const deliveries = entry.outgoing;
+      entry.outgoing = [];
+      if (deliveries.length === 0) continue;
+      if (entry.batched) void Promise.resolve((entry.listener as ChannelBatchListener)(deliveries)).catch(() => {});
+      else for (const delivery of deliveries) void Promise.resolve((entry.listener as ChannelListener)(delivery)).catch(() => {});
+    }
   }
 }

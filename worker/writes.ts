@@ -14,7 +14,7 @@
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../protocol/constants.js';
 import { TokenBucket } from '../protocol/rate-limit.js';
 import { TetherError, type ErrorShape } from '../protocol/errors.js';
-import type { ClientMessage, Conflict, ServerMessage, Welcome } from '../protocol/messages.js';
+import { MAX_WRITE_BATCH, WRITES_PER_RATE_TOKEN, type ClientMessage, type Conflict, type ServerMessage, type Welcome, type WriteMessage } from '../protocol/messages.js';
 import type { WriteOp } from '../protocol/shapes.js';
 import type { Database, OutboxEntry } from './db.js';
 import { clientIdentity, type Identity } from './identity.js';
@@ -75,7 +75,16 @@ function oversized(message: ClientMessage, limit: number): number | undefined {
   return bytes > limit ? bytes : undefined;
 }
 
-function writeFrame(entry: OutboxEntry): ClientMessage {
+/**
+ * The frame's size in UTF-8 bytes, or an upper bound of it (3 bytes per UTF-16 unit) when that
+ * stays under `limit`: most frames are sized without encoding them.
+ */
+function frameBytes(message: WriteMessage, limit: number): number {
+  const json = JSON.stringify(message);
+  return json.length * 3 <= limit ? json.length * 3 : encoder.encode(json).length;
+}
+
+function writeFrame(entry: OutboxEntry): WriteMessage {
   return entry.op === 'publish'
     ? { type: 'publish', seq: entry.seq, channel: entry.channel, data: entry.data }
     : { type: 'transact', seq: entry.seq, doc: entry.doc, reads: entry.reads, writes: entry.writes };
@@ -89,11 +98,14 @@ export class Writes {
   private sender: Writer | undefined;
   private lastSent = 0;
   private maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
+  /** Writes per frame the server takes (its welcome's `maxWriteBatch`; 1 for a server that offers none). */
+  private maxWriteBatch = 1;
   private resendTimer: ReturnType<typeof setTimeout> | undefined;
   private resendDelay = 0;
   /** Paces writes below the server's rate limit (set by `welcome`), so a long drain is never cut off with 4007. */
   private budget: { bucket: TokenBucket; refillMs: number } | undefined;
   private paceTimer: ReturnType<typeof setTimeout> | undefined;
+  private pumpQueued = false;
   /** Tells the other workers of this origin (a deploy runs two) that the outbox grew. */
   private readonly peers: BroadcastChannel | undefined;
   private closed = false;
@@ -193,7 +205,7 @@ export class Writes {
     writer.queue.push(entry);
     this.announce(entry.clientId);
     this.events.queueChanged(user, entry);
-    if (writer === this.sender) this.pump();
+    if (writer === this.sender) this.pumpSoon();
     return settled;
   }
 
@@ -202,9 +214,13 @@ export class Writes {
     const connection = ++this.connection;
     this.sender = undefined; // nothing is sent until the window below is ready
     this.maxMessageBytes = welcome.maxMessageBytes;
+    this.maxWriteBatch = Math.max(1, Math.min(MAX_WRITE_BATCH, Math.floor(welcome.maxWriteBatch ?? 1)));
     // 80% of the average and half the burst: room is left for pings, calls and subscribes.
     const rate = welcome.rateLimit === undefined ? undefined : Math.max(1, welcome.rateLimit * 0.8);
-    this.budget = rate === undefined ? undefined : { bucket: new TokenBucket(rate, Math.max(1, rate)), refillMs: Math.ceil(1000 / rate) };
+    const burst = rate === undefined ? undefined : Math.max(1, rate);
+    this.budget = rate === undefined ? undefined : { bucket: new TokenBucket(rate, burst!), refillMs: Math.ceil(1000 / rate) };
+    // A frame of writes must fit the pacing bucket whole (a tiny rate limit means small frames).
+    if (burst !== undefined) this.maxWriteBatch = Math.min(this.maxWriteBatch, Math.max(1, Math.floor(burst) * WRITES_PER_RATE_TOKEN));
     this.cancelResend();
     this.resendDelay = 0;
     const sender = user === undefined ? undefined : await this.writer(user);
@@ -273,29 +289,69 @@ export class Writes {
     }
   }
 
-  /** Sends queued writes in order, keeping at most SEND_WINDOW unanswered. */
+  /** Pumps once the writes stored together have all been queued (they resolve one microtask each). */
+  private pumpSoon(): void {
+    if (this.pumpQueued) return;
+    this.pumpQueued = true;
+    queueMicrotask(() => {
+      this.pumpQueued = false;
+      this.pump();
+    });
+  }
+
+  /**
+   * Sends queued writes in order, keeping at most SEND_WINDOW unanswered: consecutive writes go
+   * in `writes` frames of up to maxWriteBatch (when the server offers them) and maxMessageBytes.
+   */
   private pump(): void {
     const writer = this.sender;
     if (!writer || this.resendTimer !== undefined) return;
     const first = writer.queue[0]?.seq ?? 0;
-    for (const entry of writer.queue) {
-      if (entry.seq <= this.lastSent) continue;
-      if (entry.seq - first >= SEND_WINDOW) break;
-      let frame = writeFrame(entry);
-      const bytes = oversized(frame, this.maxMessageBytes);
-      // Queued under a larger limit than the server has now: withdraw it (the server records
-      // the refusal and answers it), instead of a frame the server would close the socket on.
-      if (bytes !== undefined) frame = { type: 'skip', seq: entry.seq, reason: 'message_too_big', bytes };
-      if (this.budget && !this.budget.bucket.take()) {
+    let batch: WriteMessage[] = [];
+    let batchBytes = 0;
+    let batchLast = this.lastSent;
+    // Room for the `{"type":"writes","writes":[…]}` envelope.
+    const room = this.maxMessageBytes - 40;
+    const flush = (): boolean => {
+      if (batch.length === 0) return true;
+      const cost = batch.length === 1 ? 1 : Math.ceil(batch.length / WRITES_PER_RATE_TOKEN);
+      if (this.budget && !this.budget.bucket.take(cost)) {
         this.paceTimer ??= setTimeout(() => {
           this.paceTimer = undefined;
           this.pump();
-        }, this.budget.refillMs);
+        }, this.budget.refillMs * cost);
+        return false;
+      }
+      if (!this.events.send(batch.length === 1 ? batch[0]! : { type: 'writes', writes: batch })) return false;
+      this.lastSent = batchLast;
+      batch = [];
+      batchBytes = 0;
+      return true;
+    };
+    for (const entry of writer.queue) {
+      if (entry.seq <= this.lastSent) continue;
+      if (entry.seq - first >= SEND_WINDOW) {
+        // The window is full: while writes are in flight, wait for room for a whole frame
+        // rather than send a sliver per acknowledgement.
+        if (batch.length < this.maxWriteBatch && this.lastSent >= first) return;
         break;
       }
-      if (!this.events.send(frame)) break;
-      this.lastSent = entry.seq;
+      let frame: WriteMessage = writeFrame(entry);
+      let bytes = frameBytes(frame, this.maxMessageBytes);
+      // Queued under a larger limit than the server has now: withdraw it (the server records
+      // the refusal and answers it), instead of a frame the server would close the socket on.
+      if (bytes > this.maxMessageBytes) {
+        frame = { type: 'skip', seq: entry.seq, reason: 'message_too_big', bytes };
+        bytes = 80;
+      }
+      if (batch.length >= this.maxWriteBatch || (batch.length > 0 && batchBytes + bytes + 1 > room)) {
+        if (!flush()) return;
+      }
+      batch.push(frame);
+      batchBytes += bytes + 1;
+      batchLast = entry.seq;
     }
+    flush();
   }
 
   private acknowledged(writer: Writer, seq: number, offset: number | null): void {

@@ -31,8 +31,12 @@ export class FrameCounter {
       override send(data: unknown, ...rest: unknown[]): void {
         counter.total++;
         try {
-          const type = String((JSON.parse(String(data)) as { type?: unknown }).type);
-          counter.sent.set(type, (counter.sent.get(type) ?? 0) + 1);
+          const frame = JSON.parse(String(data)) as { type?: unknown; writes?: { type?: unknown }[] };
+          // The writes of a `writes` frame count under their own type too (a publish is a publish).
+          for (const message of [frame, ...(frame.type === 'writes' ? (frame.writes ?? []) : [])]) {
+            const type = String(message.type);
+            counter.sent.set(type, (counter.sent.get(type) ?? 0) + 1);
+          }
         } catch {
           // not JSON: counted in total only
         }
