@@ -171,3 +171,56 @@ test("the app's backend reads and commits through the HTTP API under the same ve
   expect(await docView(tab, 'cart')).toEqual({ items: 10, coupon: 'SPRING' });
   await context.close();
 });
+
+test('typing fast: each keystroke shows in its own tab before transact returns, nothing lags or jumps back, in any tab; every keystroke commits once, none conflicts', async ({ browser, openTab, server }) => {
+  const context = await browser.newContext();
+  const [typist, reader] = [await openTab(context), await openTab(context)];
+  const doc = `typing-${Date.now()}`;
+  for (const tab of [typist, reader]) {
+    await tab.evaluate((doc) => {
+      const d = window.tether.state.doc(doc);
+      const w = window as unknown as { lengths: number[] };
+      w.lengths = [];
+      d.subscribe((state) => w.lengths.push(String((state as { text?: unknown }).text ?? '').length));
+    }, doc);
+    await expect.poll(() => tab.evaluate((doc) => window.tether.state.doc(doc).status.getState().synced, doc)).toBe(true);
+  }
+  const text = 'Hello, wörld! 😀 typed one key at a time…';
+  const chars = [...text];
+  // One keystroke per task, as a user types: each transaction reads what the previous one wrote.
+  const result = await typist.evaluate(async ({ doc, chars }) => {
+    const d = window.tether.state.doc(doc);
+    const shownAtOnce: boolean[] = [];
+    const runs: number[] = [];
+    const done: Promise<unknown>[] = [];
+    let expected = '';
+    for (const char of chars) {
+      expected += char;
+      let count = 0;
+      done.push(
+        d.transact((tx) => {
+          count++;
+          tx.set('text', `${(tx.get('text') as string | undefined) ?? ''}${char}`);
+        }).then(() => runs.push(count)),
+      );
+      // Before transact returned: the tab's own view shows the keystroke already.
+      shownAtOnce.push((d.getState() as { text?: string }).text === expected);
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    await Promise.all(done);
+    return { shownAtOnce, runs };
+  }, { doc, chars });
+  expect(result.shownAtOnce.every(Boolean)).toBe(true);
+  expect(result.runs).toEqual(chars.map(() => 1)); // no keystroke ran twice (no conflict)
+  await expect.poll(() => docView(reader, doc)).toEqual({ text });
+  for (const tab of [typist, reader]) {
+    const lengths = await tab.evaluate(() => (window as unknown as { lengths: number[] }).lengths);
+    // The text only ever grew, in either tab: no keystroke vanished and came back.
+    expect(lengths).toEqual([...lengths].sort((a, b) => a - b));
+    expect(lengths.at(-1)).toBe(text.length);
+  }
+  // One document version per keystroke, on the server.
+  expect(await apiDoc(server.httpUrl, doc)).toMatchObject({ version: chars.length, keys: { text: { value: text } } });
+  expect(await typist.evaluate((doc) => window.tether.state.doc(doc).status.getState(), doc)).toMatchObject({ pending: 0, conflicts: [] });
+  await context.close();
+});

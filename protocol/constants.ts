@@ -114,3 +114,8 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024;
  * overflow the stack, and no app data needs more.
  */
 export const MAX_JSON_DEPTH = 64;
+
+/** Writes one `writes` frame carries, at most. */
+export const MAX_WRITE_BATCH = 100;
+/** A `writes` frame costs one rate-limit token per this many writes it carries (rounded up). */
+export const WRITES_PER_RATE_TOKEN = 10;

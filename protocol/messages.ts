@@ -7,7 +7,7 @@
  * the types (`import type`), so valibot never reaches the browser bundle.
  */
 import * as v from 'valibot';
-import { CHANNEL_NAME, ERROR_CODES, MAX_DOC_KEY_LENGTH, UNSTORABLE_KEY_MESSAGE, storableText } from './constants.js';
+import { CHANNEL_NAME, ERROR_CODES, MAX_DOC_KEY_LENGTH, MAX_WRITE_BATCH, UNSTORABLE_KEY_MESSAGE, storableText } from './constants.js';
 
 const RequestId = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(Number.MAX_SAFE_INTEGER));
 const MethodName = v.pipe(
@@ -147,10 +147,7 @@ export const HistoryRequest = v.strictObject({
   limit: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(HISTORY_PAGE_MAX)),
 });
 
-/** Writes one `writes` frame carries, at most. */
-export const MAX_WRITE_BATCH = 100;
-/** A `writes` frame costs one rate-limit token per this many writes it carries (rounded up). */
-export const WRITES_PER_RATE_TOKEN = 10;
+export { MAX_WRITE_BATCH, WRITES_PER_RATE_TOKEN } from './constants.js';
 
 /** One queued write, as sent alone or inside `writes`. */
 export const WriteMessage = v.variant('type', [Publish, Transact, Skip]);

@@ -5,7 +5,7 @@ import * as Comlink from 'comlink';
 import { createStore } from 'zustand/vanilla';
 import { readonly, type ReadonlyStore } from './readonly-store.js';
 import { TetherError } from '../protocol/errors.js';
-import { CHANNEL_NAME } from '../protocol/constants.js';
+import { CHANNEL_NAME, MAX_WRITE_BATCH } from '../protocol/constants.js';
 import type { Publisher } from '../protocol/shapes.js';
 import type { ChannelDelivery, Outcome, PendingWrite, Status, TabApi, WorkerApi } from '../worker/api.js';
 import { resolveOptions, type ConnectOptions } from './options.js';
@@ -199,12 +199,17 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
    */
   let publishing: { channel: string; data: unknown; resolve: (value: { offset: number | null }) => void; reject: (error: unknown) => void }[] = [];
   function flushPublishes(tab: Comlink.Remote<TabApi>): void {
-    const batch = publishing;
+    const queued = publishing;
     publishing = [];
-    tab.publishMany(batch.map(({ channel, data }) => ({ channel, data }))).then(
-      (outcomes) => outcomes.forEach((outcome, i) => (outcome.ok ? batch[i]!.resolve(outcome.value) : batch[i]!.reject(TetherError.from(outcome.error)))),
-      (error: unknown) => batch.forEach((item) => item.reject(error)),
-    );
+    // In messages of one wire frame's worth: each resolves once its own writes are stored, so
+    // the first publish of a long burst does not wait for the last one.
+    for (let start = 0; start < queued.length; start += MAX_WRITE_BATCH) {
+      const batch = queued.slice(start, start + MAX_WRITE_BATCH);
+      tab.publishMany(batch.map(({ channel, data }) => ({ channel, data }))).then(
+        (outcomes) => outcomes.forEach((outcome, i) => (outcome.ok ? batch[i]!.resolve(outcome.value) : batch[i]!.reject(TetherError.from(outcome.error)))),
+        (error: unknown) => batch.forEach((item) => item.reject(error)),
+      );
+    }
   }
 
   function subscribe<T>(channel: string, onEvent: (data: T, meta: EventMeta) => void, options: SubscribeOptions = {}): () => void {
@@ -297,12 +302,14 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
       : Promise.resolve('unsupported');
 
   const docs = new Map<string, DocStore<Record<string, unknown>>>();
+  /** Transactions numbered by this tab (see TabApi.transact's `local`). */
+  let transactions = 0;
   function doc<T extends Record<string, unknown>>(name: string): DocStore<T> {
     if (closed) throw new TetherError('closed', 'the client was closed');
     checkChannel('state.doc', name);
     let store = docs.get(name);
     if (!store) {
-      store = createDocStore(name, { attached, settle, connection: status }, () => docs.delete(name));
+      store = createDocStore(name, { attached, settle, connection: status, apiVersion: () => apiVersion, nextLocal: () => ++transactions }, () => docs.delete(name));
       docs.set(name, store);
     }
     return store as unknown as DocStore<T>;

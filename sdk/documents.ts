@@ -8,7 +8,7 @@ import { createStore } from 'zustand/vanilla';
 import { readonly, type ReadonlyStore } from './readonly-store.js';
 import { TetherError } from '../protocol/errors.js';
 import { MAX_DOC_KEY_LENGTH, RESERVED_DOC_KEYS, UNSTORABLE_KEY_MESSAGE, reservedKeyMessage, storableText } from '../protocol/constants.js';
-import type { DocConflict, DocSnapshot, Outcome, Status, TabApi } from '../worker/api.js';
+import type { DocConflict, DocSnapshot, Outcome, Status, TabApi, TabReadVersion } from '../worker/api.js';
 
 /** The operations a transaction function gets. Reads are recorded; writes are applied atomically. */
 export interface Transaction<T extends Record<string, unknown>> {
@@ -61,6 +61,10 @@ export interface DocStore<T extends Record<string, unknown>> extends ReadonlySto
 interface Context {
   /** This tab's API in the worker, once attached. */
   attached: Promise<Comlink.Remote<TabApi>>;
+  /** The worker's TabApi version (known once attached). */
+  apiVersion: () => number;
+  /** The next number for a transaction of this tab (one sequence for all its documents). */
+  nextLocal: () => number;
   settle: <T>(outcome: Promise<Outcome<T>>) => Promise<T>;
   /** The client's connection status. */
   connection: ReadonlyStore<Status>;
@@ -85,28 +89,62 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
   const { attached, settle, connection } = context;
   const store = createStore<T>()(() => ({}) as T);
   const status = createStore<DocStatus>()(() => ({ synced: false, pending: 0, version: 0, conflicts: [] }));
+  /** The worker's last snapshot. */
   let latest: DocSnapshot | undefined;
+  /** What this tab shows: `latest` with its own transactions the worker has not included yet on top. */
+  let shown: { view: Record<string, unknown>; versions: Record<string, TabReadVersion> } = { view: {}, versions: {} };
+  /**
+   * This tab's transactions applied to its view at once, before the worker stored them, in order.
+   * One leaves when a snapshot includes it (`seen`), or when it failed or was rejected.
+   */
+  let local: { n: number; writes: Record<string, unknown> }[] = [];
+  let tab: Comlink.Remote<TabApi> | undefined;
   let closed = false;
   let ready!: () => void;
   const first = new Promise<void>((resolve) => (ready = resolve));
+  void attached.then((attachedTab) => (tab = attachedTab), () => {});
 
+  const render = () => {
+    if (!latest) return;
+    const seen = latest.seen ?? 0;
+    local = local.filter((t) => t.n > seen);
+    let view = latest.view;
+    let versions: Record<string, TabReadVersion> = latest.versions;
+    if (local.length > 0) {
+      view = { ...view };
+      versions = { ...versions };
+      for (const t of local) {
+        for (const [key, value] of Object.entries(t.writes)) {
+          if (value === null) delete view[key];
+          else view[key] = value;
+          versions[key] = { local: t.n };
+        }
+      }
+    }
+    shown = { view, versions };
+    store.setState(view as T, true);
+    status.setState({ synced: latest.synced, pending: latest.pending + local.length, version: latest.version, conflicts: latest.conflicts }, true);
+  };
   const show = (snapshot: DocSnapshot) => {
     latest = snapshot;
-    store.setState(snapshot.view as T, true);
-    status.setState({ synced: snapshot.synced, pending: snapshot.pending, version: snapshot.version, conflicts: snapshot.conflicts }, true);
+    render();
     ready();
   };
+  const withdraw = (n: number) => {
+    local = local.filter((t) => t.n !== n);
+    render();
+  };
   const listenerId = crypto.randomUUID();
-  const opened = attached.then((tab) => settle(tab.openDoc(listenerId, name, Comlink.proxy(show))));
+  const opened = attached.then((attachedTab) => settle(attachedTab.openDoc(listenerId, name, Comlink.proxy(show))));
   opened.catch((error: unknown) => console.error(`[tether] could not open ${name}: ${String(error)}`));
 
   /**
    * Online, a transaction waits for the server's state, so that what it decides on (even when
    * it ends up writing nothing) is current. Offline it runs on the cached state at once.
    */
+  const usableNow = () => latest?.synced === true || connection.getState().connection === 'offline';
   function usable(): Promise<void> {
-    const ok = () => latest?.synced === true || connection.getState().connection === 'offline';
-    if (ok()) return Promise.resolve();
+    if (usableNow()) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
@@ -114,7 +152,7 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
         offDoc();
         resolve();
       };
-      const check = () => ok() && done();
+      const check = () => usableNow() && done();
       const timer = setTimeout(done, SYNC_WAIT_MS);
       const offStatus = connection.subscribe(check);
       const offDoc = status.subscribe(check);
@@ -124,15 +162,18 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
   async function transact<R>(fn: (tx: Transaction<T>) => R, { maxRetries = 5 }: TransactOptions = {}): Promise<R> {
     if (closed) throw new TetherError('closed', `the document ${name} was closed`);
     if (typeof fn !== 'function') throw new TypeError('transact(fn): fn must be a function');
-    await opened;
-    await first;
-    await usable();
-    let snapshot = latest!;
+    // Ready (the usual case once the document is open): the first run happens now, and its writes
+    // are in this tab's view before transact returns — no round trip to the worker first.
+    if (!(latest && tab && usableNow())) {
+      await opened;
+      await first;
+      await usable();
+    }
+    const overlay = context.apiVersion() >= 2;
     for (let run = 1; ; run++) {
-      const reads: Record<string, number | { seq: number }> = {};
+      const reads: Record<string, TabReadVersion> = {};
       const writes: Record<string, unknown> = {};
-      const view = snapshot.view;
-      const versions = snapshot.versions;
+      const { view, versions } = shown;
       const tx: Transaction<T> = {
         get(key) {
           checkKey('get', key);
@@ -159,11 +200,27 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
       const result = fn(tx);
       if (result instanceof Promise) throw new TypeError('transact(fn): fn must be synchronous (it may run again on conflict)');
       if (Object.keys(writes).length === 0) return result; // read-only: nothing to commit
-      const outcome = await settle((await attached).transact(name, reads, writes, run > maxRetries));
+      const final = run > maxRetries;
+      let outcome;
+      if (overlay) {
+        const n = context.nextLocal();
+        local.push({ n, writes });
+        render();
+        try {
+          outcome = await settle(tab!.transact(name, reads, writes, final, n));
+        } catch (error) {
+          withdraw(n); // never stored: it leaves the view
+          throw error;
+        }
+        // Committed: it stays shown until a snapshot includes it (no flicker in between).
+        if (!outcome.committed) withdraw(n);
+      } else {
+        // A worker of an older SDK: it shows the transaction in every tab itself.
+        outcome = await settle((tab ?? (await attached)).transact(name, reads as Record<string, Exclude<TabReadVersion, { local: number }>>, writes, final));
+      }
       if (outcome.committed) return result;
       show(outcome.snapshot); // the forced synchronisation: run again on what the server has
-      snapshot = outcome.snapshot;
-      if (run > maxRetries) {
+      if (final) {
         throw new TetherError('conflict', `${outcome.message}; gave up after ${run} runs of the transaction`);
       }
     }

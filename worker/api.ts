@@ -80,6 +80,13 @@ export type PendingWrite = { seq: number; createdAt: number } & (
 
 export type { DocConflict } from '../protocol/shapes.js';
 
+/**
+ * What a tab's transaction read, as the tab knows it: a ReadVersion, or `{ local: n }` — "the value
+ * my own transaction n produced" for a transaction the tab applied to its view before the worker
+ * numbered it (the worker turns it into that transaction's `{ seq }` when it stores the read).
+ */
+export type TabReadVersion = ReadVersion | { local: number };
+
 /** A document as a tab sees it: the confirmed state with this client's pending transactions on top. */
 export interface DocSnapshot {
   view: Record<string, unknown>;
@@ -92,6 +99,11 @@ export interface DocSnapshot {
   /** Whether the server state was received on this connection (false: cached or empty). */
   synced: boolean;
   conflicts: DocConflict[];
+  /**
+   * The last transaction number (`transact(…, local)`) of the receiving tab that this snapshot
+   * includes — pending, committed or rejected (version 2). The tab shows its later ones on top.
+   */
+  seen?: number;
 }
 
 export type DocListener = (snapshot: DocSnapshot) => void;
@@ -144,10 +156,12 @@ export interface TabApi {
   /** Applies a transaction optimistically, queues it durably, and settles when the server decided. */
   transact(
     doc: string,
-    reads: Record<string, ReadVersion>,
+    reads: Record<string, TabReadVersion>,
     writes: Record<string, unknown>,
     /** The caller's last run: if it conflicts, the conflict is listed on the document. */
     final: boolean,
+    /** The tab's number for this transaction (increasing per tab): snapshots report it in `seen` once included (version 2). */
+    local?: number,
   ): Promise<Outcome<TransactOutcome>>;
   /** Forgets the conflicts reported on a document. */
   clearConflicts(doc: string): Promise<void>;

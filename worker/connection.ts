@@ -7,8 +7,9 @@
 import type { ErrorShape } from '../protocol/errors.js';
 import * as v from 'valibot';
 import { HistoryPage, type ServerMessage } from '../protocol/messages.js';
-import type { ReadVersion, WriteOp } from '../protocol/shapes.js';
-import type { CallOptions, ChannelBatchListener, ChannelListener, DocListener, Outcome, PendingWrite, Status, Tab, TransactOutcome } from './api.js';
+import type { ReadVersion } from '../protocol/shapes.js';
+import type { LocalRead, NewWrite } from './outbox.js';
+import type { CallOptions, ChannelBatchListener, ChannelListener, DocListener, Outcome, PendingWrite, Status, Tab, TabReadVersion, TransactOutcome } from './api.js';
 import type { Database } from './db.js';
 import { Documents } from './documents.js';
 import { release } from './release.js';
@@ -238,23 +239,39 @@ export class ServerConnection {
   async transact(
     tabId: string,
     doc: string,
-    reads: Record<string, ReadVersion>,
+    reads: Record<string, TabReadVersion>,
     writes: Record<string, unknown>,
     final: boolean,
+    /** The tab's number for it: its snapshots say when they include it (`seen`), later transactions may read what it wrote. */
+    local?: number,
   ): Promise<Outcome<TransactOutcome>> {
-    const result = await this.enqueue(tabId, { op: 'transact', doc, reads, writes }, final);
+    // Local names are per tab: `{ local: 3 }` of one tab is not another tab's third transaction.
+    const named: Record<string, ReadVersion | LocalRead> = {};
+    for (const [key, read] of Object.entries(reads)) named[key] = typeof read === 'object' && 'local' in read ? { local: `${tabId}:${read.local}` } : read;
+    const options =
+      local === undefined
+        ? {}
+        : {
+            local: `${tabId}:${local}`,
+            onQueued: () => {
+              this.documents.seen(doc, tabId, local);
+              // The view shows the socket user's writes: for another user's tab, tell it here that its transaction was taken.
+              if (this.tabs.get(tabId)?.resolvedUser !== this.viewUser()) this.documents.changed(doc);
+            },
+          };
+    const result = await this.enqueue(tabId, { op: 'transact', doc, reads: named, writes }, final, options);
     if ('conflict' in result) {
-      return { ok: true, value: { committed: false, snapshot: this.documents.snapshot(doc), message: `another client changed ${doc} first` } };
+      return { ok: true, value: { committed: false, snapshot: this.documents.snapshot(doc, tabId), message: `another client changed ${doc} first` } };
     }
     return result.ok ? { ok: true, value: { committed: true, version: result.offset } } : result;
   }
 
-  private async enqueue(tabId: string, write: WriteOp, final = false): Promise<WriteResult> {
+  private async enqueue(tabId: string, write: NewWrite, final = false, options: { local?: string; onQueued?: () => void } = {}): Promise<WriteResult> {
     const state = this.tabs.get(tabId);
     if (!state) return { ok: false, error: { code: 'closed', message: 'this tab is not attached (was the client closed?)' } };
     const refused = this.writes.refusal(write); // at once, before waiting for the tab's user
     if (refused) return { ok: false, error: refused };
-    return this.writes.enqueue(await state.user, tabId, write, final);
+    return this.writes.enqueue(await state.user, tabId, write, final, options);
   }
 
   /** The outbox of `user` (for diagnostics and tests). */

@@ -29,6 +29,8 @@ interface Doc {
   epoch: string | undefined;
   synced: boolean;
   loaded: Promise<void>;
+  /** Per tab, its last transaction number included in the view (DocSnapshot.seen). */
+  seen: Map<string, number>;
 }
 
 export class Documents {
@@ -69,7 +71,7 @@ export class Documents {
   async add(tabId: string, id: string, name: string, listener: DocListener): Promise<void> {
     let doc = this.docs.get(name);
     if (!doc) {
-      const created: Doc = { listeners: new Map(), version: 0, keys: new Map(), conflicts: [], epoch: undefined, synced: false, loaded: Promise.resolve() };
+      const created: Doc = { listeners: new Map(), version: 0, keys: new Map(), conflicts: [], epoch: undefined, synced: false, loaded: Promise.resolve(), seen: new Map() };
       created.loaded = this.db()
         .then((db) => db.get('docs', [this.url, name]))
         .then((saved) => {
@@ -88,7 +90,13 @@ export class Documents {
       doc.listeners.set(id, { tabId, listener });
       await doc.loaded;
     }
-    void Promise.resolve(listener(this.snapshot(name, doc))).catch(() => {});
+    void Promise.resolve(listener(this.snapshot(name, tabId, doc))).catch(() => {});
+  }
+
+  /** The tab's transaction number `local` is in the view now (queued): its next snapshots say so. */
+  seen(name: string, tabId: string, local: number): void {
+    const doc = this.docs.get(name);
+    if (doc && local > (doc.seen.get(tabId) ?? 0)) doc.seen.set(tabId, local);
   }
 
   remove(id: string): void {
@@ -106,6 +114,7 @@ export class Documents {
 
   removeTab(tabId: string): void {
     for (const doc of this.docs.values()) {
+      doc.seen.delete(tabId);
       for (const [id, entry] of doc.listeners) if (entry.tabId === tabId) this.remove(id);
     }
   }
@@ -119,7 +128,7 @@ export class Documents {
   }
 
   /** The snapshot a tab gets, or that a re-run of a transaction starts from. */
-  snapshot(name: string, doc = this.docs.get(name)): DocSnapshot {
+  snapshot(name: string, tabId?: string, doc = this.docs.get(name)): DocSnapshot {
     const view: Record<string, unknown> = {};
     const versions: Record<string, ReadVersion> = {};
     for (const [key, state] of doc?.keys ?? []) {
@@ -137,7 +146,8 @@ export class Documents {
         versions[key] = { seq: entry.seq };
       }
     }
-    return { view, versions, version: doc?.version ?? 0, pending, synced: doc?.synced ?? false, conflicts: doc?.conflicts ?? [] };
+    const seen = tabId === undefined ? undefined : doc?.seen.get(tabId);
+    return { view, versions, version: doc?.version ?? 0, pending, synced: doc?.synced ?? false, conflicts: doc?.conflicts ?? [], ...(seen === undefined ? {} : { seen }) };
   }
 
   /** A change in the pending transactions of `name` (queued, confirmed, rejected): tell the tabs. */
@@ -215,8 +225,11 @@ export class Documents {
   }
 
   private notify(name: string, doc: Doc): void {
-    const snapshot = this.snapshot(name, doc);
-    for (const { listener } of doc.listeners.values()) void Promise.resolve(listener(snapshot)).catch(() => {});
+    const snapshot = this.snapshot(name, undefined, doc);
+    for (const { listener, tabId } of doc.listeners.values()) {
+      const seen = doc.seen.get(tabId);
+      void Promise.resolve(listener(seen === undefined ? snapshot : { ...snapshot, seen })).catch(() => {});
+    }
   }
 
   /** The confirmed state survives reloads; relaxed durability: the server has it anyway. */

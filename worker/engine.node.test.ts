@@ -230,6 +230,52 @@ describe('a burst of writes goes in few frames', () => {
   }, 60_000);
 });
 
+describe("a tab's own transactions, before the worker numbered them", () => {
+  it('a transaction reading what the previous one wrote ({ local }) commits on it: 50 keystrokes, no conflict, the text whole', async () => {
+    harness = await Harness.start();
+    const engine = harness.engine();
+    const tab = engine.attach();
+    const snapshots: DocSnapshot[] = [];
+    await engine.connection.openDoc(tab.tabId, 'l1', 'typing', (snapshot) => void snapshots.push(snapshot));
+    await eventually(() => snapshots.at(-1)?.synced);
+    // As a tab typing fast does: each keystroke reads the text its previous keystroke wrote,
+    // sent before the worker has stored (numbered) that one.
+    const typed = Array.from({ length: 50 }, (_, i) => {
+      const text = 'x'.repeat(i + 1);
+      const reads = i === 0 ? { text: 0 } : { text: { local: i } };
+      return engine.connection.transact(tab.tabId, 'typing', reads, { text }, true, i + 1);
+    });
+    const outcomes = await Promise.all(typed);
+    expect(outcomes.map((o) => (o.ok ? o.value.committed : o.error.code))).toEqual(Array.from({ length: 50 }, () => true));
+    expect((await harness.server.store.document('typing', undefined)).keys.text).toMatchObject({ value: JSON.stringify('x'.repeat(50)) });
+    // Each snapshot says how far it includes this tab's transactions, never going back.
+    const seen = snapshots.map((s) => s.seen ?? 0);
+    expect(seen.at(-1)).toBe(50);
+    expect(seen).toEqual([...seen].sort((a, b) => a - b));
+  }, 30_000);
+
+  it('a read of a transaction that was never stored (refused: too big) conflicts instead of committing on a value that never was', async () => {
+    harness = await Harness.start();
+    const engine = harness.engine();
+    const tab = engine.attach();
+    await engine.connection.openDoc(tab.tabId, 'l2', 'refused', () => {});
+    const big = engine.connection.transact(tab.tabId, 'refused', { n: 0 }, { n: 'x'.repeat(70_000) }, true, 1);
+    const after = engine.connection.transact(tab.tabId, 'refused', { n: { local: 1 } }, { n: 'derived' }, true, 2);
+    expect(await big).toMatchObject({ ok: false, error: { code: 'message_too_big' } });
+    expect(await after).toMatchObject({ ok: true, value: { committed: false } });
+    expect((await harness.server.store.document('refused', undefined)).keys.n).toBeUndefined();
+  }, 30_000);
+
+  it("local numbers are per tab: another tab's `{ local: 1 }` is not this tab's first transaction", async () => {
+    harness = await Harness.start();
+    const engine = harness.engine();
+    const [a, b] = [engine.attach(), engine.attach()];
+    expect(await engine.connection.transact(a.tabId, 'per-tab', { k: 0 }, { k: 'from a' }, true, 1)).toMatchObject({ ok: true, value: { committed: true } });
+    expect(await engine.connection.transact(b.tabId, 'per-tab', { k: { local: 1 } }, { k: 'from b' }, true, 1)).toMatchObject({ ok: true, value: { committed: false } });
+    expect((await harness.server.store.document('per-tab', undefined)).keys.k).toMatchObject({ value: JSON.stringify('from a') });
+  }, 30_000);
+});
+
 describe('client and server disagree on sequences', () => {
   it('a server restored from an older backup: the client moves on explicitly, nothing stuck, nothing lost', async () => {
     harness = await Harness.start();

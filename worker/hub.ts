@@ -51,7 +51,7 @@ export class Hub implements WorkerApi {
       pendingWrites: () => on(async (c) => ({ ok: true, value: await c.pendingWrites(tabId) })),
       openDoc: (id, doc, listener) => on((c) => done(c.openDoc(tabId, id, doc, listener))),
       closeDoc: (id) => this.connectionOf(tabId)?.closeDoc(id),
-      transact: (doc, reads, writes, final) => on((c) => c.transact(tabId, doc, reads, writes, final)),
+      transact: (doc, reads, writes, final, local) => on((c) => c.transact(tabId, doc, reads, writes, final, local)),
       clearConflicts: async (doc) => this.connectionOf(tabId)?.clearConflicts(doc),
       detach: () => this.detach(tabId),
     };

@@ -5,14 +5,47 @@
  * millisecond on disk whatever it holds, so a burst of writes costs a few transactions.
  */
 import { TetherError } from '../protocol/errors.js';
-import type { WriteOp } from '../protocol/shapes.js';
+import type { ReadVersion, WriteOp } from '../protocol/shapes.js';
+import { unwrap } from 'idb';
 import type { Database, OutboxEntry } from './db.js';
 import type { Identity } from './identity.js';
 
-export type NewWrite = WriteOp;
+/**
+ * A read of "the value my transaction `local` produced", for a transaction the same tab made just
+ * before this one and that had no `seq` yet when this one was made (the tab shows its own
+ * transactions before the worker stores them). Resolved to `{ seq }` when stored.
+ */
+export type LocalRead = { local: string };
+
+type TransactOp = Extract<WriteOp, { op: 'transact' }>;
+export type NewWrite = Exclude<WriteOp, TransactOp> | (Omit<TransactOp, 'reads'> & { reads: Record<string, ReadVersion | LocalRead> });
+
+/** How long acknowledged entries wait to be deleted with the next writes before they go alone. */
+const DELETION_DELAY_MS = 50;
+/** Writes stored in one IndexedDB transaction, at most. */
+const MAX_TRANSACTION_WRITES = 500;
+
+/** Sorted runs of consecutive numbers: [3, 1, 2, 7] → [[1, 3], [7, 7]]. */
+function runs(numbers: number[]): [number, number][] {
+  const sorted = [...numbers].sort((a, b) => a - b);
+  const result: [number, number][] = [];
+  for (const n of sorted) {
+    const last = result.at(-1);
+    if (last && n <= last[1] + 1) last[1] = Math.max(last[1], n);
+    else result.push([n, n]);
+  }
+  return result;
+}
+
+/** Local transaction names remembered for later reads, at most (a tab refers back a few at a time). */
+const LOCAL_NAMES_KEPT = 1000;
+/** Read by a transaction whose local predecessor was never stored: no write has it, so the read conflicts. */
+const NO_SUCH_SEQ = Number.MAX_SAFE_INTEGER;
 
 interface Waiting {
   write: NewWrite;
+  /** The name later transactions of the tab read this one by (LocalRead). */
+  local?: string | undefined;
   resolve: (entry: OutboxEntry) => void;
   reject: (error: TetherError) => void;
 }
@@ -21,6 +54,7 @@ export class Outbox {
   private batch: Waiting[] = [];
   private committing = false;
   private deletions: number[] = [];
+  private deletionTimer: ReturnType<typeof setTimeout> | undefined;
   /**
    * The highest sequence this outbox numbered or saw. Sequences never go back, even when the
    * browser's storage was cleared under a running worker (the counter is gone then, the server
@@ -36,10 +70,16 @@ export class Outbox {
     private readonly identity: Identity,
   ) {}
 
-  /** Resolves with the stored entry (its `seq` assigned) once it is durably in IndexedDB. */
-  add(write: NewWrite): Promise<OutboxEntry> {
+  /** Sequences of stored transactions by their local name (see LocalRead), the newest kept. */
+  private readonly localSeqs = new Map<string, number>();
+
+  /**
+   * Resolves with the stored entry (its `seq` assigned) once it is durably in IndexedDB.
+   * `local` names it for later transactions of the same tab that read what it wrote.
+   */
+  add(write: NewWrite, local?: string): Promise<OutboxEntry> {
     return new Promise((resolve, reject) => {
-      this.batch.push({ write, resolve, reject });
+      this.batch.push({ write, local, resolve, reject });
       if (!this.committing) {
         this.committing = true;
         queueMicrotask(() => void this.drain());
@@ -86,17 +126,41 @@ export class Outbox {
     return first ?? client?.nextSeq ?? 1;
   }
 
-  /** Forgets acknowledged entries; batched, since a lost deletion only means a deduplicated resend. */
+  /**
+   * Forgets an acknowledged entry. Deletions ride along with the next transaction that stores
+   * writes, or go in one of their own a little later: a lost deletion only means a deduplicated
+   * resend, and every separate transaction on the outbox delays the writes queued behind it.
+   */
   remove(seq: number): void {
     this.deleting.add(seq);
     this.deletions.push(seq);
-    if (this.deletions.length === 1) setTimeout(() => void this.commitDeletions(), 0);
+    this.deletionTimer ??= setTimeout(() => {
+      this.deletionTimer = undefined;
+      if (this.deletions.length === 0) return;
+      if (this.committing) this.remove(this.deletions.pop()!); // the running drain takes them, or this timer again
+      else void this.commitDeletions();
+    }, DELETION_DELAY_MS);
+  }
+
+  /** The worker is done with this outbox (its last tab left): the deletions waiting go now. */
+  close(): void {
+    clearTimeout(this.deletionTimer);
+    this.deletionTimer = undefined;
+    if (this.deletions.length > 0) void this.commitDeletions();
+  }
+
+  /** Range deletes of the acknowledged entries in `seqs`: one per run of consecutive sequences. */
+  private deleteIn(store: IDBObjectStore, seqs: number[]): void {
+    for (const [first, last] of runs(seqs)) {
+      store.delete(first === last ? [this.identity.clientId, first] : IDBKeyRange.bound([this.identity.clientId, first], [this.identity.clientId, last]));
+    }
   }
 
   private async drain(): Promise<void> {
     while (this.batch.length > 0) {
-      const batch = this.batch;
-      this.batch = [];
+      // Bounded transactions: the first writes of a long burst are stored (and sent) while the
+      // rest are still arriving, instead of all waiting for one huge transaction.
+      const batch = this.batch.splice(0, MAX_TRANSACTION_WRITES);
       await this.commit(batch);
     }
     this.committing = false;
@@ -111,17 +175,35 @@ export class Outbox {
       const client = (await clients.get(key)) ?? { url: this.url, user: this.identity.user, clientId: this.identity.clientId, nextSeq: 1 };
       client.nextSeq = Math.max(client.nextSeq, this.floor + 1);
       const now = Date.now();
-      const entries = batch.map(({ write }): OutboxEntry => ({
-        ...write,
-        clientId: client.clientId,
-        seq: client.nextSeq++,
-        url: this.url,
-        user: this.identity.user,
-        createdAt: now,
-      }));
-      const outbox = tx.objectStore('outbox');
-      await Promise.all([...entries.map((entry) => outbox.put(entry)), clients.put(client), tx.done]);
+      // Names resolved in this batch count only once it is stored (a failed one numbered nothing).
+      const named = new Map<string, number>();
+      const seqOf = (read: ReadVersion | LocalRead): ReadVersion =>
+        typeof read === 'object' && 'local' in read ? { seq: named.get(read.local) ?? this.localSeqs.get(read.local) ?? NO_SUCH_SEQ } : read;
+      const entries = batch.map(({ write, local }): OutboxEntry => {
+        const seq = client.nextSeq++;
+        const stored: WriteOp = write.op === 'transact' ? { ...write, reads: Object.fromEntries(Object.entries(write.reads).map(([key, read]) => [key, seqOf(read)])) } : write;
+        if (local !== undefined) named.set(local, seq);
+        return { ...stored, clientId: client.clientId, seq, url: this.url, user: this.identity.user, createdAt: now };
+      });
+      // Plain requests, no promise per write: a failed one aborts the transaction, and tx.done says so.
+      const outbox = unwrap(tx.objectStore('outbox'));
+      for (const entry of entries) outbox.put(entry);
+      const deletions = this.deletions.splice(0);
+      this.deleteIn(outbox, deletions);
+      unwrap(clients).put(client);
+      try {
+        await tx.done;
+      } catch (error) {
+        this.deletions.push(...deletions); // not deleted with the writes: try again on their own
+        throw error;
+      }
+      for (const seq of deletions) this.deleting.delete(seq);
       this.floor = Math.max(this.floor, client.nextSeq - 1);
+      for (const [local, seq] of named) this.localSeqs.set(local, seq);
+      for (const oldest of this.localSeqs.keys()) {
+        if (this.localSeqs.size <= LOCAL_NAMES_KEPT) break;
+        this.localSeqs.delete(oldest);
+      }
       entries.forEach((entry, i) => batch[i]!.resolve(entry));
     } catch (cause) {
       const quota = cause instanceof DOMException && cause.name === 'QuotaExceededError';
@@ -138,7 +220,8 @@ export class Outbox {
     try {
       const db = await this.db();
       const tx = db.transaction('outbox', 'readwrite');
-      await Promise.all([...seqs.map((seq) => tx.store.delete([this.identity.clientId, seq])), tx.done]);
+      this.deleteIn(unwrap(tx.store), seqs);
+      await tx.done;
       for (const seq of seqs) this.deleting.delete(seq);
     } catch {
       // Not deleted: the next worker resends them and the server answers them again, no second effect.

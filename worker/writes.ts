@@ -15,10 +15,9 @@ import { DEFAULT_MAX_MESSAGE_BYTES } from '../protocol/constants.js';
 import { TokenBucket } from '../protocol/rate-limit.js';
 import { TetherError, type ErrorShape } from '../protocol/errors.js';
 import { MAX_WRITE_BATCH, WRITES_PER_RATE_TOKEN, type ClientMessage, type Conflict, type ServerMessage, type Welcome, type WriteMessage } from '../protocol/messages.js';
-import type { WriteOp } from '../protocol/shapes.js';
 import type { Database, OutboxEntry } from './db.js';
 import { clientIdentity, type Identity } from './identity.js';
-import { Outbox } from './outbox.js';
+import { Outbox, type NewWrite } from './outbox.js';
 
 /** Writes sent and not yet answered, at most. */
 const SEND_WINDOW = 1000;
@@ -142,6 +141,7 @@ export class Writes {
     this.closed = true;
     this.offline();
     this.peers?.close();
+    for (const writer of this.loaded.values()) writer.outbox.close();
   }
 
   /** The outbox of `user` for this server, loaded once. */
@@ -179,21 +179,26 @@ export class Writes {
   }
 
   /** Why a write cannot be queued (over the server's size limit, in UTF-8 bytes), or undefined. */
-  refusal(write: WriteOp): ErrorShape | undefined {
+  refusal(write: NewWrite): ErrorShape | undefined {
+    // A local read is sized as the `{ "seq": … }` it becomes (about as long).
     const bytes = oversized(writeFrame({ ...write, seq: Number.MAX_SAFE_INTEGER } as OutboxEntry), this.maxMessageBytes);
     if (bytes === undefined) return undefined;
     return { code: 'message_too_big', message: `the write is ${bytes} bytes (UTF-8); the server accepts at most ${this.maxMessageBytes}` };
   }
 
-  /** Checks, stores and sends a write; resolves with how it ended. */
-  async enqueue(user: string, tabId: string, write: WriteOp, final = false): Promise<WriteResult> {
+  /**
+   * Checks, stores and sends a write; resolves with how it ended. `local` names a transaction
+   * for later reads of the same tab (LocalRead); `onQueued` runs once it is stored and queued,
+   * before anyone is told the queue changed.
+   */
+  async enqueue(user: string, tabId: string, write: NewWrite, final = false, options: { local?: string; onQueued?: (entry: OutboxEntry) => void } = {}): Promise<WriteResult> {
     const refused = this.refusal(write);
     if (refused) return { ok: false, error: refused };
     let writer: Writer;
     let entry: OutboxEntry;
     try {
       writer = await this.writer(user);
-      entry = await writer.outbox.add(write);
+      entry = await writer.outbox.add(write, options.local);
     } catch (error) {
       return { ok: false, error: error instanceof TetherError ? error.toJSON() : { code: 'internal', message: `the write could not be stored (${String(error)}); nothing was sent` } };
     }
@@ -204,6 +209,7 @@ export class Writes {
     });
     writer.queue.push(entry);
     this.announce(entry.clientId);
+    options.onQueued?.(entry);
     this.events.queueChanged(user, entry);
     if (writer === this.sender) this.pumpSoon();
     return settled;
