@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { connectClient, connectMany, cpuMs, durableRate, percentile, publishFullSpeed, rssBytes, sleep, startTarget, waitFor, type Kind } from './targets.js';
 import { clusterFanout, durablePostgres, idleCost, type ClusterFanout, type IdleCost } from './cluster.js';
 import { measureSizes, BUDGETS, TARGETS, checkBudgets } from './sizes.js';
-import { offlineOutbox, tabToTab, type LatencyResult, type OutboxResult } from './browser.js';
+import { browserPeers, offlineOutbox, PEERS, type BrowserPlan, type BrowserRun, type OutboxResult, type Peer } from './browser.js';
 import { rpcUnderAttack, type AttackResult } from './under-attack.js';
 
 const smoke = process.argv.includes('--smoke');
@@ -36,6 +36,9 @@ if (only !== undefined) {
 }
 const want = (section: Section) => only === undefined || only.has(section);
 
+const BROWSER: BrowserPlan = smoke
+  ? { rates: [{ rate: 50, seconds: 0.2 }, { rate: 500, seconds: 0.1 }, { rate: 1000, seconds: 0.05 }], roundTrips: 10, throughput: { window: 100, seconds: 0.5, max: 300 }, burst: 200 }
+  : { rates: [{ rate: 50, seconds: 4 }, { rate: 500, seconds: 2 }, { rate: 1000, seconds: 2 }], roundTrips: 300, throughput: { window: 1000, seconds: 3, max: 15_000 }, burst: 10_000 };
 /** `--repeats N` overrides the number of runs per row (1 while iterating on one section). */
 const repeatsAt = process.argv.indexOf('--repeats');
 const repeatsArg = repeatsAt < 0 ? undefined : Number(process.argv[repeatsAt + 1]);
@@ -45,10 +48,10 @@ if (repeatsArg !== undefined && !(Number.isInteger(repeatsArg) && repeatsArg >= 
 }
 const PLAN_BY_MODE = smoke
   ? { fanout: [50], repeats: 1, rate: 10, seconds: 1, publishers: [1, 10], idle: [100], outbox: 200,
-      pgPublishers: [10], idleCost: 100, idleSeconds: 1, cluster: 50, messages: 50,
+      pgPublishers: [10], idleCost: 100, idleSeconds: 1, cluster: 50, browser: BROWSER,
       attack: { seconds: 1, historyEvents: 20, junkConnections: 2, stormConnections: 2, stormSubscribes: 20 } }
   : { fanout: [100, 1000, 5000], repeats: 3, rate: 20, seconds: 4, publishers: [1, 10, 100], idle: [1000, 5000], outbox: 10_000,
-      pgPublishers: [10, 100], idleCost: 10_000, idleSeconds: 10, cluster: 2000, messages: 1000,
+      pgPublishers: [10, 100], idleCost: 10_000, idleSeconds: 10, cluster: 2000, browser: BROWSER,
       attack: { seconds: 5, historyEvents: 300, junkConnections: 4, stormConnections: 4, stormSubscribes: 60 } };
 const PLAN = { ...PLAN_BY_MODE, repeats: repeatsArg ?? PLAN_BY_MODE.repeats };
 const KINDS: Kind[] = ['tether', 'socketio', 'ws'];
@@ -154,6 +157,32 @@ async function repeat<T>(times: number, run: () => Promise<T>): Promise<T[]> {
   return results;
 }
 
+/**
+ * The browser rows run under the product's default limits, as users do (the server rows raise
+ * them to measure the server alone).
+ */
+const DEFAULT_LIMITS_ENV: Record<string, string> = {
+  TETHER_RATE_LIMIT: String(DEFAULT_CONFIG.rateLimit),
+  TETHER_MAX_SUBSCRIPTIONS: String(DEFAULT_CONFIG.maxSubscriptions),
+  TETHER_MAX_BUFFERED_BYTES: String(DEFAULT_CONFIG.maxBufferedBytes),
+  TETHER_HEARTBEAT_MS: String(DEFAULT_CONFIG.heartbeatMs),
+  TETHER_MAX_CONNECTIONS: String(DEFAULT_CONFIG.maxConnections),
+  TETHER_MAX_CONNECTIONS_PER_IP: String(DEFAULT_CONFIG.maxConnectionsPerIp),
+  TETHER_CONNECT_RATE_PER_IP: String(DEFAULT_CONFIG.connectRatePerIp),
+};
+
+/** One run of the browser rows, with a fresh Tether server (default limits) and Socket.IO server. */
+async function browserRun(runIndex: number): Promise<BrowserRun> {
+  const tether = await startTarget('tether', DEFAULT_LIMITS_ENV);
+  const socketio = await startTarget('socketio');
+  try {
+    return await browserPeers(tether, socketio, PLAN.browser, runIndex);
+  } finally {
+    await tether.stop();
+    await socketio.stop();
+  }
+}
+
 const results: Record<string, unknown> = {};
 const started = Date.now();
 const log = (line: string) => console.log(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] ${line}`);
@@ -161,6 +190,9 @@ const log = (line: string) => console.log(`[bench ${((Date.now() - started) / 10
 const fmt = (s: Spread, digits = 1) => `${s.median.toFixed(digits)} (${s.min.toFixed(digits)}–${s.max.toFixed(digits)})`;
 const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a) ? `${(a / b).toFixed(2)}×` : '–');
 const find = <T extends { kind: Kind }>(rows: T[], kind: Kind, match: (r: T) => boolean) => rows.find((r) => r.kind === kind && match(r))!;
+/** "≤ 2× floor: met" from the medians (a report, not an assertion). */
+const goal = (text: string, value: number, limit: number, atMost = true) =>
+  `${text}: ${!Number.isFinite(value) ? 'no data' : (atMost ? value <= limit : value >= limit) ? 'met' : '**not met**'}`;
 const count = (n: number) => n.toLocaleString('en-US');
 
 /** Markdown of each section that ran, by section. */
@@ -313,28 +345,15 @@ if (want('cluster')) {
 }
 
 if (want('browser')) {
-  // The browser rows run under the default rate limit, as users do (the server rows raise it to measure the server alone).
-  const browserTarget = await startTarget('tether', { TETHER_API_KEY: 'bench-key', TETHER_RATE_LIMIT: String(DEFAULT_CONFIG.rateLimit) });
-  const latency: { tether: LatencyResult; baseline: LatencyResult }[] = [];
-  try {
-    for (let i = 0; i < PLAN.repeats; i++) latency.push(await tabToTab(browserTarget, PLAN.messages));
-    log(`tab→tab p50 ${spread(latency.map((l) => l.tether.p50)).median.toFixed(2)} ms (bare SharedWorker + ws echo: ${spread(latency.map((l) => l.baseline.p50)).median.toFixed(2)} ms)`);
-  } finally {
-    await browserTarget.stop();
+  const runs: BrowserRun[] = [];
+  for (let i = 0; i < PLAN.repeats; i++) {
+    const run = await browserRun(i);
+    runs.push(run);
+    const at50 = run.tabToTab[0]!.results;
+    log(`browser run ${i + 1}: tab→tab p50 at ${run.tabToTab[0]!.rate}/s floor ${at50.floor.p50.toFixed(2)} / Socket.IO ${at50.socketio.p50.toFixed(2)} / Tether ${at50.tether.p50.toFixed(2)} ms; rpc p50 ${run.roundTrip.rpc.p50.toFixed(2)} ms; ${run.throughput.perSec.toFixed(0)} durable publishes/s from one tab`);
   }
-  results.latency = latency;
-  render.browser = () => [
-    `## In the browser (headless Chromium, loopback)`,
-    '',
-    `Tab A publishes ${PLAN.messages} messages 2 ms apart; tab B (same browser) receives them through the worker and the server. The floor: a bare SharedWorker owning one ws to an echo server, in the same run. Tether's path includes the durable outbox write (IndexedDB) before sending. The Tether server runs with its default rate limit (\`TETHER_RATE_LIMIT=${DEFAULT_CONFIG.rateLimit}\` frames/s per connection).`,
-    '',
-    '| path | p50 ms | p99 ms |',
-    '|---|---|---|',
-    `| Tether: tab → worker (outbox) → server (stored) → worker → tab | ${fmt(spread(latency.map((l) => l.tether.p50)), 2)} | ${fmt(spread(latency.map((l) => l.tether.p99)), 2)} |`,
-    `| bare SharedWorker + ws echo | ${fmt(spread(latency.map((l) => l.baseline.p50)), 2)} | ${fmt(spread(latency.map((l) => l.baseline.p99)), 2)} |`,
-    `| ratio (median) | ${ratio(spread(latency.map((l) => l.tether.p50)).median, spread(latency.map((l) => l.baseline.p50)).median)} | ${ratio(spread(latency.map((l) => l.tether.p99)).median, spread(latency.map((l) => l.baseline.p99)).median)} |`,
-    '',
-  ];
+  results.browser = { plan: PLAN.browser, limits: DEFAULT_LIMITS_ENV, runs };
+  render.browser = () => renderBrowser(runs);
 }
 
 if (want('outbox')) {
@@ -397,6 +416,90 @@ if (want('sizes')) {
     ...sizes.map((r) => `| ${r.name} | ${r.what} | ${r.minified} | ${r.gzip} | ${BUDGETS[r.name] ?? ''} | ${TARGETS[r.name] ?? ''} |`),
     '',
   ];
+}
+
+/** The browser section: floor / Socket.IO / Tether side by side, Tether's ratios and the goals of issue 13. */
+function renderBrowser(runs: BrowserRun[]): string[] {
+  const b = PLAN.browser;
+  const NAMES: Record<Peer, string> = { floor: 'floor', socketio: 'Socket.IO', tether: 'Tether' };
+  const tabGoals: Record<number, { p50Floor?: number; p99Floor?: number; p50SocketIo?: number }> = {
+    50: { p50Floor: 2, p99Floor: 3, p50SocketIo: 1.5 },
+    500: { p50Floor: 3, p99Floor: 5 },
+  };
+  const lines = [
+    `## In the browser (headless Chromium, loopback): Tether beside a bare SharedWorker and Socket.IO`,
+    '',
+    'One fresh browser and fresh servers per run; the three are measured interleaved, row by row, in the same browser (who goes first rotates from run to run; between rows Tether\'s outbox drains and 300 ms pass).',
+    '- **floor**: two tabs of one context and a bare SharedWorker owning one raw ws to an echo server (in the bench process), relaying each echo to every tab: no outbox, no protocol.',
+    '- **Socket.IO**: two tabs, each with its own socket.io-client 4.8 connection (websocket transport) to a Socket.IO server in its own process; tab A emits to a room tab B joined.',
+    `- **Tether**: two tabs of one context with the script-tag client (\`/tether.js\`) sharing one SharedWorker, against the reference server at its **default limits** (${Object.entries(DEFAULT_LIMITS_ENV).map(([k, v]) => `\`${k}=${v}\``).join(', ')}). A publish is written to the IndexedDB outbox before it is sent, and stored (SQLite, fsync) before it is delivered.`,
+    '',
+    '### Tab → tab latency (ms)',
+    '',
+    'Tab A sends timestamps (`performance.timeOrigin + performance.now()`) on a fixed schedule (every message due is sent, so the rate holds when a timer is late); tab B records arrival − sent. Tether: `pubsub.publish` in A, `subscribe` in B. Queue growth: median latency of the last 10% of messages minus that of the first 10% (a queue that builds up shows as a large positive number).',
+    '',
+    '| load | figure | floor | Socket.IO | Tether | Tether ÷ floor | Tether ÷ Socket.IO | goal (issue 13, on the medians) |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  b.rates.forEach(({ rate, seconds }, i) => {
+    const of = (peer: Peer, figure: 'p50' | 'p99' | 'growth') => spread(runs.map((r) => r.tabToTab[i]!.results[peer][figure]));
+    const load = `${count(rate)}/s × ${seconds} s (${count(Math.max(1, Math.round(rate * seconds)))} messages)`;
+    const goals = tabGoals[rate] ?? {};
+    for (const figure of ['p50', 'p99', 'growth'] as const) {
+      const [floor, socketio, tether] = PEERS.map((peer) => of(peer, figure));
+      const toFloor = tether!.median / floor!.median;
+      const toSocketIo = tether!.median / socketio!.median;
+      const targets: string[] = [];
+      if (figure === 'p50' && goals.p50Floor) targets.push(goal(`≤ ${goals.p50Floor}× floor`, toFloor, goals.p50Floor));
+      if (figure === 'p50' && goals.p50SocketIo) targets.push(goal(`≤ ${goals.p50SocketIo}× Socket.IO`, toSocketIo, goals.p50SocketIo));
+      if (figure === 'p99' && goals.p99Floor) targets.push(goal(`≤ ${goals.p99Floor}× floor`, toFloor, goals.p99Floor));
+      const ratios = figure === 'growth' ? '| | ' : `| ${ratio(tether!.median, floor!.median)} | ${ratio(tether!.median, socketio!.median)} `;
+      lines.push(`| ${figure === 'p50' ? load : ''} | ${figure === 'growth' ? 'queue growth' : figure} | ${fmt(floor!, 2)} | ${fmt(socketio!, 2)} | ${fmt(tether!, 2)} ${ratios}| ${targets.join('; ')} |`);
+    }
+  });
+  const lost = runs.flatMap((r, run) =>
+    r.tabToTab.flatMap(({ rate, results }) => PEERS.filter((p) => results[p].received < results[p].sent).map((p) => `run ${run + 1}, ${NAMES[p]} at ${rate}/s: ${results[p].received} of ${results[p].sent}`)),
+  );
+  lines.push('', lost.length === 0 ? 'Every message arrived in every run.' : `Messages missing 30 s after the last was sent: ${lost.join('; ')}.`, '');
+
+  const rt = (key: keyof BrowserRun['roundTrip'], figure: 'p50' | 'p99') => spread(runs.map((r) => r.roundTrip[key][figure]));
+  lines.push(
+    '### Requests one at a time (ms)',
+    '',
+    `${count(b.roundTrips)} sequential requests from one tab (after 10 unmeasured), each awaited before the next. Floor: tab → SharedWorker → ws echo → worker → the same tab. Socket.IO: \`emit\` with an ack callback (the server acks at once). The three Tether rows split where the time goes: RPC stores nothing; a publish is written to IndexedDB, sent, stored by the server (fsync) and acknowledged; a transaction does the same plus the document logic.`,
+    '',
+    '| Tether request | figure | floor | Socket.IO | Tether | Tether ÷ floor | Tether ÷ Socket.IO | goal (issue 13, on the medians) |',
+    '|---|---|---|---|---|---|---|---|',
+  );
+  const ROWS: [keyof BrowserRun['roundTrip'], string][] = [
+    ['rpc', "`rpc.call('hello', ['world'])`"],
+    ['publish', '`pubsub.publish` awaited (server acknowledgement)'],
+    ['transact', "`doc('bench-doc').transact(tx => tx.set('k', i))` awaited"],
+  ];
+  for (const [key, label] of ROWS) {
+    for (const figure of ['p50', 'p99'] as const) {
+      const [floor, socketio, tether] = [rt('floor', figure), rt('socketio', figure), rt(key, figure)];
+      const target = key === 'rpc' && figure === 'p50' ? goal('≤ 1.5× floor', tether.median / floor.median, 1.5) : '';
+      lines.push(`| ${figure === 'p50' ? label : ''} | ${figure} | ${fmt(floor, 2)} | ${fmt(socketio, 2)} | ${fmt(tether, 2)} | ${ratio(tether.median, floor.median)} | ${ratio(tether.median, socketio.median)} | ${target} |`);
+    }
+  }
+
+  const perSec = spread(runs.map((r) => r.throughput.perSec));
+  const burstMs = spread(runs.map((r) => r.burst.ms));
+  const failed = runs.reduce((n, r) => n + r.throughput.failed + r.burst.failed, 0);
+  lines.push(
+    '',
+    '### Durable publishes from one tab (Tether)',
+    '',
+    '| load | result | goal (issue 13, on the median) |',
+    '|---|---|---|',
+    `| at most ${count(b.throughput.window)} publishes unacknowledged (the next starts as each resolves), for ${b.throughput.seconds} s or ${count(b.throughput.max)} publishes: acknowledged publishes/s | ${fmt(perSec, 0)} | ${goal('≥ 5,000/s', perSec.median, 5000, false)} |`,
+    `| ${count(b.burst)} publishes fired in one loop: ms until all are acknowledged | ${fmt(burstMs, 0)} (${count(Math.round((b.burst * 1000) / burstMs.median))}/s) | |`,
+    '',
+    failed === 0 ? 'No publish was rejected.' : `Rejected publishes (all runs): ${failed}.`,
+    '',
+  );
+  return lines;
 }
 
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}`;
