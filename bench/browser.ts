@@ -1,22 +1,50 @@
 /**
- * Benchmarks in a real browser (headless Debian Chromium, loopback):
- *  - tab A → worker → server → worker → tab B latency over N messages, beside a bare
- *    SharedWorker + ws echo measured in the same run (the floor: no outbox, no protocol);
- *  - the offline outbox: N publishes while the network is cut, in an on-disk profile: time
- *    until all are durably queued, and from reconnect until the server stored them all, once.
+ * Benchmarks in a real browser (headless Debian Chromium, loopback), Tether beside two peers in
+ * the same run and the same browser, so that an engine change can be judged:
+ *  - floor:     a bare SharedWorker owning one raw ws to an echo server, relaying to every tab
+ *               (no outbox, no protocol: what a SharedWorker + WebSocket cost at least);
+ *  - Socket.IO: two tabs, each with its own socket.io-client 4.8 connection (websocket
+ *               transport) to a Socket.IO server in its own process (room broadcast, acks);
+ *  - Tether:    two tabs of one context with the script-tag client, through their SharedWorker,
+ *               against the reference server at its default limits.
+ * Rows: tab → tab latency at fixed rates, requests one at a time, one tab's durable throughput;
+ * and the offline outbox (N publishes while the network is cut, then restored).
+ * The floor and Socket.IO pages come from a loopback HTTP server of this process (Chromium's
+ * Local Network Access blocks WebSockets from pages fulfilled by page.route).
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from '@playwright/test';
+import { chromium, type Browser, type BrowserContext, type Page } from '@playwright/test';
 import { WebSocketServer } from 'ws';
 import { TcpProxy } from '../e2e/fixtures/tcp-proxy.js';
 import { CHROMIUM_ARGS, CHROMIUM_PATH } from '../e2e/fixtures/chromium.js';
 import type { Target } from './targets.js';
+import type { DocStore } from '../sdk/index.js';
 
 const executablePath = CHROMIUM_PATH;
+
+/** What every bench page (floor, Socket.IO, Tether) offers the measuring code. */
+interface BenchApi {
+  /** Tab → tab: sends `t` to the other tab(s). */
+  send(t: number): void;
+  /** Calls `onMessage(t)` for what the other tab sends; resolves once receiving is set up. */
+  listen(onMessage: (t: number) => void): Promise<void>;
+  /** One request that the server answers to this tab. */
+  roundTrip(): Promise<unknown>;
+}
+
+declare global {
+  interface Window {
+    bench: BenchApi;
+    benchReady?: Promise<void>;
+    /** Received messages: [sent at (epoch ms), arrival − sent (ms)]. */
+    rx?: [number, number][];
+    benchDoc?: DocStore<{ k?: number }>;
+  }
+}
 
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -28,9 +56,44 @@ export interface LatencyResult {
   p99: number;
 }
 
+export interface RateResult extends LatencyResult {
+  /** Median latency of the last 10% of messages (in send order) minus that of the first 10%. */
+  growth: number;
+  sent: number;
+  received: number;
+}
+
+export type Peer = 'floor' | 'socketio' | 'tether';
+export const PEERS: Peer[] = ['floor', 'socketio', 'tether'];
+
+export interface BrowserPlan {
+  /** Tab → tab rows: messages per second, for how long. */
+  rates: { rate: number; seconds: number }[];
+  /** Requests one at a time, per row (after a few unmeasured ones). */
+  roundTrips: number;
+  /** One tab's durable throughput: at most `window` unacknowledged publishes, for `seconds` or `max` publishes. */
+  throughput: { window: number; seconds: number; max: number };
+  /** Publishes fired in one loop, timed until all are acknowledged. */
+  burst: number;
+}
+
+export interface BrowserRun {
+  /** One entry per plan rate, in plan order. */
+  tabToTab: { rate: number; seconds: number; results: Record<Peer, RateResult> }[];
+  roundTrip: {
+    floor: LatencyResult;
+    socketio: LatencyResult;
+    rpc: LatencyResult;
+    publish: LatencyResult;
+    transact: LatencyResult;
+  };
+  throughput: { perSec: number; acked: number; failed: number; ms: number };
+  burst: { ms: number; perSec: number; count: number; failed: number };
+}
+
 /** Opens a page of the Tether server with the script-tag client connected to `wsUrl`. */
-async function tetherPage(browser: Browser, target: Target, wsUrl: string, context = browser.contexts()[0]): Promise<Page> {
-  const page = await (context ?? (await browser.newContext())).newPage();
+async function tetherPage(context: BrowserContext, target: Target, wsUrl: string): Promise<Page> {
+  const page = await context.newPage();
   await page.goto(`http://127.0.0.1:${target.port}/api/health`);
   await page.addScriptTag({ url: '/tether.js' });
   await page.evaluate((url) => {
@@ -40,58 +103,224 @@ async function tetherPage(browser: Browser, target: Target, wsUrl: string, conte
   return page;
 }
 
-/** Sends `count` messages from page A, spaced `gapMs` apart, and returns what page B measured. */
-async function measure(a: Page, b: Page, count: number, send: string, gapMs = 2): Promise<LatencyResult> {
-  await a.evaluate(
-    async ({ count, send, gapMs }) => {
-      const fire = new Function('t', send) as (t: number) => void;
-      for (let i = 0; i < count; i++) {
-        fire(performance.timeOrigin + performance.now());
-        await new Promise((r) => setTimeout(r, gapMs));
+/** Gives a Tether page the bench API: pub/sub on `channel`, `hello` by RPC. */
+async function tetherBench(page: Page, channel: string): Promise<void> {
+  await page.evaluate((channel) => {
+    window.bench = {
+      send: (t) => void window.tether.pubsub.publish(channel, t),
+      listen: (onMessage) =>
+        new Promise<void>((resolve) => {
+          window.tether.pubsub.subscribe<number>(channel, (t) => onMessage(t), { onSubscribed: () => resolve() });
+        }),
+      roundTrip: () => window.tether.rpc.call('hello', ['world']),
+    };
+  }, channel);
+}
+
+/** Two tabs of one new context on `url` (a page that defines `window.bench` and `window.benchReady`). */
+async function peerPages(browser: Browser, url: string): Promise<[Page, Page]> {
+  const context = await browser.newContext();
+  const pages: Page[] = [];
+  for (let i = 0; i < 2; i++) {
+    const page = await context.newPage();
+    await page.goto(url);
+    await page.evaluate(() => window.benchReady);
+    pages.push(page);
+  }
+  return pages as [Page, Page];
+}
+
+/**
+ * Tab A sends `rate` timestamps per second for `seconds` on a schedule (message i is due at
+ * i / rate; every message due is sent at once, so the rate holds when a timer fires late);
+ * tab B records arrival − sent. Latencies in send order give the queue growth.
+ */
+export async function tabToTabAt(a: Page, b: Page, rate: number, seconds: number): Promise<RateResult> {
+  await b.evaluate(() => {
+    window.rx = [];
+  });
+  const sent = await a.evaluate(
+    async ({ rate, seconds }) => {
+      const count = Math.max(1, Math.round(rate * seconds));
+      const interval = 1000 / rate;
+      const t0 = performance.now();
+      let i = 0;
+      while (i < count) {
+        const now = performance.now();
+        while (i < count && t0 + i * interval <= now) {
+          window.bench.send(performance.timeOrigin + performance.now());
+          i++;
+        }
+        if (i < count) await new Promise((resolve) => setTimeout(resolve, Math.max(0, t0 + i * interval - performance.now())));
       }
+      return count;
     },
-    { count, send, gapMs },
+    { rate, seconds },
   );
-  await b.waitForFunction((count) => (window as unknown as { lat: number[] }).lat.length >= count, count, { timeout: 60_000 });
-  const lat = await b.evaluate(() => (window as unknown as { lat: number[] }).lat);
+  // A benchmark reports: what did not arrive within 30 s shows as received < sent.
+  await b.waitForFunction((sent) => window.rx!.length >= sent, sent, { timeout: 30_000, polling: 20 }).catch(() => {});
+  const rx = (await b.evaluate(() => window.rx!)).sort((x, y) => x[0] - y[0]);
+  const lat = rx.map(([, latency]) => latency);
+  const tenth = Math.max(1, Math.floor(lat.length / 10));
+  return {
+    p50: percentile(lat, 50),
+    p99: percentile(lat, 99),
+    growth: percentile(lat.slice(-tenth), 50) - percentile(lat.slice(0, tenth), 50),
+    sent,
+    received: rx.length,
+  };
+}
+
+/** Waits until a Tether tab has no write unacknowledged (other pages: at once), then 300 ms more. */
+async function settle(page: Page): Promise<void> {
+  await page
+    .waitForFunction(() => !('tether' in window) || window.tether.status.getState().pending === 0, undefined, { timeout: 60_000, polling: 20 })
+    .catch(() => {});
+  await page.waitForTimeout(300);
+}
+
+type Sequential = 'roundTrip' | 'publish' | 'transact';
+
+/** `count` requests one at a time from `page` (after 10 unmeasured), each awaited before the next. */
+export async function oneAtATime(page: Page, op: Sequential, count: number): Promise<LatencyResult> {
+  const lat = await page.evaluate(
+    async ({ op, count }) => {
+      const run = (i: number): Promise<unknown> => {
+        if (op === 'roundTrip') return window.bench.roundTrip();
+        if (op === 'publish') return window.tether.pubsub.publish('bench-rtt', i);
+        window.benchDoc ??= window.tether.state.doc<{ k?: number }>('bench-doc');
+        return window.benchDoc.transact((tx) => tx.set('k', i));
+      };
+      for (let i = 0; i < 10; i++) await run(-i);
+      const lat: number[] = [];
+      for (let i = 0; i < count; i++) {
+        const t0 = performance.now();
+        await run(i);
+        lat.push(performance.now() - t0);
+      }
+      return lat;
+    },
+    { op, count },
+  );
   return { p50: percentile(lat, 50), p99: percentile(lat, 99) };
 }
 
-export async function tabToTab(target: Target, count: number): Promise<{ tether: LatencyResult; baseline: LatencyResult }> {
-  const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS, headless: true });
-  const baseline = await startBaseline();
-  try {
-    const context = await browser.newContext();
-    const wsUrl = `ws://127.0.0.1:${target.port}/ws`;
-    const [a, b] = [await tetherPage(browser, target, wsUrl, context), await tetherPage(browser, target, wsUrl, context)];
-    await b.evaluate(
-      () =>
-        new Promise<void>((resolve) => {
-          const lat: number[] = [];
-          (window as unknown as { lat: number[] }).lat = lat;
-          window.tether.pubsub.subscribe('latency', (data) => lat.push(performance.timeOrigin + performance.now() - (data as number)), {
-            onSubscribed: () => resolve(),
-          });
-        }),
-    );
-    const tether = await measure(a, b, count, "void window.tether.pubsub.publish('latency', t)");
+/**
+ * One tab publishes as fast as it can with at most `window` publishes unacknowledged (the next
+ * starts as each resolves), for `seconds` or `max` publishes; acknowledged publishes per second.
+ */
+export async function windowedThroughput(page: Page, plan: BrowserPlan['throughput']): Promise<BrowserRun['throughput']> {
+  const run = await page.evaluate(async ({ window: size, seconds, max }) => {
+    const channel = `throughput-${Math.random().toString(36).slice(2)}`;
+    let started = 0;
+    let acked = 0;
+    let failed = 0;
+    const t0 = performance.now();
+    const end = t0 + seconds * 1000;
+    await new Promise<void>((resolve) => {
+      const next = () => {
+        if (started >= max || performance.now() >= end) {
+          if (acked + failed === started) resolve();
+          return;
+        }
+        started++;
+        window.tether.pubsub.publish(channel, started).then(
+          () => {
+            acked++;
+            next();
+          },
+          () => {
+            failed++;
+            next();
+          },
+        );
+      };
+      for (let i = 0; i < size; i++) next();
+    });
+    return { acked, failed, ms: performance.now() - t0 };
+  }, plan);
+  return { ...run, perSec: (run.acked * 1000) / run.ms };
+}
 
-    const bare = await browser.newContext();
-    const [ba, bb] = [await bare.newPage(), await bare.newPage()];
-    for (const page of [ba, bb]) {
-      await page.goto(baseline.url);
-      await page.waitForFunction(() => (window as unknown as { ready?: boolean }).ready === true);
+/** `count` publishes fired in one loop; the time until all are acknowledged. */
+export async function burst(page: Page, count: number): Promise<BrowserRun['burst']> {
+  const run = await page.evaluate(async (count) => {
+    const channel = `burst-${Math.random().toString(36).slice(2)}`;
+    let failed = 0;
+    const t0 = performance.now();
+    const all: Promise<unknown>[] = [];
+    for (let i = 0; i < count; i++) all.push(window.tether.pubsub.publish(channel, i).catch(() => failed++));
+    await Promise.all(all);
+    return { ms: performance.now() - t0, failed };
+  }, count);
+  return { ...run, count, perSec: (count * 1000) / run.ms };
+}
+
+/**
+ * One run of the browser rows in one fresh browser: Tether (`tether`, a server at its default
+ * limits) beside the floor and Socket.IO (`socketio`, the peer server), interleaved row by row.
+ */
+export async function browserPeers(tether: Target, socketio: Target, plan: BrowserPlan, runIndex = 0): Promise<BrowserRun> {
+  const pages = await startPages();
+  const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS, headless: true });
+  try {
+    const tetherContext = await browser.newContext();
+    const wsUrl = `ws://127.0.0.1:${tether.port}/ws`;
+    const tetherTabs: [Page, Page] = [await tetherPage(tetherContext, tether, wsUrl), await tetherPage(tetherContext, tether, wsUrl)];
+    const channel = `latency-${Math.random().toString(36).slice(2)}`;
+    for (const page of tetherTabs) await tetherBench(page, channel);
+    const tabs: Record<Peer, [Page, Page]> = {
+      floor: await peerPages(browser, `${pages.origin}/floor.html`),
+      socketio: await peerPages(browser, `${pages.origin}/socketio.html?port=${socketio.port}`),
+      tether: tetherTabs,
+    };
+    // Rotating who goes first from run to run spreads what one peer leaves behind (a busy CPU)
+    // over the others; between rows, Tether's outbox drains and everything settles.
+    const order = PEERS.map((_, i) => PEERS[(i + runIndex) % PEERS.length]!);
+    for (const peer of order) {
+      const [a, b] = tabs[peer];
+      await b.evaluate(() => window.bench.listen((t) => window.rx!.push([t, performance.timeOrigin + performance.now() - t])));
+      await tabToTabAt(a, b, 100, 0.2); // warm-up (JIT, buffers), not measured
+      await settle(a);
     }
-    const base = await measure(ba, bb, count, 'window.send(t)');
-    return { tether, baseline: base };
+
+    const tabToTab: BrowserRun['tabToTab'] = [];
+    for (const { rate, seconds } of plan.rates) {
+      const results = {} as Record<Peer, RateResult>;
+      for (const peer of order) {
+        results[peer] = await tabToTabAt(tabs[peer][0], tabs[peer][1], rate, seconds);
+        await settle(tabs[peer][0]);
+      }
+      tabToTab.push({ rate, seconds, results });
+    }
+
+    const [a] = tabs.tether;
+    const roundTrip: BrowserRun['roundTrip'] = {
+      floor: await oneAtATime(tabs.floor[0], 'roundTrip', plan.roundTrips),
+      socketio: await oneAtATime(tabs.socketio[0], 'roundTrip', plan.roundTrips),
+      rpc: await oneAtATime(a, 'roundTrip', plan.roundTrips),
+      publish: await oneAtATime(a, 'publish', plan.roundTrips),
+      transact: await oneAtATime(a, 'transact', plan.roundTrips),
+    };
+    await settle(a);
+    const throughput = await windowedThroughput(a, plan.throughput);
+    await settle(a);
+    return { tabToTab, roundTrip, throughput, burst: await burst(a, plan.burst) };
   } finally {
     await browser.close();
-    baseline.close();
+    pages.close();
   }
 }
 
-/** The floor: a page + a bare SharedWorker that owns one ws to an echo server, broadcasting replies to every tab. */
-async function startBaseline(): Promise<{ url: string; close(): void }> {
+/**
+ * The floor and the Socket.IO pages, on a loopback HTTP server with the floor's echo server:
+ *  /floor.html, /floor-worker.js  a bare SharedWorker owning one ws to the echo server. `send`
+ *      goes to every tab (the worker relays each echo to all); `roundTrip` comes back to the
+ *      sending tab only.
+ *  /socketio.html?port=P  socket.io-client (websocket transport) to the Socket.IO server on P:
+ *      `send` = emit to a room the other tab joined; `roundTrip` = emit with an ack callback.
+ */
+async function startPages(): Promise<{ origin: string; close(): void }> {
   const echo = new WebSocketServer({ port: 0, host: '127.0.0.1' });
   echo.on('connection', (socket) => socket.on('message', (data) => socket.send(data.toString())));
   await new Promise((resolve) => echo.once('listening', resolve));
@@ -100,22 +329,57 @@ async function startBaseline(): Promise<{ url: string; close(): void }> {
     const ports = [];
     const ws = new WebSocket('ws://127.0.0.1:${echoPort}');
     const open = new Promise((r) => ws.addEventListener('open', r));
-    ws.addEventListener('message', (e) => { for (const p of ports) p.postMessage(e.data); });
-    onconnect = (e) => { const p = e.ports[0]; ports.push(p); p.onmessage = (m) => ws.send(m.data); open.then(() => p.postMessage('ready')); };`;
-  const page = `<!doctype html><script>
-    const w = new SharedWorker('/worker.js');
-    window.lat = [];
-    window.send = (t) => w.port.postMessage(String(t));
-    w.port.onmessage = (e) => { if (e.data === 'ready') { window.ready = true; return; } window.lat.push(performance.timeOrigin + performance.now() - Number(e.data)); };
+    ws.addEventListener('message', (e) => {
+      const d = e.data;
+      if (d[0] === 'q') ports[Number(d.slice(1, d.indexOf(':')))].postMessage(d);
+      else for (const p of ports) p.postMessage(d);
+    });
+    onconnect = (e) => {
+      const p = e.ports[0];
+      const id = ports.push(p) - 1;
+      p.onmessage = (m) => ws.send(m.data);
+      open.then(() => p.postMessage('ready:' + id));
+    };`;
+  const floor = `<!doctype html><script>
+    const w = new SharedWorker('/floor-worker.js');
+    let id, onMessage, answer, ready;
+    window.benchReady = new Promise((r) => (ready = r));
+    w.port.onmessage = (e) => {
+      const d = e.data;
+      if (d[0] === 'b') onMessage?.(Number(d.slice(1)));
+      else if (d[0] === 'q') answer?.();
+      else if (d.startsWith('ready:')) { id = Number(d.slice(6)); ready(); }
+    };
+    window.bench = {
+      send: (t) => w.port.postMessage('b' + t),
+      listen: async (cb) => { onMessage = cb; },
+      roundTrip: () => new Promise((r) => { answer = r; w.port.postMessage('q' + id + ':' + performance.now()); }),
+    };
   </script>`;
+  const socketio = `<!doctype html><script src="/socket.io.min.js"></script><script>
+    const socket = io('http://127.0.0.1:' + new URLSearchParams(location.search).get('port'), { transports: ['websocket'] });
+    window.benchReady = new Promise((r) => socket.once('connect', r));
+    window.bench = {
+      send: (t) => socket.emit('pub', 'latency', t),
+      listen: (cb) => new Promise((r) => { socket.on('msg', cb); socket.emit('join', 'latency', r); }),
+      roundTrip: () => new Promise((r) => socket.emit('echo', 0, r)),
+    };
+  </script>`;
+  const files: Record<string, [string, string]> = {
+    '/floor.html': ['text/html', floor],
+    '/floor-worker.js': ['text/javascript', worker],
+    '/socketio.html': ['text/html', socketio],
+    '/socket.io.min.js': ['text/javascript', readFileSync('node_modules/socket.io-client/dist/socket.io.min.js', 'utf8')],
+  };
   const http: Server = createServer((req, res) => {
-    const js = req.url === '/worker.js';
-    res.writeHead(200, { 'content-type': js ? 'text/javascript' : 'text/html' });
-    res.end(js ? worker : page);
+    const file = files[new URL(req.url ?? '/', 'http://x').pathname];
+    if (!file) return void res.writeHead(404).end();
+    res.writeHead(200, { 'content-type': file[0] });
+    res.end(file[1]);
   });
   await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
   return {
-    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/`,
+    origin: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
     close() {
       http.close();
       echo.close();

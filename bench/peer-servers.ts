@@ -1,7 +1,7 @@
 /**
  * The peers Tether is measured against, each run as its own process like Tether's server:
  *   ws        — a raw `ws` broadcast that serialises each message once (the practical floor)
- *   socketio  — Socket.IO, websocket transport only, room broadcast
+ *   socketio  — Socket.IO, websocket transport only, room broadcast; `echo` answers by ack
  * Usage: node dist/bench/peer-servers.js ws|socketio  → prints "listening <port>".
  */
 import { createServer } from 'node:http';
@@ -29,6 +29,8 @@ if (kind === 'ws') {
       ack?.();
     });
     socket.on('pub', (room: string, data: unknown) => void socket.to(room).emit('msg', data));
+    // A round trip answered to the sender (the browser rows' one-at-a-time request).
+    socket.on('echo', (data: unknown, ack?: (data: unknown) => void) => ack?.(data));
   });
 } else {
   console.error('usage: peer-servers ws|socketio');

@@ -1,7 +1,10 @@
 /**
  * `npm run bench`: every benchmark in one run, the peers beside Tether on the same workload.
  * Writes BENCHMARKS.md and bench-results.json. `--smoke` runs a tiny version (CI keeps the
- * harness from rotting; its numbers mean nothing).
+ * harness from rotting; its numbers mean nothing). `--only browser,outbox` runs only those
+ * sections (see SECTIONS) and writes dist/bench/BENCHMARKS.only.md and bench-results.only.json
+ * (never BENCHMARKS.md: a partial table), printing the table too. `--repeats N` overrides the
+ * number of runs per row.
  *
  * 2 cores: the load generator (this process) competes with the server under test. Ratios
  * between servers measured in the same run are the figures that count.
@@ -13,17 +16,44 @@ import { performance } from 'node:perf_hooks';
 import { connectClient, connectMany, cpuMs, durableRate, percentile, publishFullSpeed, rssBytes, sleep, startTarget, waitFor, type Kind } from './targets.js';
 import { clusterFanout, durablePostgres, idleCost, type ClusterFanout, type IdleCost } from './cluster.js';
 import { measureSizes, BUDGETS, TARGETS, checkBudgets } from './sizes.js';
-import { offlineOutbox, tabToTab, type LatencyResult, type OutboxResult } from './browser.js';
+import { browserPeers, offlineOutbox, PEERS, type BrowserPlan, type BrowserRun, type OutboxResult, type Peer } from './browser.js';
 import { rpcUnderAttack, type AttackResult } from './under-attack.js';
 
 const smoke = process.argv.includes('--smoke');
-const PLAN = smoke
-  ? { fanout: [50], repeats: 1, rate: 10, seconds: 1, publishers: [1, 10], idle: [100], messages: 50, outbox: 200,
-      pgPublishers: [10], idleCost: 100, idleSeconds: 1, cluster: 50,
+
+/** What `--only` can name, in the order they run. */
+const SECTIONS = ['fanout', 'durable', 'memory', 'postgres', 'idle', 'cluster', 'browser', 'outbox', 'attack', 'sizes'] as const;
+type Section = (typeof SECTIONS)[number];
+const onlyAt = process.argv.findIndex((a) => a === '--only' || a.startsWith('--only='));
+const onlyArg = onlyAt < 0 ? undefined : process.argv[onlyAt]!.startsWith('--only=') ? process.argv[onlyAt]!.slice('--only='.length) : process.argv[onlyAt + 1];
+const only = onlyAt < 0 ? undefined : new Set((onlyArg ?? '').split(',').map((s) => s.trim()).filter(Boolean));
+if (only !== undefined) {
+  const unknown = [...only].filter((s) => !(SECTIONS as readonly string[]).includes(s));
+  if (only.size === 0 || unknown.length > 0) {
+    console.error(`--only: ${unknown.length > 0 ? `unknown section(s) ${unknown.join(', ')}` : 'name at least one section'}; sections: ${SECTIONS.join(', ')}`);
+    process.exit(2);
+  }
+}
+const want = (section: Section) => only === undefined || only.has(section);
+
+const BROWSER: BrowserPlan = smoke
+  ? { rates: [{ rate: 50, seconds: 0.2 }, { rate: 500, seconds: 0.1 }, { rate: 1000, seconds: 0.05 }], roundTrips: 10, throughput: { window: 100, seconds: 0.5, max: 300 }, burst: 200 }
+  : { rates: [{ rate: 50, seconds: 4 }, { rate: 500, seconds: 2 }, { rate: 1000, seconds: 2 }], roundTrips: 300, throughput: { window: 1000, seconds: 3, max: 15_000 }, burst: 10_000 };
+/** `--repeats N` overrides the number of runs per row (1 while iterating on one section). */
+const repeatsAt = process.argv.indexOf('--repeats');
+const repeatsArg = repeatsAt < 0 ? undefined : Number(process.argv[repeatsAt + 1]);
+if (repeatsArg !== undefined && !(Number.isInteger(repeatsArg) && repeatsArg >= 1)) {
+  console.error('--repeats: a whole number ≥ 1');
+  process.exit(2);
+}
+const PLAN_BY_MODE = smoke
+  ? { fanout: [50], repeats: 1, rate: 10, seconds: 1, publishers: [1, 10], idle: [100], outbox: 200,
+      pgPublishers: [10], idleCost: 100, idleSeconds: 1, cluster: 50, browser: BROWSER,
       attack: { seconds: 1, historyEvents: 20, junkConnections: 2, stormConnections: 2, stormSubscribes: 20 } }
-  : { fanout: [100, 1000, 5000], repeats: 3, rate: 20, seconds: 4, publishers: [1, 10, 100], idle: [1000, 5000], messages: 1000, outbox: 10_000,
-      pgPublishers: [10, 100], idleCost: 10_000, idleSeconds: 10, cluster: 2000,
+  : { fanout: [100, 1000, 5000], repeats: 3, rate: 20, seconds: 4, publishers: [1, 10, 100], idle: [1000, 5000], outbox: 10_000,
+      pgPublishers: [10, 100], idleCost: 10_000, idleSeconds: 10, cluster: 2000, browser: BROWSER,
       attack: { seconds: 5, historyEvents: 300, junkConnections: 4, stormConnections: 4, stormSubscribes: 60 } };
+const PLAN = { ...PLAN_BY_MODE, repeats: repeatsArg ?? PLAN_BY_MODE.repeats };
 const KINDS: Kind[] = ['tether', 'socketio', 'ws'];
 const CHANNEL = 'bench';
 
@@ -127,214 +157,376 @@ async function repeat<T>(times: number, run: () => Promise<T>): Promise<T[]> {
   return results;
 }
 
+/**
+ * The browser rows run under the product's default limits, as users do (the server rows raise
+ * them to measure the server alone).
+ */
+const DEFAULT_LIMITS_ENV: Record<string, string> = {
+  TETHER_RATE_LIMIT: String(DEFAULT_CONFIG.rateLimit),
+  TETHER_MAX_SUBSCRIPTIONS: String(DEFAULT_CONFIG.maxSubscriptions),
+  TETHER_MAX_BUFFERED_BYTES: String(DEFAULT_CONFIG.maxBufferedBytes),
+  TETHER_HEARTBEAT_MS: String(DEFAULT_CONFIG.heartbeatMs),
+  TETHER_MAX_CONNECTIONS: String(DEFAULT_CONFIG.maxConnections),
+  TETHER_MAX_CONNECTIONS_PER_IP: String(DEFAULT_CONFIG.maxConnectionsPerIp),
+  TETHER_CONNECT_RATE_PER_IP: String(DEFAULT_CONFIG.connectRatePerIp),
+};
+
+/** One run of the browser rows, with a fresh Tether server (default limits) and Socket.IO server. */
+async function browserRun(runIndex: number): Promise<BrowserRun> {
+  const tether = await startTarget('tether', DEFAULT_LIMITS_ENV);
+  const socketio = await startTarget('socketio');
+  try {
+    return await browserPeers(tether, socketio, PLAN.browser, runIndex);
+  } finally {
+    await tether.stop();
+    await socketio.stop();
+  }
+}
+
 const results: Record<string, unknown> = {};
 const started = Date.now();
 const log = (line: string) => console.log(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] ${line}`);
 
-const fan: { n: number; kind: Kind; rate: Spread; full: Spread; perSec: Spread; p50: Spread; p99: Spread }[] = [];
-for (const n of PLAN.fanout) {
-  for (const kind of KINDS) {
-    const rated = await repeat(PLAN.repeats, () => fanout(kind, n, 'rate'));
-    const full = await repeat(PLAN.repeats, () => fanout(kind, n, 'full'));
-    const row = {
-      n,
-      kind,
-      rate: spread(rated.map((r) => r.cpuUsPerDelivery)),
-      full: spread(full.map((r) => r.cpuUsPerDelivery)),
-      perSec: spread(full.map((r) => r.deliveriesPerSec)),
-      p50: spread(rated.map((r) => r.p50Ms)),
-      p99: spread(rated.map((r) => r.p99Ms)),
-    };
-    fan.push(row);
-    log(`fan-out ${kind} n=${n}: ${row.full.median.toFixed(1)} µs/delivery at full speed, ${row.rate.median.toFixed(1)} at ${PLAN.rate}/s`);
+const fmt = (s: Spread, digits = 1) => `${s.median.toFixed(digits)} (${s.min.toFixed(digits)}–${s.max.toFixed(digits)})`;
+const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a) ? `${(a / b).toFixed(2)}×` : '–');
+const find = <T extends { kind: Kind }>(rows: T[], kind: Kind, match: (r: T) => boolean) => rows.find((r) => r.kind === kind && match(r))!;
+/** "≤ 2× floor: met" from the medians (a report, not an assertion). */
+const goal = (text: string, value: number, limit: number, atMost = true) =>
+  `${text}: ${!Number.isFinite(value) ? 'no data' : (atMost ? value <= limit : value >= limit) ? 'met' : '**not met**'}`;
+const count = (n: number) => n.toLocaleString('en-US');
+
+/** Markdown of each section that ran, by section. */
+const render: Partial<Record<Section, () => string[]>> = {};
+
+if (want('fanout')) {
+  const fan: { n: number; kind: Kind; rate: Spread; full: Spread; perSec: Spread; p50: Spread; p99: Spread }[] = [];
+  for (const n of PLAN.fanout) {
+    for (const kind of KINDS) {
+      const rated = await repeat(PLAN.repeats, () => fanout(kind, n, 'rate'));
+      const full = await repeat(PLAN.repeats, () => fanout(kind, n, 'full'));
+      const row = {
+        n,
+        kind,
+        rate: spread(rated.map((r) => r.cpuUsPerDelivery)),
+        full: spread(full.map((r) => r.cpuUsPerDelivery)),
+        perSec: spread(full.map((r) => r.deliveriesPerSec)),
+        p50: spread(rated.map((r) => r.p50Ms)),
+        p99: spread(rated.map((r) => r.p99Ms)),
+      };
+      fan.push(row);
+      log(`fan-out ${kind} n=${n}: ${row.full.median.toFixed(1)} µs/delivery at full speed, ${row.rate.median.toFixed(1)} at ${PLAN.rate}/s`);
+    }
   }
+  results.fanout = fan;
+  render.fanout = () => [
+    `## Server CPU per delivery (µs), one channel, N subscribers`,
+    '',
+    `Fixed rate: ${PLAN.rate} publishes/s for ${PLAN.seconds} s. Full speed: as fast as deliveries keep up (≤ 20 messages in flight) for ${PLAN.seconds} s.`,
+    "Tether's figure includes its real work per publish: validation, the durable write (SQLite, fsync), the offset.",
+    '',
+    '| N | server | µs/delivery, fixed rate | µs/delivery, full speed | deliveries/s, full speed | latency p50 ms | latency p99 ms | Tether ÷ this (full speed) |',
+    '|---|---|---|---|---|---|---|---|',
+    ...fan.map((r) => {
+      const t = find(fan, 'tether', (x) => x.n === r.n);
+      return `| ${r.n} | ${r.kind} | ${fmt(r.rate, 2)} | ${fmt(r.full, 2)} | ${fmt(r.perSec, 0)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.kind === 'tether' ? '' : ratio(t.full.median, r.full.median)} |`;
+    }),
+    '',
+  ];
 }
-results.fanout = fan;
 
 const dur: { publishers: number; full: Spread; off: Spread }[] = [];
-for (const p of PLAN.publishers) {
-  const row = { publishers: p, full: spread(await repeat(PLAN.repeats, () => durable(p, 'full'))), off: spread(await repeat(PLAN.repeats, () => durable(p, 'off'))) };
-  dur.push(row);
-  log(`durable publishes, ${p} publishers: ${row.full.median.toFixed(0)}/s (sync off: ${row.off.median.toFixed(0)}/s)`);
-}
-results.durable = dur;
-
-const mem: { n: number; kind: Kind; bytes: Spread }[] = [];
-for (const n of PLAN.idle) {
-  for (const kind of KINDS) {
-    const row = { n, kind, bytes: spread(await repeat(PLAN.repeats, () => idleMemory(kind, n))) };
-    mem.push(row);
-    log(`idle memory ${kind} n=${n}: ${(row.bytes.median / 1024).toFixed(1)} KiB/connection`);
+if (want('durable')) {
+  for (const p of PLAN.publishers) {
+    const row = { publishers: p, full: spread(await repeat(PLAN.repeats, () => durable(p, 'full'))), off: spread(await repeat(PLAN.repeats, () => durable(p, 'off'))) };
+    dur.push(row);
+    log(`durable publishes, ${p} publishers: ${row.full.median.toFixed(0)}/s (sync off: ${row.off.median.toFixed(0)}/s)`);
   }
+  results.durable = dur;
+  render.durable = () => [
+    '## Durable publishes acknowledged per second (Tether)',
+    '',
+    'Each publisher waits for the acknowledgement of one publish before sending the next. `TETHER_DB_SYNC=full` is the product; `off` only shows what durability costs.',
+    '',
+    '| publishers | publishes/s, durable | publishes/s, sync off | cost of durability |',
+    '|---|---|---|---|',
+    ...dur.map((r) => `| ${r.publishers} | ${fmt(r.full, 0)} | ${fmt(r.off, 0)} | ${ratio(r.off.median, r.full.median)} |`),
+    '',
+  ];
 }
-results.memory = mem;
 
-const pgDurable: { publishers: number; rate: Spread; sqlite: number }[] = [];
-for (const p of PLAN.pgPublishers) {
-  const row = { publishers: p, rate: spread(await repeat(PLAN.repeats, () => durablePostgres(p, PLAN.seconds))), sqlite: dur.find((d) => d.publishers === p)?.full.median ?? NaN };
-  pgDurable.push(row);
-  log(`durable publishes on PostgreSQL, ${p} publishers: ${row.rate.median.toFixed(0)}/s`);
+if (want('memory')) {
+  const mem: { n: number; kind: Kind; bytes: Spread }[] = [];
+  for (const n of PLAN.idle) {
+    for (const kind of KINDS) {
+      const row = { n, kind, bytes: spread(await repeat(PLAN.repeats, () => idleMemory(kind, n))) };
+      mem.push(row);
+      log(`idle memory ${kind} n=${n}: ${(row.bytes.median / 1024).toFixed(1)} KiB/connection`);
+    }
+  }
+  results.memory = mem;
+  render.memory = () => [
+    '## Server memory per idle connection (KiB, RSS growth ÷ connections)',
+    '',
+    '| connections | server | KiB/connection | Tether ÷ this |',
+    '|---|---|---|---|',
+    ...mem.map((r) => {
+      const t = find(mem, 'tether', (x) => x.n === r.n);
+      return `| ${r.n} | ${r.kind} | ${fmt({ median: r.bytes.median / 1024, min: r.bytes.min / 1024, max: r.bytes.max / 1024 })} | ${r.kind === 'tether' ? '' : ratio(t.bytes.median, r.bytes.median)} |`;
+    }),
+    '',
+  ];
 }
-results.postgresDurable = pgDurable;
 
-// Idle browsers: Tether at its defaults (2 s pings only while busy, 25 s idle), at the old pace (2 s always), Socket.IO's 25 s ping.
-const IDLE_TARGETS: { label: string; kind: Kind; env: Record<string, string> }[] = [
-  { label: 'tether (idle pings every 25 s)', kind: 'tether', env: { TETHER_HEARTBEAT_MS: '2000', TETHER_IDLE_HEARTBEAT_MS: '25000' } },
-  { label: 'tether, pings every 2 s (before)', kind: 'tether', env: { TETHER_HEARTBEAT_MS: '2000', TETHER_IDLE_HEARTBEAT_MS: '2000' } },
-  { label: 'socket.io (default 25 s ping)', kind: 'socketio', env: {} },
-];
-const idle: { label: string; cost: { cpu: Spread; bytes: Spread } }[] = [];
-for (const t of IDLE_TARGETS) {
-  const runs: IdleCost[] = await repeat(PLAN.repeats, () => idleCost(t.kind, PLAN.idleCost, PLAN.idleSeconds, t.env));
-  const row = { label: t.label, cost: { cpu: spread(runs.map((r) => r.cpuPercent)), bytes: spread(runs.map((r) => r.bytesPerConnection)) } };
-  idle.push(row);
-  log(`idle ${t.label}, ${PLAN.idleCost} connections: ${row.cost.cpu.median.toFixed(1)}% of a core, ${(row.cost.bytes.median / 1024).toFixed(1)} KiB each`);
+if (want('postgres')) {
+  const pgDurable: { publishers: number; rate: Spread; sqlite: number }[] = [];
+  for (const p of PLAN.pgPublishers) {
+    const row = { publishers: p, rate: spread(await repeat(PLAN.repeats, () => durablePostgres(p, PLAN.seconds))), sqlite: dur.find((d) => d.publishers === p)?.full.median ?? NaN };
+    pgDurable.push(row);
+    log(`durable publishes on PostgreSQL, ${p} publishers: ${row.rate.median.toFixed(0)}/s`);
+  }
+  results.postgresDurable = pgDurable;
+  render.postgres = () => [
+    '## Durable publishes on PostgreSQL (one process, `TETHER_DATABASE_URL`)',
+    '',
+    'As above, with the events DB on the local PostgreSQL (default settings, fsync on) and the fan-out through Redis.',
+    '',
+    '| publishers | publishes/s, PostgreSQL | SQLite (same run) | PostgreSQL ÷ SQLite |',
+    '|---|---|---|---|',
+    ...pgDurable.map((r) => `| ${r.publishers} | ${fmt(r.rate, 0)} | ${Number.isFinite(r.sqlite) ? r.sqlite.toFixed(0) : '– (durable not run)'} | ${ratio(r.rate.median, r.sqlite)} |`),
+    '',
+  ];
 }
-results.idleCost = idle;
 
-const cluster: { nodes: number; runs: ClusterFanout[] }[] = [];
-for (const nodes of [1, 2] as const) {
-  const runs = await repeat(PLAN.repeats, () => clusterFanout(nodes, PLAN.cluster, PLAN.seconds, PLAN.rate));
-  cluster.push({ nodes, runs });
-  log(`cluster fan-out, ${nodes} node(s), ${PLAN.cluster} subscribers: ${spread(runs.map((r) => r.deliveriesPerSec)).median.toFixed(0)} deliveries/s`);
+if (want('idle')) {
+  // Idle browsers: Tether at its defaults (2 s pings only while busy, 25 s idle), at the old pace (2 s always), Socket.IO's 25 s ping.
+  const IDLE_TARGETS: { label: string; kind: Kind; env: Record<string, string> }[] = [
+    { label: 'tether (idle pings every 25 s)', kind: 'tether', env: { TETHER_HEARTBEAT_MS: '2000', TETHER_IDLE_HEARTBEAT_MS: '25000' } },
+    { label: 'tether, pings every 2 s (before)', kind: 'tether', env: { TETHER_HEARTBEAT_MS: '2000', TETHER_IDLE_HEARTBEAT_MS: '2000' } },
+    { label: 'socket.io (default 25 s ping)', kind: 'socketio', env: {} },
+  ];
+  const idle: { label: string; cost: { cpu: Spread; bytes: Spread } }[] = [];
+  for (const t of IDLE_TARGETS) {
+    const runs: IdleCost[] = await repeat(PLAN.repeats, () => idleCost(t.kind, PLAN.idleCost, PLAN.idleSeconds, t.env));
+    const row = { label: t.label, cost: { cpu: spread(runs.map((r) => r.cpuPercent)), bytes: spread(runs.map((r) => r.bytesPerConnection)) } };
+    idle.push(row);
+    log(`idle ${t.label}, ${PLAN.idleCost} connections: ${row.cost.cpu.median.toFixed(1)}% of a core, ${(row.cost.bytes.median / 1024).toFixed(1)} KiB each`);
+  }
+  results.idleCost = idle;
+  render.idle = () => [
+    `## What idle connections cost the server (${PLAN.idleCost} connections doing nothing but heartbeats, ${PLAN.idleSeconds} s)`,
+    '',
+    'The load clients ping at the pace the server asks of idle clients, as the worker does; Socket.IO answers its server\'s pings.',
+    '',
+    '| server | CPU, % of one core | KiB/connection |',
+    '|---|---|---|',
+    ...idle.map((r) => `| ${r.label} | ${fmt(r.cost.cpu, 1)} | ${fmt({ median: r.cost.bytes.median / 1024, min: r.cost.bytes.min / 1024, max: r.cost.bytes.max / 1024 })} |`),
+    '',
+  ];
 }
-results.cluster = cluster;
 
-// The browser rows run under the default rate limit, as users do (the server rows raise it to measure the server alone).
-const browserTarget = await startTarget('tether', { TETHER_API_KEY: 'bench-key', TETHER_RATE_LIMIT: String(DEFAULT_CONFIG.rateLimit) });
-const latency: { tether: LatencyResult; baseline: LatencyResult }[] = [];
-const outbox: OutboxResult[] = [];
-try {
-  for (let i = 0; i < PLAN.repeats; i++) latency.push(await tabToTab(browserTarget, PLAN.messages));
-  log(`tab→tab p50 ${spread(latency.map((l) => l.tether.p50)).median.toFixed(2)} ms (bare SharedWorker + ws echo: ${spread(latency.map((l) => l.baseline.p50)).median.toFixed(2)} ms)`);
-  for (let i = 0; i < PLAN.repeats; i++) outbox.push(await offlineOutbox(browserTarget, PLAN.outbox, 'bench-key'));
-  log(`offline outbox: ${PLAN.outbox} queued in ${spread(outbox.map((o) => o.queueMs)).median.toFixed(0)} ms, drained in ${spread(outbox.map((o) => o.drainMs)).median.toFixed(0)} ms`);
-} finally {
-  await browserTarget.stop();
+if (want('cluster')) {
+  const cluster: { nodes: number; runs: ClusterFanout[] }[] = [];
+  for (const nodes of [1, 2] as const) {
+    const runs = await repeat(PLAN.repeats, () => clusterFanout(nodes, PLAN.cluster, PLAN.seconds, PLAN.rate));
+    cluster.push({ nodes, runs });
+    log(`cluster fan-out, ${nodes} node(s), ${PLAN.cluster} subscribers: ${spread(runs.map((r) => r.deliveriesPerSec)).median.toFixed(0)} deliveries/s`);
+  }
+  results.cluster = cluster;
+  render.cluster = () => [
+    `## Fan-out across processes (PostgreSQL + Redis, ${PLAN.cluster} subscribers spread over the processes, the publisher on the first)`,
+    '',
+    `Full speed as in the fan-out table; latency at ${PLAN.rate}/s, to subscribers on the publisher's process and on the other one (the Redis hop). All processes, PostgreSQL, Redis and the load generator share the same 2 cores.`,
+    '',
+    '| processes | deliveries/s | CPU µs per delivery (all processes) | p50 same process, ms | p50 other process, ms |',
+    '|---|---|---|---|---|',
+    ...cluster.map((c) => `| ${c.nodes} | ${fmt(spread(c.runs.map((r) => r.deliveriesPerSec)), 0)} | ${fmt(spread(c.runs.map((r) => r.cpuUsPerDelivery)), 2)} | ${fmt(spread(c.runs.map((r) => r.sameNodeP50Ms)), 2)} | ${c.nodes > 1 ? fmt(spread(c.runs.map((r) => r.otherNodeP50Ms)), 2) : '–'} |`),
+    '',
+  ];
 }
-results.latency = latency;
-results.outbox = outbox;
 
-const attacks: AttackResult[] = [];
-for (let i = 0; i < PLAN.repeats; i++) attacks.push(await rpcUnderAttack(PLAN.attack));
-results.attacks = attacks;
-log(`RPC under attack: p99 ${spread(attacks.map((a) => a.attacked.p99)).median.toFixed(2)} ms (quiet ${spread(attacks.map((a) => a.quiet.p99)).median.toFixed(2)} ms)`);
+if (want('browser')) {
+  const runs: BrowserRun[] = [];
+  for (let i = 0; i < PLAN.repeats; i++) {
+    const run = await browserRun(i);
+    runs.push(run);
+    const at50 = run.tabToTab[0]!.results;
+    log(`browser run ${i + 1}: tab→tab p50 at ${run.tabToTab[0]!.rate}/s floor ${at50.floor.p50.toFixed(2)} / Socket.IO ${at50.socketio.p50.toFixed(2)} / Tether ${at50.tether.p50.toFixed(2)} ms; rpc p50 ${run.roundTrip.rpc.p50.toFixed(2)} ms; ${run.throughput.perSec.toFixed(0)} durable publishes/s from one tab`);
+  }
+  results.browser = { plan: PLAN.browser, limits: DEFAULT_LIMITS_ENV, runs };
+  render.browser = () => renderBrowser(runs);
+}
 
-const { rows: sizes, packed } = await measureSizes();
-results.sizes = sizes;
-results.packedSdk = packed;
+if (want('outbox')) {
+  // The outbox row runs under the default rate limit, as users do.
+  const outboxTarget = await startTarget('tether', { TETHER_API_KEY: 'bench-key', TETHER_RATE_LIMIT: String(DEFAULT_CONFIG.rateLimit) });
+  const outbox: OutboxResult[] = [];
+  try {
+    for (let i = 0; i < PLAN.repeats; i++) outbox.push(await offlineOutbox(outboxTarget, PLAN.outbox, 'bench-key'));
+    log(`offline outbox: ${PLAN.outbox} queued in ${spread(outbox.map((o) => o.queueMs)).median.toFixed(0)} ms, drained in ${spread(outbox.map((o) => o.drainMs)).median.toFixed(0)} ms`);
+  } finally {
+    await outboxTarget.stop();
+  }
+  results.outbox = outbox;
+  render.outbox = () => [
+    `## The offline outbox in the browser (headless Chromium, on-disk profile)`,
+    '',
+    `${count(PLAN.outbox)} publishes made while the network is cut (default rate limit, \`TETHER_RATE_LIMIT=${DEFAULT_CONFIG.rateLimit}\`).`,
+    '',
+    '| until all are durably queued (ms) | from reconnect until the server stored all (ms) | stored on the server |',
+    '|---|---|---|',
+    `| ${fmt(spread(outbox.map((o) => o.queueMs)), 0)} | ${fmt(spread(outbox.map((o) => o.drainMs)), 0)} | ${outbox.map((o) => o.stored).join(', ')} |`,
+    '',
+  ];
+}
+
+if (want('attack')) {
+  const attacks: AttackResult[] = [];
+  for (let i = 0; i < PLAN.repeats; i++) attacks.push(await rpcUnderAttack(PLAN.attack));
+  results.attacks = attacks;
+  log(`RPC under attack: p99 ${spread(attacks.map((a) => a.attacked.p99)).median.toFixed(2)} ms (quiet ${spread(attacks.map((a) => a.quiet.p99)).median.toFixed(2)} ms)`);
+  render.attack = () => [
+    '## A normal client while the server is attacked',
+    '',
+    `One client calls \`hello\` (RPC) every 10 ms for ${PLAN.attack.seconds} s on a quiet server, then again while ${PLAN.attack.junkConnections} connections flood junk frames (each reconnecting after the server closes it for junk) and ${PLAN.attack.stormConnections} connections storm catch-ups (${PLAN.attack.stormSubscribes} subscribes each from offset 0 of ${PLAN.attack.historyEvents} events of 60 KB, never reading). The attackers run in their own process, connect from another loopback address (127.0.0.2) and retry 50 ms after a refused connection (HTTP 429: new connections per address). Default limits; goal: attacked p99 ≤ 2× quiet.`,
+    '',
+    '| phase | calls | p50 ms | p99 ms |',
+    '|---|---|---|---|',
+    `| quiet | ${attacks.map((a) => a.quiet.calls).join(', ')} | ${fmt(spread(attacks.map((a) => a.quiet.p50)), 2)} | ${fmt(spread(attacks.map((a) => a.quiet.p99)), 2)} |`,
+    `| under attack | ${attacks.map((a) => a.attacked.calls).join(', ')} | ${fmt(spread(attacks.map((a) => a.attacked.p50)), 2)} | ${fmt(spread(attacks.map((a) => a.attacked.p99)), 2)} |`,
+    `| ratio (median) | | ${ratio(spread(attacks.map((a) => a.attacked.p50)).median, spread(attacks.map((a) => a.quiet.p50)).median)} | ${ratio(spread(attacks.map((a) => a.attacked.p99)).median, spread(attacks.map((a) => a.quiet.p99)).median)} |`,
+    '',
+    `Attack volume per run: junk frames sent ${attacks.map((a) => a.junkFramesSent).join(', ')}; junk connections closed ${attacks.map((a) => a.junkConnectionsClosed).join(', ')}; storm subscribes sent ${attacks.map((a) => a.stormSubscribesSent).join(', ')}.`,
+    '',
+  ];
+}
+
+let over: string[] = [];
+if (want('sizes')) {
+  const { rows: sizes, packed } = await measureSizes();
+  results.sizes = sizes;
+  results.packedSdk = packed;
+  over = checkBudgets(sizes);
+  render.sizes = () => [
+    '## Bundle size (what the packed `tether` tarball holds; gzip -9)',
+    '',
+    `Measured on the files of \`npm pack\` (${packed.filename}: ${packed.files} files, ${(packed.tarballBytes / 1024).toFixed(1)} KiB packed, ${(packed.unpackedBytes / 1024).toFixed(1)} KiB unpacked, source maps included). The SDK row bundles the packed \`dist/index.js\` with its dependencies as an app's bundler would (esbuild, minified); the worker and \`tether.js\` are the packed files as served. Peers are their npm packages bundled with esbuild.`,
+    '',
+    '| bundle | what | minified B | gzip B | budget (CI) | target |',
+    '|---|---|---|---|---|---|',
+    ...sizes.map((r) => `| ${r.name} | ${r.what} | ${r.minified} | ${r.gzip} | ${BUDGETS[r.name] ?? ''} | ${TARGETS[r.name] ?? ''} |`),
+    '',
+  ];
+}
+
+/** The browser section: floor / Socket.IO / Tether side by side, Tether's ratios and the goals of issue 13. */
+function renderBrowser(runs: BrowserRun[]): string[] {
+  const b = PLAN.browser;
+  const NAMES: Record<Peer, string> = { floor: 'floor', socketio: 'Socket.IO', tether: 'Tether' };
+  const tabGoals: Record<number, { p50Floor?: number; p99Floor?: number; p50SocketIo?: number }> = {
+    50: { p50Floor: 2, p99Floor: 3, p50SocketIo: 1.5 },
+    500: { p50Floor: 3, p99Floor: 5 },
+  };
+  const lines = [
+    `## In the browser (headless Chromium, loopback): Tether beside a bare SharedWorker and Socket.IO`,
+    '',
+    'One fresh browser and fresh servers per run; the three are measured interleaved, row by row, in the same browser (who goes first rotates from run to run; between rows Tether\'s outbox drains and 300 ms pass).',
+    '- **floor**: two tabs of one context and a bare SharedWorker owning one raw ws to an echo server (in the bench process), relaying each echo to every tab: no outbox, no protocol.',
+    '- **Socket.IO**: two tabs, each with its own socket.io-client 4.8 connection (websocket transport) to a Socket.IO server in its own process; tab A emits to a room tab B joined.',
+    `- **Tether**: two tabs of one context with the script-tag client (\`/tether.js\`) sharing one SharedWorker, against the reference server at its **default limits** (${Object.entries(DEFAULT_LIMITS_ENV).map(([k, v]) => `\`${k}=${v}\``).join(', ')}). A publish is written to the IndexedDB outbox before it is sent, and stored (SQLite, fsync) before it is delivered.`,
+    '',
+    '### Tab → tab latency (ms)',
+    '',
+    'Tab A sends timestamps (`performance.timeOrigin + performance.now()`) on a fixed schedule (every message due is sent, so the rate holds when a timer is late); tab B records arrival − sent. Tether: `pubsub.publish` in A, `subscribe` in B. Queue growth: median latency of the last 10% of messages minus that of the first 10% (a queue that builds up shows as a large positive number).',
+    '',
+    '| load | figure | floor | Socket.IO | Tether | Tether ÷ floor | Tether ÷ Socket.IO | goal (issue 13, on the medians) |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  b.rates.forEach(({ rate, seconds }, i) => {
+    const of = (peer: Peer, figure: 'p50' | 'p99' | 'growth') => spread(runs.map((r) => r.tabToTab[i]!.results[peer][figure]));
+    const load = `${count(rate)}/s × ${seconds} s (${count(Math.max(1, Math.round(rate * seconds)))} messages)`;
+    const goals = tabGoals[rate] ?? {};
+    for (const figure of ['p50', 'p99', 'growth'] as const) {
+      const [floor, socketio, tether] = PEERS.map((peer) => of(peer, figure));
+      const toFloor = tether!.median / floor!.median;
+      const toSocketIo = tether!.median / socketio!.median;
+      const targets: string[] = [];
+      if (figure === 'p50' && goals.p50Floor) targets.push(goal(`≤ ${goals.p50Floor}× floor`, toFloor, goals.p50Floor));
+      if (figure === 'p50' && goals.p50SocketIo) targets.push(goal(`≤ ${goals.p50SocketIo}× Socket.IO`, toSocketIo, goals.p50SocketIo));
+      if (figure === 'p99' && goals.p99Floor) targets.push(goal(`≤ ${goals.p99Floor}× floor`, toFloor, goals.p99Floor));
+      const ratios = figure === 'growth' ? '| | ' : `| ${ratio(tether!.median, floor!.median)} | ${ratio(tether!.median, socketio!.median)} `;
+      lines.push(`| ${figure === 'p50' ? load : ''} | ${figure === 'growth' ? 'queue growth' : figure} | ${fmt(floor!, 2)} | ${fmt(socketio!, 2)} | ${fmt(tether!, 2)} ${ratios}| ${targets.join('; ')} |`);
+    }
+  });
+  const lost = runs.flatMap((r, run) =>
+    r.tabToTab.flatMap(({ rate, results }) => PEERS.filter((p) => results[p].received < results[p].sent).map((p) => `run ${run + 1}, ${NAMES[p]} at ${rate}/s: ${results[p].received} of ${results[p].sent}`)),
+  );
+  lines.push('', lost.length === 0 ? 'Every message arrived in every run.' : `Messages missing 30 s after the last was sent: ${lost.join('; ')}.`, '');
+
+  const rt = (key: keyof BrowserRun['roundTrip'], figure: 'p50' | 'p99') => spread(runs.map((r) => r.roundTrip[key][figure]));
+  lines.push(
+    '### Requests one at a time (ms)',
+    '',
+    `${count(b.roundTrips)} sequential requests from one tab (after 10 unmeasured), each awaited before the next. Floor: tab → SharedWorker → ws echo → worker → the same tab. Socket.IO: \`emit\` with an ack callback (the server acks at once). The three Tether rows split where the time goes: RPC stores nothing; a publish is written to IndexedDB, sent, stored by the server (fsync) and acknowledged; a transaction does the same plus the document logic.`,
+    '',
+    '| Tether request | figure | floor | Socket.IO | Tether | Tether ÷ floor | Tether ÷ Socket.IO | goal (issue 13, on the medians) |',
+    '|---|---|---|---|---|---|---|---|',
+  );
+  const ROWS: [keyof BrowserRun['roundTrip'], string][] = [
+    ['rpc', "`rpc.call('hello', ['world'])`"],
+    ['publish', '`pubsub.publish` awaited (server acknowledgement)'],
+    ['transact', "`doc('bench-doc').transact(tx => tx.set('k', i))` awaited"],
+  ];
+  for (const [key, label] of ROWS) {
+    for (const figure of ['p50', 'p99'] as const) {
+      const [floor, socketio, tether] = [rt('floor', figure), rt('socketio', figure), rt(key, figure)];
+      const target = key === 'rpc' && figure === 'p50' ? goal('≤ 1.5× floor', tether.median / floor.median, 1.5) : '';
+      lines.push(`| ${figure === 'p50' ? label : ''} | ${figure} | ${fmt(floor, 2)} | ${fmt(socketio, 2)} | ${fmt(tether, 2)} | ${ratio(tether.median, floor.median)} | ${ratio(tether.median, socketio.median)} | ${target} |`);
+    }
+  }
+
+  const perSec = spread(runs.map((r) => r.throughput.perSec));
+  const burstMs = spread(runs.map((r) => r.burst.ms));
+  const failed = runs.reduce((n, r) => n + r.throughput.failed + r.burst.failed, 0);
+  lines.push(
+    '',
+    '### Durable publishes from one tab (Tether)',
+    '',
+    '| load | result | goal (issue 13, on the median) |',
+    '|---|---|---|',
+    `| at most ${count(b.throughput.window)} publishes unacknowledged (the next starts as each resolves), for ${b.throughput.seconds} s or ${count(b.throughput.max)} publishes: acknowledged publishes/s | ${fmt(perSec, 0)} | ${goal('≥ 5,000/s', perSec.median, 5000, false)} |`,
+    `| ${count(b.burst)} publishes fired in one loop: ms until all are acknowledged | ${fmt(burstMs, 0)} (${count(Math.round((b.burst * 1000) / burstMs.median))}/s) | |`,
+    '',
+    failed === 0 ? 'No publish was rejected.' : `Rejected publishes (all runs): ${failed}.`,
+    '',
+  );
+  return lines;
+}
 
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}`;
 results.machine = machine;
 results.smoke = smoke;
+if (only) results.only = [...only];
 
-const fmt = (s: Spread, digits = 1) => `${s.median.toFixed(digits)} (${s.min.toFixed(digits)}–${s.max.toFixed(digits)})`;
-const ratio = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(2)}×` : '–');
-const find = <T extends { kind: Kind }>(rows: T[], kind: Kind, match: (r: T) => boolean) => rows.find((r) => r.kind === kind && match(r))!;
-
+const MD_ORDER: Section[] = ['fanout', 'durable', 'postgres', 'idle', 'cluster', 'memory', 'browser', 'outbox', 'attack', 'sizes'];
 const md: string[] = [
-  '# Benchmarks',
+  only ? `# Benchmarks (partial: --only ${[...only].join(',')})` : '# Benchmarks',
   '',
   `Measured by \`npm run bench\` on ${machine}${smoke ? ' — **SMOKE RUN: tiny sizes, numbers meaningless**' : ''}.`,
   `Each cell: median (min–max) of ${PLAN.repeats} run${PLAN.repeats > 1 ? 's' : ''}, each with a fresh server process. The load generator runs`,
   'on the same 2 cores as the server, so absolute numbers are pessimistic and noisy: compare within a row.',
   '',
-  `## Server CPU per delivery (µs), one channel, N subscribers`,
-  '',
-  `Fixed rate: ${PLAN.rate} publishes/s for ${PLAN.seconds} s. Full speed: as fast as deliveries keep up (≤ 20 messages in flight) for ${PLAN.seconds} s.`,
-  "Tether's figure includes its real work per publish: validation, the durable write (SQLite, fsync), the offset.",
-  '',
-  '| N | server | µs/delivery, fixed rate | µs/delivery, full speed | deliveries/s, full speed | latency p50 ms | latency p99 ms | Tether ÷ this (full speed) |',
-  '|---|---|---|---|---|---|---|---|',
-  ...fan.map((r) => {
-    const t = find(fan, 'tether', (x) => x.n === r.n);
-    return `| ${r.n} | ${r.kind} | ${fmt(r.rate, 2)} | ${fmt(r.full, 2)} | ${fmt(r.perSec, 0)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.kind === 'tether' ? '' : ratio(t.full.median, r.full.median)} |`;
-  }),
-  '',
-  '## Durable publishes acknowledged per second (Tether)',
-  '',
-  'Each publisher waits for the acknowledgement of one publish before sending the next. `TETHER_DB_SYNC=full` is the product; `off` only shows what durability costs.',
-  '',
-  '| publishers | publishes/s, durable | publishes/s, sync off | cost of durability |',
-  '|---|---|---|---|',
-  ...dur.map((r) => `| ${r.publishers} | ${fmt(r.full, 0)} | ${fmt(r.off, 0)} | ${ratio(r.off.median, r.full.median)} |`),
-  '',
-  '## Durable publishes on PostgreSQL (one process, `TETHER_DATABASE_URL`)',
-  '',
-  'As above, with the events DB on the local PostgreSQL (default settings, fsync on) and the fan-out through Redis.',
-  '',
-  '| publishers | publishes/s, PostgreSQL | SQLite (same run) | PostgreSQL ÷ SQLite |',
-  '|---|---|---|---|',
-  ...pgDurable.map((r) => `| ${r.publishers} | ${fmt(r.rate, 0)} | ${r.sqlite.toFixed(0)} | ${ratio(r.rate.median, r.sqlite)} |`),
-  '',
-  `## What idle connections cost the server (${PLAN.idleCost} connections doing nothing but heartbeats, ${PLAN.idleSeconds} s)`,
-  '',
-  'The load clients ping at the pace the server asks of idle clients, as the worker does; Socket.IO answers its server\'s pings.',
-  '',
-  '| server | CPU, % of one core | KiB/connection |',
-  '|---|---|---|',
-  ...idle.map((r) => `| ${r.label} | ${fmt(r.cost.cpu, 1)} | ${fmt({ median: r.cost.bytes.median / 1024, min: r.cost.bytes.min / 1024, max: r.cost.bytes.max / 1024 })} |`),
-  '',
-  `## Fan-out across processes (PostgreSQL + Redis, ${PLAN.cluster} subscribers spread over the processes, the publisher on the first)`,
-  '',
-  `Full speed as in the fan-out table; latency at ${PLAN.rate}/s, to subscribers on the publisher's process and on the other one (the Redis hop). All processes, PostgreSQL, Redis and the load generator share the same 2 cores.`,
-  '',
-  '| processes | deliveries/s | CPU µs per delivery (all processes) | p50 same process, ms | p50 other process, ms |',
-  '|---|---|---|---|---|',
-  ...cluster.map((c) => `| ${c.nodes} | ${fmt(spread(c.runs.map((r) => r.deliveriesPerSec)), 0)} | ${fmt(spread(c.runs.map((r) => r.cpuUsPerDelivery)), 2)} | ${fmt(spread(c.runs.map((r) => r.sameNodeP50Ms)), 2)} | ${c.nodes > 1 ? fmt(spread(c.runs.map((r) => r.otherNodeP50Ms)), 2) : '–'} |`),
-  '',
-  '## Server memory per idle connection (KiB, RSS growth ÷ connections)',
-  '',
-  '| connections | server | KiB/connection | Tether ÷ this |',
-  '|---|---|---|---|',
-  ...mem.map((r) => {
-    const t = find(mem, 'tether', (x) => x.n === r.n);
-    return `| ${r.n} | ${r.kind} | ${fmt({ median: r.bytes.median / 1024, min: r.bytes.min / 1024, max: r.bytes.max / 1024 })} | ${r.kind === 'tether' ? '' : ratio(t.bytes.median, r.bytes.median)} |`;
-  }),
-  '',
-  `## In the browser (headless Chromium, loopback)`,
-  '',
-  `Tab A publishes ${PLAN.messages} messages 2 ms apart; tab B (same browser) receives them through the worker and the server. The floor: a bare SharedWorker owning one ws to an echo server, in the same run. Tether's path includes the durable outbox write (IndexedDB) before sending. The Tether server runs with its default rate limit (\`TETHER_RATE_LIMIT=${DEFAULT_CONFIG.rateLimit}\` frames/s per connection).`,
-  '',
-  '| path | p50 ms | p99 ms |',
-  '|---|---|---|',
-  `| Tether: tab → worker (outbox) → server (stored) → worker → tab | ${fmt(spread(latency.map((l) => l.tether.p50)), 2)} | ${fmt(spread(latency.map((l) => l.tether.p99)), 2)} |`,
-  `| bare SharedWorker + ws echo | ${fmt(spread(latency.map((l) => l.baseline.p50)), 2)} | ${fmt(spread(latency.map((l) => l.baseline.p99)), 2)} |`,
-  `| ratio (median) | ${ratio(spread(latency.map((l) => l.tether.p50)).median, spread(latency.map((l) => l.baseline.p50)).median)} | ${ratio(spread(latency.map((l) => l.tether.p99)).median, spread(latency.map((l) => l.baseline.p99)).median)} |`,
-  '',
-  `Offline outbox, on-disk profile: ${PLAN.outbox} publishes made while the network is cut.`,
-  '',
-  '| until all are durably queued (ms) | from reconnect until the server stored all (ms) | stored on the server |',
-  '|---|---|---|',
-  `| ${fmt(spread(outbox.map((o) => o.queueMs)), 0)} | ${fmt(spread(outbox.map((o) => o.drainMs)), 0)} | ${outbox.map((o) => o.stored).join(', ')} |`,
-  '',
-  '## A normal client while the server is attacked',
-  '',
-  `One client calls \`hello\` (RPC) every 10 ms for ${PLAN.attack.seconds} s on a quiet server, then again while ${PLAN.attack.junkConnections} connections flood junk frames (each reconnecting after the server closes it for junk) and ${PLAN.attack.stormConnections} connections storm catch-ups (${PLAN.attack.stormSubscribes} subscribes each from offset 0 of ${PLAN.attack.historyEvents} events of 60 KB, never reading). The attackers run in their own process, connect from another loopback address (127.0.0.2) and retry 50 ms after a refused connection (HTTP 429: new connections per address). Default limits; goal: attacked p99 ≤ 2× quiet.`,
-  '',
-  '| phase | calls | p50 ms | p99 ms |',
-  '|---|---|---|---|',
-  `| quiet | ${attacks.map((a) => a.quiet.calls).join(', ')} | ${fmt(spread(attacks.map((a) => a.quiet.p50)), 2)} | ${fmt(spread(attacks.map((a) => a.quiet.p99)), 2)} |`,
-  `| under attack | ${attacks.map((a) => a.attacked.calls).join(', ')} | ${fmt(spread(attacks.map((a) => a.attacked.p50)), 2)} | ${fmt(spread(attacks.map((a) => a.attacked.p99)), 2)} |`,
-  `| ratio (median) | | ${ratio(spread(attacks.map((a) => a.attacked.p50)).median, spread(attacks.map((a) => a.quiet.p50)).median)} | ${ratio(spread(attacks.map((a) => a.attacked.p99)).median, spread(attacks.map((a) => a.quiet.p99)).median)} |`,
-  '',
-  `Attack volume per run: junk frames sent ${attacks.map((a) => a.junkFramesSent).join(', ')}; junk connections closed ${attacks.map((a) => a.junkConnectionsClosed).join(', ')}; storm subscribes sent ${attacks.map((a) => a.stormSubscribesSent).join(', ')}.`,
-  '',
-  '## Bundle size (what the packed `tether` tarball holds; gzip -9)',
-  '',
-  `Measured on the files of \`npm pack\` (${packed.filename}: ${packed.files} files, ${(packed.tarballBytes / 1024).toFixed(1)} KiB packed, ${(packed.unpackedBytes / 1024).toFixed(1)} KiB unpacked, source maps included). The SDK row bundles the packed \`dist/index.js\` with its dependencies as an app's bundler would (esbuild, minified); the worker and \`tether.js\` are the packed files as served. Peers are their npm packages bundled with esbuild.`,
-  '',
-  '| bundle | what | minified B | gzip B | budget (CI) | target |',
-  '|---|---|---|---|---|---|',
-  ...sizes.map((r) => `| ${r.name} | ${r.what} | ${r.minified} | ${r.gzip} | ${BUDGETS[r.name] ?? ''} | ${TARGETS[r.name] ?? ''} |`),
-  '',
+  ...MD_ORDER.flatMap((section) => render[section]?.() ?? []),
 ];
 
-const outputs = smoke ? { md: 'dist/bench/BENCHMARKS.smoke.md', json: 'dist/bench/bench-results.smoke.json' } : { md: 'BENCHMARKS.md', json: 'bench-results.json' };
+const outputs = only
+  ? { md: 'dist/bench/BENCHMARKS.only.md', json: 'dist/bench/bench-results.only.json' }
+  : smoke
+    ? { md: 'dist/bench/BENCHMARKS.smoke.md', json: 'dist/bench/bench-results.smoke.json' }
+    : { md: 'BENCHMARKS.md', json: 'bench-results.json' };
 writeFileSync(outputs.md, md.join('\n'));
 writeFileSync(outputs.json, `${JSON.stringify(results, null, 2)}\n`);
+if (only) console.log(`\n${md.join('\n')}`);
 log(`wrote ${outputs.md} and ${outputs.json}`);
-const over = checkBudgets(sizes);
 if (over.length > 0) {
   console.error(over.join('\n'));
   process.exit(1);
