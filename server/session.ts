@@ -63,6 +63,20 @@ const HISTORY_PAGE_BYTES = 256 * 1024;
  */
 const CATCH_UP_LOW_WATER = 512 * 1024;
 
+/**
+ * The UTF-8 bytes of a frame, encoded once for a run of sends of the same frame (a fan-out
+ * sends one string to thousands of sockets; ws would encode it again for each).
+ */
+let lastText: string | undefined;
+let lastBytes: Buffer = Buffer.alloc(0);
+function utf8(frame: string): Buffer {
+  if (frame !== lastText) {
+    lastText = frame;
+    lastBytes = Buffer.from(frame, 'utf8');
+  }
+  return lastBytes;
+}
+
 export class Session {
   readonly id = randomUUID();
   user: string | null = null;
@@ -135,7 +149,8 @@ export class Session {
 
   private sendFrame(frame: string): void {
     if (this.socket.readyState !== this.socket.OPEN) return;
-    this.socket.send(frame);
+    // Text frame from bytes encoded once: a fan-out hands every subscriber the same string.
+    this.socket.send(utf8(frame), { binary: false });
     if (this.socket.bufferedAmount > this.deps.limits.maxBufferedBytes) {
       this.log.warn({ buffered: this.socket.bufferedAmount }, 'slow consumer dropped');
       this.close(CloseCode.SlowConsumer, 'slow consumer');

@@ -28,6 +28,8 @@ export interface EngineDeps {
   warn?: (message: string) => void;
 }
 
+/** Statuses are sent to the tabs at most this often. */
+const STATUS_INTERVAL_MS = 16;
 /** How long one page of a catch-up may take before it is tried again on the next connection. */
 const HISTORY_TIMEOUT_MS = 10_000;
 
@@ -50,6 +52,7 @@ export class ServerConnection {
   private readonly documents: Documents;
   private settledWaiters: (() => void)[] = [];
   private statusTimer: ReturnType<typeof setTimeout> | undefined;
+  private statusSentAt = 0;
   /** Why the server last refused a handshake; cleared once online. */
   private refusal: ErrorShape | undefined;
   /** The user whose token the current handshake carried (undefined: none could be had). */
@@ -401,8 +404,11 @@ export class ServerConnection {
    */
   private publishStatus(): void {
     if (this.statusTimer !== undefined) return;
+    // At most one status per animation frame: nobody sees more, and a tab's main thread is not a free queue.
+    const wait = Math.max(0, this.statusSentAt + STATUS_INTERVAL_MS - Date.now());
     this.statusTimer = setTimeout(() => {
       this.statusTimer = undefined;
+      this.statusSentAt = Date.now();
       if (this.link.state === 'online' && this.status().pending === 0) this.lastSyncAt = Date.now();
       for (const [tabId, state] of this.tabs) {
         const status = this.status(tabId);
@@ -412,6 +418,6 @@ export class ServerConnection {
         // Fire and forget: a tab that died without detaching yet simply never reads it.
         void Promise.resolve(state.tab.onStatus(status)).catch(() => {});
       }
-    }, 0);
+    }, wait);
   }
 }

@@ -7,7 +7,7 @@
 import { TetherError } from '../protocol/errors.js';
 import type { ReadVersion, WriteOp } from '../protocol/shapes.js';
 import { unwrap } from 'idb';
-import type { Database, OutboxEntry } from './db.js';
+import type { ClientRecord, Database, OutboxEntry } from './db.js';
 import type { Identity } from './identity.js';
 
 /**
@@ -24,6 +24,14 @@ export type NewWrite = Exclude<WriteOp, TransactOp> | (Omit<TransactOp, 'reads'>
 const DELETION_DELAY_MS = 50;
 /** Writes stored in one IndexedDB transaction, at most. */
 const MAX_TRANSACTION_WRITES = 500;
+
+/** The result of a plain IndexedDB request. */
+function requestResult<T>(request: IDBRequest): Promise<T> {
+  return new Promise((resolve, reject) => {
+    request.onsuccess = () => resolve(request.result as T);
+    request.onerror = () => reject(request.error);
+  });
+}
 
 /** Sorted runs of consecutive numbers: [3, 1, 2, 7] → [[1, 3], [7, 7]]. */
 function runs(numbers: number[]): [number, number][] {
@@ -61,6 +69,8 @@ export class Outbox {
    * still remembers the client id): reusing 1 would get new writes acknowledged as duplicates.
    */
   private floor = 0;
+  /** The client record as this outbox last stored it (undefined: read it first). */
+  private stored: ClientRecord | undefined;
   /** Acknowledged entries whose deletion is not committed yet: never listed again. */
   private readonly deleting = new Set<number>();
 
@@ -102,6 +112,7 @@ export class Outbox {
    */
   async continueAfter(lastSeq: number): Promise<void> {
     this.floor = Math.max(this.floor, lastSeq);
+    this.stored = undefined; // the record may change below
     const db = await this.db();
     const tx = db.transaction('clients', 'readwrite', { durability: 'strict' });
     const key: [string, string] = [this.url, this.identity.user];
@@ -167,51 +178,72 @@ export class Outbox {
   }
 
   private async commit(batch: Waiting[]): Promise<void> {
+    const deletions = this.deletions.splice(0);
     try {
-      const db = await this.db();
-      const tx = db.transaction(['clients', 'outbox'], 'readwrite', { durability: 'strict' });
-      const clients = tx.objectStore('clients');
-      const key: [string, string] = [this.url, this.identity.user];
-      const client = (await clients.get(key)) ?? { url: this.url, user: this.identity.user, clientId: this.identity.clientId, nextSeq: 1 };
-      client.nextSeq = Math.max(client.nextSeq, this.floor + 1);
-      const now = Date.now();
-      // Names resolved in this batch count only once it is stored (a failed one numbered nothing).
-      const named = new Map<string, number>();
-      const seqOf = (read: ReadVersion | LocalRead): ReadVersion =>
-        typeof read === 'object' && 'local' in read ? { seq: named.get(read.local) ?? this.localSeqs.get(read.local) ?? NO_SUCH_SEQ } : read;
-      const entries = batch.map(({ write, local }): OutboxEntry => {
-        const seq = client.nextSeq++;
-        const stored: WriteOp = write.op === 'transact' ? { ...write, reads: Object.fromEntries(Object.entries(write.reads).map(([key, read]) => [key, seqOf(read)])) } : write;
-        if (local !== undefined) named.set(local, seq);
-        return { ...stored, clientId: client.clientId, seq, url: this.url, user: this.identity.user, createdAt: now };
-      });
-      // Plain requests, no promise per write: a failed one aborts the transaction, and tx.done says so.
-      const outbox = unwrap(tx.objectStore('outbox'));
-      for (const entry of entries) outbox.put(entry);
-      const deletions = this.deletions.splice(0);
-      this.deleteIn(outbox, deletions);
-      unwrap(clients).put(client);
-      try {
-        await tx.done;
-      } catch (error) {
-        this.deletions.push(...deletions); // not deleted with the writes: try again on their own
-        throw error;
+      // Numbered from the client record this outbox stored last, checked in the same transaction
+      // (no read before the writes: one round trip less per burst). Another worker of the origin
+      // (a deploy) may have numbered writes since: then the transaction is undone and numbered
+      // again from what is stored.
+      let entries = await this.attempt(batch, deletions, this.stored);
+      if (!entries) {
+        this.stored = undefined;
+        entries = await this.attempt(batch, deletions, undefined);
       }
-      for (const seq of deletions) this.deleting.delete(seq);
-      this.floor = Math.max(this.floor, client.nextSeq - 1);
-      for (const [local, seq] of named) this.localSeqs.set(local, seq);
-      for (const oldest of this.localSeqs.keys()) {
-        if (this.localSeqs.size <= LOCAL_NAMES_KEPT) break;
-        this.localSeqs.delete(oldest);
-      }
-      entries.forEach((entry, i) => batch[i]!.resolve(entry));
+      entries!.forEach((entry, i) => batch[i]!.resolve(entry));
     } catch (cause) {
+      this.deletions.push(...deletions); // not deleted with the writes: they go on their own later
       const quota = cause instanceof DOMException && cause.name === 'QuotaExceededError';
       const error = quota
         ? new TetherError('quota_exceeded', 'the browser refused to store the write: storage quota exceeded; nothing was sent')
         : new TetherError('internal', `the write could not be stored in IndexedDB (${String(cause)}); nothing was sent`);
       for (const waiting of batch) waiting.reject(error);
     }
+  }
+
+  /** One try at storing `batch`; undefined when `guess` turned out stale (nothing was stored). */
+  private async attempt(batch: Waiting[], deletions: number[], guess: ClientRecord | undefined): Promise<OutboxEntry[] | undefined> {
+    const db = await this.db();
+    const tx = db.transaction(['clients', 'outbox'], 'readwrite', { durability: 'strict' });
+    const clients = unwrap(tx.objectStore('clients'));
+    const key: [string, string] = [this.url, this.identity.user];
+    const read = requestResult<ClientRecord | undefined>(clients.get(key));
+    read.catch(() => {}); // a failed read aborts the transaction: tx.done reports it
+    const client = (guess ? { ...guess } : await read) ?? { url: this.url, user: this.identity.user, clientId: this.identity.clientId, nextSeq: 1 };
+    client.nextSeq = Math.max(client.nextSeq, this.floor + 1);
+    const now = Date.now();
+    // Names resolved in this batch count only once it is stored (a failed one numbered nothing).
+    const named = new Map<string, number>();
+    const seqOf = (read: ReadVersion | LocalRead): ReadVersion =>
+      typeof read === 'object' && 'local' in read ? { seq: named.get(read.local) ?? this.localSeqs.get(read.local) ?? NO_SUCH_SEQ } : read;
+    const entries = batch.map(({ write, local }): OutboxEntry => {
+      const seq = client.nextSeq++;
+      const stored: WriteOp = write.op === 'transact' ? { ...write, reads: Object.fromEntries(Object.entries(write.reads).map(([key, read]) => [key, seqOf(read)])) } : write;
+      if (local !== undefined) named.set(local, seq);
+      return { ...stored, clientId: client.clientId, seq, url: this.url, user: this.identity.user, createdAt: now };
+    });
+    // Plain requests, no promise per write: a failed one aborts the transaction, and tx.done says so.
+    const outbox = unwrap(tx.objectStore('outbox'));
+    for (const entry of entries) outbox.put(entry);
+    this.deleteIn(outbox, deletions);
+    clients.put(client);
+    if (guess) {
+      const current = await read;
+      if (current?.clientId !== guess.clientId || current.nextSeq !== guess.nextSeq) {
+        tx.abort();
+        await tx.done.catch(() => {});
+        return undefined;
+      }
+    }
+    await tx.done;
+    this.stored = { ...client };
+    for (const seq of deletions) this.deleting.delete(seq);
+    this.floor = Math.max(this.floor, client.nextSeq - 1);
+    for (const [local, seq] of named) this.localSeqs.set(local, seq);
+    for (const oldest of this.localSeqs.keys()) {
+      if (this.localSeqs.size <= LOCAL_NAMES_KEPT) break;
+      this.localSeqs.delete(oldest);
+    }
+    return entries;
   }
 
   private async commitDeletions(): Promise<void> {
