@@ -171,14 +171,19 @@ const DEFAULT_LIMITS_ENV: Record<string, string> = {
   TETHER_CONNECT_RATE_PER_IP: String(DEFAULT_CONFIG.connectRatePerIp),
 };
 
-/** One run of the browser rows, with a fresh Tether server (default limits) and Socket.IO server. */
+/**
+ * One run of the browser rows, with fresh servers: Tether (default limits), the same with its
+ * fsync off (`TETHER_DB_SYNC=off`, for one publish row: the server's fsync share) and Socket.IO.
+ */
 async function browserRun(runIndex: number): Promise<BrowserRun> {
   const tether = await startTarget('tether', DEFAULT_LIMITS_ENV);
+  const tetherSyncOff = await startTarget('tether', { ...DEFAULT_LIMITS_ENV, TETHER_DB_SYNC: 'off' });
   const socketio = await startTarget('socketio');
   try {
-    return await browserPeers(tether, socketio, PLAN.browser, runIndex);
+    return await browserPeers(tether, tetherSyncOff, socketio, PLAN.browser, runIndex);
   } finally {
     await tether.stop();
+    await tetherSyncOff.stop();
     await socketio.stop();
   }
 }
@@ -350,7 +355,7 @@ if (want('browser')) {
     const run = await browserRun(i);
     runs.push(run);
     const at50 = run.tabToTab[0]!.results;
-    log(`browser run ${i + 1}: tab→tab p50 at ${run.tabToTab[0]!.rate}/s floor ${at50.floor.p50.toFixed(2)} / Socket.IO ${at50.socketio.p50.toFixed(2)} / Tether ${at50.tether.p50.toFixed(2)} ms; rpc p50 ${run.roundTrip.rpc.p50.toFixed(2)} ms; ${run.throughput.perSec.toFixed(0)} durable publishes/s from one tab`);
+    log(`browser run ${i + 1}: tab→tab p50 at ${run.tabToTab[0]!.rate}/s floor ${at50.floor.p50.toFixed(2)} / Socket.IO ${at50.socketio.p50.toFixed(2)} / Tether ${at50.tether.p50.toFixed(2)} ms; rpc p50 ${run.roundTrip.rpc.p50.toFixed(2)} ms; publish p50 ${run.roundTrip.publish.p50.toFixed(2)} ms (fsync off ${run.roundTrip.publishSyncOff.p50.toFixed(2)}); IndexedDB strict commit p50 ${run.roundTrip.idbCommit.p50.toFixed(2)} ms; ${run.throughput.perSec.toFixed(0)} durable publishes/s from one tab`);
   }
   results.browser = { plan: PLAN.browser, limits: DEFAULT_LIMITS_ENV, runs };
   render.browser = () => renderBrowser(runs);
@@ -466,7 +471,7 @@ function renderBrowser(runs: BrowserRun[]): string[] {
   lines.push(
     '### Requests one at a time (ms)',
     '',
-    `${count(b.roundTrips)} sequential requests from one tab (after 10 unmeasured), each awaited before the next. Floor: tab → SharedWorker → ws echo → worker → the same tab. Socket.IO: \`emit\` with an ack callback (the server acks at once). The three Tether rows split where the time goes: RPC stores nothing; a publish is written to IndexedDB, sent, stored by the server (fsync) and acknowledged; a transaction does the same plus the document logic.`,
+    `${count(b.roundTrips)} sequential requests from one tab (after 10 unmeasured), each awaited before the next. Floor: tab → SharedWorker → ws echo → worker → the same tab. Socket.IO: \`emit\` with an ack callback (the server acks at once). The Tether rows split where the time goes: RPC stores nothing; a publish is written to IndexedDB, sent, stored by the server (fsync) and acknowledged; the same publish against a server whose fsync is off gives the fsync's share; a transaction does what a publish does plus the document logic.`,
     '',
     '| Tether request | figure | floor | Socket.IO | Tether | Tether ÷ floor | Tether ÷ Socket.IO | goal (issue 13, on the medians) |',
     '|---|---|---|---|---|---|---|---|',
@@ -474,6 +479,7 @@ function renderBrowser(runs: BrowserRun[]): string[] {
   const ROWS: [keyof BrowserRun['roundTrip'], string][] = [
     ['rpc', "`rpc.call('hello', ['world'])`"],
     ['publish', '`pubsub.publish` awaited (server acknowledgement)'],
+    ['publishSyncOff', '`pubsub.publish` awaited, second server with `TETHER_DB_SYNC=off` (no fsync; measurement only)'],
     ['transact', "`doc('bench-doc').transact(tx => tx.set('k', i))` awaited"],
   ];
   for (const [key, label] of ROWS) {
