@@ -490,6 +490,35 @@ function renderBrowser(runs: BrowserRun[]): string[] {
     }
   }
 
+  // Where a publish's time goes: differences of the medians above, plus the IndexedDB commit alone.
+  const p50 = (key: keyof BrowserRun['roundTrip']) => rt(key, 'p50').median;
+  const publish = p50('publish');
+  const hops: [string, string, number][] = [
+    ['floor: tab → bare SharedWorker → ws echo → back', 'floor p50', p50('floor')],
+    ['Comlink + protocol + server round trip', 'Tether rpc p50 − floor p50', p50('rpc') - p50('floor')],
+    ['IndexedDB strict commit (the outbox)', 'measured alone, p50 (above)', p50('idbCommit')],
+    ["server's fsync", 'publish p50 − publish (fsync off) p50', publish - p50('publishSyncOff')],
+    ['rest (outbox logic, ack path, scheduling)', 'publish p50 − rpc p50 − IndexedDB − fsync', publish - p50('rpc') - p50('idbCommit') - (publish - p50('publishSyncOff'))],
+  ];
+  const bytes = runs.map((r) => r.idbRecordBytes);
+  lines.push(
+    '',
+    "### Where a publish's time goes (Tether, approximate)",
+    '',
+    `The IndexedDB strict commit is measured alone in the same run, in the same kind of context as Tether's tabs: a bare SharedWorker (started from a script of the bench's page server, in the Tether tabs' own \`browser.newContext()\`) opens a fresh database and times ${count(b.roundTrips)} transactions one after another (after 10 unmeasured), each \`readwrite\` with \`{ durability: 'strict' }\` putting one outbox-like record (${[...new Set(bytes)].join(', ')} B of JSON), until \`complete\`. A fresh \`browser.newContext()\` keeps IndexedDB **in memory** (an incognito profile): this row, like Tether's rows above, pays no disk flush in the browser; on an on-disk profile the outbox hop costs more. The server's fsync share comes from the publish row against a second server with \`TETHER_DB_SYNC=off\` (otherwise the same default limits).`,
+    '',
+    '| IndexedDB: one strict `readwrite` transaction, one put | p50 | p99 |',
+    '|---|---|---|',
+    `| in a bare SharedWorker, in-memory context | ${fmt(rt('idbCommit', 'p50'), 2)} | ${fmt(rt('idbCommit', 'p99'), 2)} |`,
+    '',
+    `Split of the publish p50 (${publish.toFixed(2)} ms). **Differences of medians of different rows, so approximate**: each part is only as good as the rows it subtracts, hops overlap (the outbox write and the send are not strictly one after the other), and a negative part means the noise is larger than that part.`,
+    '',
+    '| part | computed as | ms | share of publish p50 |',
+    '|---|---|---|---|',
+    ...hops.map(([part, how, ms]) => `| ${part} | ${how} | ${ms.toFixed(2)} | ${publish > 0 ? `${((ms / publish) * 100).toFixed(0)}%` : '–'} |`),
+    `| total | = publish p50 | ${hops.reduce((sum, [, , ms]) => sum + ms, 0).toFixed(2)} | 100% |`,
+  );
+
   const perSec = spread(runs.map((r) => r.throughput.perSec));
   const burstMs = spread(runs.map((r) => r.burst.ms));
   const failed = runs.reduce((n, r) => n + r.throughput.failed + r.burst.failed, 0);
