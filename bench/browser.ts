@@ -8,7 +8,10 @@
  *  - Tether:    two tabs of one context with the script-tag client, through their SharedWorker,
  *               against the reference server at its default limits.
  * Rows: tab → tab latency at fixed rates, requests one at a time, one tab's durable throughput;
- * and the offline outbox (N publishes while the network is cut, then restored).
+ * and the offline outbox (N publishes while the network is cut, then restored). To split where a
+ * publish's time goes, two more rows: an IndexedDB strict commit alone (in a bare SharedWorker of
+ * the same kind of context as Tether's), and the publish against a second Tether server whose
+ * fsync is off (`TETHER_DB_SYNC=off`).
  * The floor and Socket.IO pages come from a loopback HTTP server of this process (Chromium's
  * Local Network Access blocks WebSockets from pages fulfilled by page.route).
  */
@@ -43,6 +46,8 @@ declare global {
     /** Received messages: [sent at (epoch ms), arrival − sent (ms)]. */
     rx?: [number, number][];
     benchDoc?: DocStore<{ k?: number }>;
+    /** /idb.html: `count` strict IndexedDB commits in a bare SharedWorker; latencies (ms) and the record's JSON size. */
+    idbCommits?: (count: number) => Promise<{ lat: number[]; bytes: number }>;
   }
 }
 
@@ -85,8 +90,14 @@ export interface BrowserRun {
     socketio: LatencyResult;
     rpc: LatencyResult;
     publish: LatencyResult;
+    /** The same publish row against the second server, `TETHER_DB_SYNC=off`. */
+    publishSyncOff: LatencyResult;
     transact: LatencyResult;
+    /** One IndexedDB `readwrite` transaction with strict durability putting one small record, in a bare SharedWorker. */
+    idbCommit: LatencyResult;
   };
+  /** The size of the record `idbCommit` puts (JSON bytes). */
+  idbRecordBytes: number;
   throughput: { perSec: number; acked: number; failed: number; ms: number };
   burst: { ms: number; perSec: number; count: number; failed: number };
 }
@@ -206,6 +217,16 @@ export async function oneAtATime(page: Page, op: Sequential, count: number): Pro
 }
 
 /**
+ * `count` IndexedDB commits one at a time (after 10 unmeasured) in the bare SharedWorker of
+ * `page` (/idb.html): each a `readwrite` transaction with `{ durability: 'strict' }` putting one
+ * outbox-like record into a fresh database, timed in the worker until `complete`.
+ */
+export async function idbCommits(page: Page, count: number): Promise<{ result: LatencyResult; bytes: number }> {
+  const { lat, bytes } = await page.evaluate((count) => window.idbCommits!(count), count);
+  return { result: { p50: percentile(lat, 50), p99: percentile(lat, 99) }, bytes };
+}
+
+/**
  * One tab publishes as fast as it can with at most `window` publishes unacknowledged (the next
  * starts as each resolves), for `seconds` or `max` publishes; acknowledged publishes per second.
  */
@@ -259,8 +280,9 @@ export async function burst(page: Page, count: number): Promise<BrowserRun['burs
 /**
  * One run of the browser rows in one fresh browser: Tether (`tether`, a server at its default
  * limits) beside the floor and Socket.IO (`socketio`, the peer server), interleaved row by row.
+ * `tetherSyncOff` is the same server with `TETHER_DB_SYNC=off`, for the publish row only.
  */
-export async function browserPeers(tether: Target, socketio: Target, plan: BrowserPlan, runIndex = 0): Promise<BrowserRun> {
+export async function browserPeers(tether: Target, tetherSyncOff: Target, socketio: Target, plan: BrowserPlan, runIndex = 0): Promise<BrowserRun> {
   const pages = await startPages();
   const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS, headless: true });
   try {
@@ -269,6 +291,13 @@ export async function browserPeers(tether: Target, socketio: Target, plan: Brows
     const tetherTabs: [Page, Page] = [await tetherPage(tetherContext, tether, wsUrl), await tetherPage(tetherContext, tether, wsUrl)];
     const channel = `latency-${Math.random().toString(36).slice(2)}`;
     for (const page of tetherTabs) await tetherBench(page, channel);
+    // In the same context as Tether's tabs (browser.newContext(): IndexedDB in memory, as Tether's
+    // is here): one tab on the fsync-off server (its own SharedWorker: another origin), and the
+    // page of the bare IndexedDB SharedWorker (the bench pages' origin: a database of its own).
+    const syncOffTab = await tetherPage(tetherContext, tetherSyncOff, `ws://127.0.0.1:${tetherSyncOff.port}/ws`);
+    await tetherBench(syncOffTab, `latency-${Math.random().toString(36).slice(2)}`);
+    const idbPage = await tetherContext.newPage();
+    await idbPage.goto(`${pages.origin}/idb.html`);
     const tabs: Record<Peer, [Page, Page]> = {
       floor: await peerPages(browser, `${pages.origin}/floor.html`),
       socketio: await peerPages(browser, `${pages.origin}/socketio.html?port=${socketio.port}`),
@@ -283,6 +312,10 @@ export async function browserPeers(tether: Target, socketio: Target, plan: Brows
       await tabToTabAt(a, b, 100, 0.2); // warm-up (JIT, buffers), not measured
       await settle(a);
     }
+    // Warm-ups, not measured: the fsync-off worker (it carries no tab → tab rows) and the IndexedDB worker.
+    await oneAtATime(syncOffTab, 'publish', plan.roundTrips);
+    await idbCommits(idbPage, Math.min(plan.roundTrips, 50));
+    await settle(syncOffTab);
 
     const tabToTab: BrowserRun['tabToTab'] = [];
     for (const { rate, seconds } of plan.rates) {
@@ -295,17 +328,25 @@ export async function browserPeers(tether: Target, socketio: Target, plan: Brows
     }
 
     const [a] = tabs.tether;
-    const roundTrip: BrowserRun['roundTrip'] = {
-      floor: await oneAtATime(tabs.floor[0], 'roundTrip', plan.roundTrips),
-      socketio: await oneAtATime(tabs.socketio[0], 'roundTrip', plan.roundTrips),
-      rpc: await oneAtATime(a, 'roundTrip', plan.roundTrips),
-      publish: await oneAtATime(a, 'publish', plan.roundTrips),
-      transact: await oneAtATime(a, 'transact', plan.roundTrips),
-    };
+    const rows: Partial<BrowserRun['roundTrip']> = {};
+    rows.floor = await oneAtATime(tabs.floor[0], 'roundTrip', plan.roundTrips);
+    rows.socketio = await oneAtATime(tabs.socketio[0], 'roundTrip', plan.roundTrips);
+    const idb = await idbCommits(idbPage, plan.roundTrips);
+    rows.idbCommit = idb.result;
+    rows.rpc = await oneAtATime(a, 'roundTrip', plan.roundTrips);
+    rows.publish = await oneAtATime(a, 'publish', plan.roundTrips);
+    await settle(a);
+    rows.publishSyncOff = await oneAtATime(syncOffTab, 'publish', plan.roundTrips);
+    await settle(syncOffTab);
+    rows.transact = await oneAtATime(a, 'transact', plan.roundTrips);
+    const roundTrip = rows as BrowserRun['roundTrip'];
+    // The extra pages go before the throughput rows: only Tether's two tabs stay.
+    await idbPage.close();
+    await syncOffTab.close();
     await settle(a);
     const throughput = await windowedThroughput(a, plan.throughput);
     await settle(a);
-    return { tabToTab, roundTrip, throughput, burst: await burst(a, plan.burst) };
+    return { tabToTab, roundTrip, idbRecordBytes: idb.bytes, throughput, burst: await burst(a, plan.burst) };
   } finally {
     await browser.close();
     pages.close();
@@ -319,6 +360,9 @@ export async function browserPeers(tether: Target, socketio: Target, plan: Brows
  *      sending tab only.
  *  /socketio.html?port=P  socket.io-client (websocket transport) to the Socket.IO server on P:
  *      `send` = emit to a room the other tab joined; `roundTrip` = emit with an ack callback.
+ *  /idb.html, /idb-worker.js  a bare SharedWorker that, asked for N, opens a fresh IndexedDB
+ *      database and times N + 10 strict `readwrite` transactions one after another (the first 10
+ *      unmeasured), each putting one outbox-like record (~150 B of JSON); no WebSocket.
  */
 async function startPages(): Promise<{ origin: string; close(): void }> {
   const echo = new WebSocketServer({ port: 0, host: '127.0.0.1' });
@@ -365,7 +409,46 @@ async function startPages(): Promise<{ origin: string; close(): void }> {
       roundTrip: () => new Promise((r) => socket.emit('echo', 0, r)),
     };
   </script>`;
+  const idbWorker = `
+    const open = (name) => new Promise((resolve, reject) => {
+      const req = indexedDB.open(name, 1);
+      req.onupgradeneeded = () => req.result.createObjectStore('outbox', { keyPath: ['clientId', 'seq'] });
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+    onconnect = (e) => {
+      const port = e.ports[0];
+      port.onmessage = async ({ data: count }) => {
+        const name = 'bench-idb-' + Math.random().toString(36).slice(2);
+        const db = await open(name);
+        const clientId = crypto.randomUUID();
+        const record = (seq) => ({ op: 'publish', channel: 'bench-rtt', data: seq, clientId, seq, url: 'ws://127.0.0.1:40000/ws', user: 'anonymous', createdAt: Date.now() });
+        const put = (seq) => new Promise((resolve, reject) => {
+          const tx = db.transaction('outbox', 'readwrite', { durability: 'strict' });
+          tx.objectStore('outbox').put(record(seq));
+          tx.oncomplete = resolve;
+          tx.onabort = () => reject(tx.error);
+        });
+        let seq = 1;
+        for (let i = 0; i < 10; i++) await put(seq++);
+        const lat = [];
+        for (let i = 0; i < count; i++) {
+          const t0 = performance.now();
+          await put(seq++);
+          lat.push(performance.now() - t0);
+        }
+        db.close();
+        indexedDB.deleteDatabase(name);
+        port.postMessage({ lat, bytes: JSON.stringify(record(seq)).length });
+      };
+    };`;
+  const idb = `<!doctype html><script>
+    const w = new SharedWorker('/idb-worker.js');
+    window.idbCommits = (count) => new Promise((r) => { w.port.onmessage = (e) => r(e.data); w.port.postMessage(count); });
+  </script>`;
   const files: Record<string, [string, string]> = {
+    '/idb.html': ['text/html', idb],
+    '/idb-worker.js': ['text/javascript', idbWorker],
     '/floor.html': ['text/html', floor],
     '/floor-worker.js': ['text/javascript', worker],
     '/socketio.html': ['text/html', socketio],

@@ -171,14 +171,19 @@ const DEFAULT_LIMITS_ENV: Record<string, string> = {
   TETHER_CONNECT_RATE_PER_IP: String(DEFAULT_CONFIG.connectRatePerIp),
 };
 
-/** One run of the browser rows, with a fresh Tether server (default limits) and Socket.IO server. */
+/**
+ * One run of the browser rows, with fresh servers: Tether (default limits), the same with its
+ * fsync off (`TETHER_DB_SYNC=off`, for one publish row: the server's fsync share) and Socket.IO.
+ */
 async function browserRun(runIndex: number): Promise<BrowserRun> {
   const tether = await startTarget('tether', DEFAULT_LIMITS_ENV);
+  const tetherSyncOff = await startTarget('tether', { ...DEFAULT_LIMITS_ENV, TETHER_DB_SYNC: 'off' });
   const socketio = await startTarget('socketio');
   try {
-    return await browserPeers(tether, socketio, PLAN.browser, runIndex);
+    return await browserPeers(tether, tetherSyncOff, socketio, PLAN.browser, runIndex);
   } finally {
     await tether.stop();
+    await tetherSyncOff.stop();
     await socketio.stop();
   }
 }
@@ -350,7 +355,7 @@ if (want('browser')) {
     const run = await browserRun(i);
     runs.push(run);
     const at50 = run.tabToTab[0]!.results;
-    log(`browser run ${i + 1}: tab→tab p50 at ${run.tabToTab[0]!.rate}/s floor ${at50.floor.p50.toFixed(2)} / Socket.IO ${at50.socketio.p50.toFixed(2)} / Tether ${at50.tether.p50.toFixed(2)} ms; rpc p50 ${run.roundTrip.rpc.p50.toFixed(2)} ms; ${run.throughput.perSec.toFixed(0)} durable publishes/s from one tab`);
+    log(`browser run ${i + 1}: tab→tab p50 at ${run.tabToTab[0]!.rate}/s floor ${at50.floor.p50.toFixed(2)} / Socket.IO ${at50.socketio.p50.toFixed(2)} / Tether ${at50.tether.p50.toFixed(2)} ms; rpc p50 ${run.roundTrip.rpc.p50.toFixed(2)} ms; publish p50 ${run.roundTrip.publish.p50.toFixed(2)} ms (fsync off ${run.roundTrip.publishSyncOff.p50.toFixed(2)}); IndexedDB strict commit p50 ${run.roundTrip.idbCommit.p50.toFixed(2)} ms; ${run.throughput.perSec.toFixed(0)} durable publishes/s from one tab`);
   }
   results.browser = { plan: PLAN.browser, limits: DEFAULT_LIMITS_ENV, runs };
   render.browser = () => renderBrowser(runs);
@@ -466,7 +471,7 @@ function renderBrowser(runs: BrowserRun[]): string[] {
   lines.push(
     '### Requests one at a time (ms)',
     '',
-    `${count(b.roundTrips)} sequential requests from one tab (after 10 unmeasured), each awaited before the next. Floor: tab → SharedWorker → ws echo → worker → the same tab. Socket.IO: \`emit\` with an ack callback (the server acks at once). The three Tether rows split where the time goes: RPC stores nothing; a publish is written to IndexedDB, sent, stored by the server (fsync) and acknowledged; a transaction does the same plus the document logic.`,
+    `${count(b.roundTrips)} sequential requests from one tab (after 10 unmeasured), each awaited before the next. Floor: tab → SharedWorker → ws echo → worker → the same tab. Socket.IO: \`emit\` with an ack callback (the server acks at once). The Tether rows split where the time goes: RPC stores nothing; a publish is written to IndexedDB, sent, stored by the server (fsync) and acknowledged; the same publish against a server whose fsync is off gives the fsync's share; a transaction does what a publish does plus the document logic.`,
     '',
     '| Tether request | figure | floor | Socket.IO | Tether | Tether ÷ floor | Tether ÷ Socket.IO | goal (issue 13, on the medians) |',
     '|---|---|---|---|---|---|---|---|',
@@ -474,6 +479,7 @@ function renderBrowser(runs: BrowserRun[]): string[] {
   const ROWS: [keyof BrowserRun['roundTrip'], string][] = [
     ['rpc', "`rpc.call('hello', ['world'])`"],
     ['publish', '`pubsub.publish` awaited (server acknowledgement)'],
+    ['publishSyncOff', '`pubsub.publish` awaited, second server with `TETHER_DB_SYNC=off` (no fsync; measurement only)'],
     ['transact', "`doc('bench-doc').transact(tx => tx.set('k', i))` awaited"],
   ];
   for (const [key, label] of ROWS) {
@@ -483,6 +489,35 @@ function renderBrowser(runs: BrowserRun[]): string[] {
       lines.push(`| ${figure === 'p50' ? label : ''} | ${figure} | ${fmt(floor, 2)} | ${fmt(socketio, 2)} | ${fmt(tether, 2)} | ${ratio(tether.median, floor.median)} | ${ratio(tether.median, socketio.median)} | ${target} |`);
     }
   }
+
+  // Where a publish's time goes: differences of the medians above, plus the IndexedDB commit alone.
+  const p50 = (key: keyof BrowserRun['roundTrip']) => rt(key, 'p50').median;
+  const publish = p50('publish');
+  const hops: [string, string, number][] = [
+    ['floor: tab → bare SharedWorker → ws echo → back', 'floor p50', p50('floor')],
+    ['Comlink + protocol + server round trip', 'Tether rpc p50 − floor p50', p50('rpc') - p50('floor')],
+    ['IndexedDB strict commit (the outbox)', 'measured alone, p50 (above)', p50('idbCommit')],
+    ["server's fsync", 'publish p50 − publish (fsync off) p50', publish - p50('publishSyncOff')],
+    ['rest (outbox logic, ack path, scheduling)', 'publish p50 − rpc p50 − IndexedDB − fsync', publish - p50('rpc') - p50('idbCommit') - (publish - p50('publishSyncOff'))],
+  ];
+  const bytes = runs.map((r) => r.idbRecordBytes);
+  lines.push(
+    '',
+    "### Where a publish's time goes (Tether, approximate)",
+    '',
+    `The IndexedDB strict commit is measured alone in the same run, in the same kind of context as Tether's tabs: a bare SharedWorker (started from a script of the bench's page server, in the Tether tabs' own \`browser.newContext()\`) opens a fresh database and times ${count(b.roundTrips)} transactions one after another (after 10 unmeasured), each \`readwrite\` with \`{ durability: 'strict' }\` putting one outbox-like record (${[...new Set(bytes)].join(', ')} B of JSON), until \`complete\`. A fresh \`browser.newContext()\` keeps IndexedDB **in memory** (an incognito profile): this row, like Tether's rows above, pays no disk flush in the browser; on an on-disk profile the outbox hop costs more. The server's fsync share comes from the publish row against a second server with \`TETHER_DB_SYNC=off\` (otherwise the same default limits).`,
+    '',
+    '| IndexedDB: one strict `readwrite` transaction, one put | p50 | p99 |',
+    '|---|---|---|',
+    `| in a bare SharedWorker, in-memory context | ${fmt(rt('idbCommit', 'p50'), 2)} | ${fmt(rt('idbCommit', 'p99'), 2)} |`,
+    '',
+    `Split of the publish p50 (${publish.toFixed(2)} ms). **Differences of medians of different rows, so approximate**: each part is only as good as the rows it subtracts, hops overlap (the outbox write and the send are not strictly one after the other), and a negative part means the noise is larger than that part.`,
+    '',
+    '| part | computed as | ms | share of publish p50 |',
+    '|---|---|---|---|',
+    ...hops.map(([part, how, ms]) => `| ${part} | ${how} | ${ms.toFixed(2)} | ${publish > 0 ? `${((ms / publish) * 100).toFixed(0)}%` : '–'} |`),
+    `| total | = publish p50 | ${hops.reduce((sum, [, , ms]) => sum + ms, 0).toFixed(2)} | 100% |`,
+  );
 
   const perSec = spread(runs.map((r) => r.throughput.perSec));
   const burstMs = spread(runs.map((r) => r.burst.ms));
