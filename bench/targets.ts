@@ -46,11 +46,8 @@ export async function startTarget(kind: Kind, env: Record<string, string> = {}):
             HOST: '127.0.0.1',
             TETHER_DB: join(mkdtempSync(join(tmpdir(), 'tether-bench-')), 'events.db'),
             TETHER_LOG_LEVEL: 'info',
-            TETHER_RATE_LIMIT: '1000000',
-            TETHER_MAX_SUBSCRIPTIONS: '10',
-            TETHER_MAX_BUFFERED_BYTES: String(256 * 1024 * 1024),
-            TETHER_HEARTBEAT_MS: '30000',
-            // Every load client is on loopback: one address for thousands of connections.
+            // The product's default limits, except the per-address ones: every load client is on
+            // loopback, one address for thousands of connections. A row that needs more says so.
             TETHER_MAX_CONNECTIONS: '100000',
             TETHER_MAX_CONNECTIONS_PER_IP: '100000',
             TETHER_CONNECT_RATE_PER_IP: '100000',
