@@ -11,7 +11,9 @@
  * and the offline outbox (N publishes while the network is cut, then restored). To split where a
  * publish's time goes, two more rows: an IndexedDB strict commit alone (in a bare SharedWorker of
  * the same kind of context as Tether's), and the publish against a second Tether server whose
- * fsync is off (`TETHER_DB_SYNC=off`).
+ * fsync is off (`TETHER_DB_SYNC=off`). And document changes as the tabs see them: whether the
+ * calling tab shows its transaction before `transact` returns, and when the other tab's
+ * `subscribe` listener sees it.
  * The floor and Socket.IO pages come from a loopback HTTP server of this process (Chromium's
  * Local Network Access blocks WebSockets from pages fulfilled by page.route).
  */
@@ -48,6 +50,10 @@ declare global {
     benchDoc?: DocStore<{ k?: number }>;
     /** /idb.html: `count` strict IndexedDB commits in a bare SharedWorker; latencies (ms) and the record's JSON size. */
     idbCommits?: (count: number) => Promise<{ lat: number[]; bytes: number }>;
+    /** The document both Tether tabs have open for the document-changes row. */
+    benchTabsDoc?: DocStore<{ k?: number }>;
+    /** Tab B: each value of `k` its `subscribe` listener saw first → when (epoch ms). */
+    docSeen?: Record<string, number>;
   }
 }
 
@@ -80,6 +86,26 @@ export interface BrowserPlan {
   throughput: { window: number; seconds: number; max: number };
   /** Publishes fired in one loop, timed until all are acknowledged. */
   burst: number;
+  /** Document transactions one at a time from tab A (after 10 unmeasured), started `gapMs` apart at the soonest. */
+  docChanges: { count: number; gapMs: number };
+}
+
+/** One animation frame at 60 Hz (ms). */
+export const FRAME_MS = 1000 / 60;
+
+export interface DocChangesResult {
+  /** Transactions measured. */
+  total: number;
+  /** How many showed `k === i` in the calling tab's store synchronously, right after `transact` returned. */
+  shownOnReturn: number;
+  /** Call in tab A → tab B's `subscribe` listener sees `k === i` (ms); one never seen counts as Infinity. */
+  otherTab: LatencyResult;
+  /** How many tab B saw at all (within 10 s of the last call). */
+  seen: number;
+  /** How many tab B saw within FRAME_MS of the call. */
+  withinFrame: number;
+  /** Call → `transact` resolved in tab A (the server committed). */
+  resolved: LatencyResult;
 }
 
 export interface BrowserRun {
@@ -100,6 +126,7 @@ export interface BrowserRun {
   idbRecordBytes: number;
   throughput: { perSec: number; acked: number; failed: number; ms: number };
   burst: { ms: number; perSec: number; count: number; failed: number };
+  docChanges: DocChangesResult;
 }
 
 /** Opens a page of the Tether server with the script-tag client connected to `wsUrl`. */
@@ -227,6 +254,66 @@ export async function idbCommits(page: Page, count: number): Promise<{ result: L
 }
 
 /**
+ * Document changes as the two tabs see them. Both open a fresh document and wait until it is
+ * synced; tab B records when its `subscribe` listener first sees each value of `k`. Tab A makes
+ * 10 unmeasured transactions, then `count`, one at a time (each awaited, the next started
+ * `gapMs` after the previous at the soonest), each `transact(tx => tx.set('k', i))`: A notes
+ * the time of the call (`performance.timeOrigin + performance.now()`), whether its store shows
+ * `k === i` right after `transact` returns (before awaiting it), and when it resolves.
+ */
+export async function docChangesSeen(a: Page, b: Page, { count, gapMs }: BrowserPlan['docChanges']): Promise<DocChangesResult> {
+  const name = `tabs-${Math.random().toString(36).slice(2)}`;
+  await b.evaluate((name) => {
+    const doc = window.tether.state.doc<{ k?: number }>(name);
+    const seen: Record<string, number> = {};
+    window.docSeen = seen;
+    window.benchTabsDoc = doc;
+    doc.subscribe((state) => {
+      const k = state.k;
+      if (typeof k === 'number' && !(k in seen)) seen[k] = performance.timeOrigin + performance.now();
+    });
+  }, name);
+  await a.evaluate((name) => {
+    window.benchTabsDoc = window.tether.state.doc<{ k?: number }>(name);
+  }, name);
+  for (const page of [a, b]) await page.waitForFunction(() => window.benchTabsDoc!.status.getState().synced, undefined, { timeout: 30_000, polling: 20 });
+  const calls = await a.evaluate(
+    async ({ count, gapMs }) => {
+      const doc = window.benchTabsDoc!;
+      const one = async (i: number) => {
+        const t0 = performance.now();
+        const pending = doc.transact((tx) => tx.set('k', i));
+        const shown = doc.getState().k === i;
+        await pending;
+        const resolved = performance.now() - t0;
+        await new Promise((r) => setTimeout(r, Math.max(0, t0 + gapMs - performance.now())));
+        return { at: performance.timeOrigin + t0, shown, resolved };
+      };
+      for (let i = 1; i <= 10; i++) await one(-i);
+      const calls: { at: number; shown: boolean; resolved: number }[] = [];
+      for (let i = 0; i < count; i++) calls.push(await one(i));
+      return calls;
+    },
+    { count, gapMs },
+  );
+  // A benchmark reports: what tab B did not see within 10 s shows as seen < total.
+  await b.waitForFunction((count) => Object.keys(window.docSeen!).filter((k) => Number(k) >= 0).length >= count, count, { timeout: 10_000, polling: 20 }).catch(() => {});
+  const seen = await b.evaluate(() => window.docSeen!);
+  await b.evaluate(() => window.benchTabsDoc!.close());
+  await a.evaluate(() => window.benchTabsDoc!.close());
+  const otherTab = calls.map((call, i) => (seen[i] === undefined ? Infinity : seen[i] - call.at));
+  const resolved = calls.map((call) => call.resolved);
+  return {
+    total: calls.length,
+    shownOnReturn: calls.filter((call) => call.shown).length,
+    otherTab: { p50: percentile(otherTab, 50), p99: percentile(otherTab, 99) },
+    seen: otherTab.filter(Number.isFinite).length,
+    withinFrame: otherTab.filter((ms) => ms <= FRAME_MS).length,
+    resolved: { p50: percentile(resolved, 50), p99: percentile(resolved, 99) },
+  };
+}
+
+/**
  * One tab publishes as fast as it can with at most `window` publishes unacknowledged (the next
  * starts as each resolves), for `seconds` or `max` publishes; acknowledged publishes per second.
  */
@@ -339,6 +426,8 @@ export async function browserPeers(tether: Target, tetherSyncOff: Target, socket
     rows.publishSyncOff = await oneAtATime(syncOffTab, 'publish', plan.roundTrips);
     await settle(syncOffTab);
     rows.transact = await oneAtATime(a, 'transact', plan.roundTrips);
+    await settle(a);
+    const docChanges = await docChangesSeen(a, tabs.tether[1], plan.docChanges);
     const roundTrip = rows as BrowserRun['roundTrip'];
     // The extra pages go before the throughput rows: only Tether's two tabs stay.
     await idbPage.close();
@@ -346,7 +435,7 @@ export async function browserPeers(tether: Target, tetherSyncOff: Target, socket
     await settle(a);
     const throughput = await windowedThroughput(a, plan.throughput);
     await settle(a);
-    return { tabToTab, roundTrip, idbRecordBytes: idb.bytes, throughput, burst: await burst(a, plan.burst) };
+    return { tabToTab, roundTrip, idbRecordBytes: idb.bytes, throughput, burst: await burst(a, plan.burst), docChanges };
   } finally {
     await browser.close();
     pages.close();

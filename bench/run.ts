@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { connectClient, connectMany, cpuMs, durableRate, percentile, publishFullSpeed, rssBytes, sleep, startTarget, waitFor, type Kind } from './targets.js';
 import { clusterFanout, durablePostgres, idleCost, type ClusterFanout, type IdleCost } from './cluster.js';
 import { measureSizes, BUDGETS, TARGETS, checkBudgets } from './sizes.js';
-import { browserPeers, offlineOutbox, PEERS, type BrowserPlan, type BrowserRun, type OutboxResult, type Peer } from './browser.js';
+import { browserPeers, FRAME_MS, offlineOutbox, PEERS, type BrowserPlan, type BrowserRun, type OutboxResult, type Peer } from './browser.js';
 import { rpcUnderAttack, type AttackResult } from './under-attack.js';
 
 const smoke = process.argv.includes('--smoke');
@@ -37,8 +37,8 @@ if (only !== undefined) {
 const want = (section: Section) => only === undefined || only.has(section);
 
 const BROWSER: BrowserPlan = smoke
-  ? { rates: [{ rate: 50, seconds: 0.2 }, { rate: 500, seconds: 0.1 }, { rate: 1000, seconds: 0.05 }], roundTrips: 10, throughput: { window: 100, seconds: 0.5, max: 300 }, burst: 200 }
-  : { rates: [{ rate: 50, seconds: 4 }, { rate: 500, seconds: 2 }, { rate: 1000, seconds: 2 }], roundTrips: 300, throughput: { window: 1000, seconds: 3, max: 15_000 }, burst: 10_000 };
+  ? { rates: [{ rate: 50, seconds: 0.2 }, { rate: 500, seconds: 0.1 }, { rate: 1000, seconds: 0.05 }], roundTrips: 10, throughput: { window: 100, seconds: 0.5, max: 300 }, burst: 200, docChanges: { count: 10, gapMs: 20 } }
+  : { rates: [{ rate: 50, seconds: 4 }, { rate: 500, seconds: 2 }, { rate: 1000, seconds: 2 }], roundTrips: 300, throughput: { window: 1000, seconds: 3, max: 15_000 }, burst: 10_000, docChanges: { count: 200, gapMs: 20 } };
 /** `--repeats N` overrides the number of runs per row (1 while iterating on one section). */
 const repeatsAt = process.argv.indexOf('--repeats');
 const repeatsArg = repeatsAt < 0 ? undefined : Number(process.argv[repeatsAt + 1]);
@@ -357,7 +357,7 @@ if (want('browser')) {
     const run = await browserRun(i);
     runs.push(run);
     const at50 = run.tabToTab[0]!.results;
-    log(`browser run ${i + 1}: tab→tab p50 at ${run.tabToTab[0]!.rate}/s floor ${at50.floor.p50.toFixed(2)} / Socket.IO ${at50.socketio.p50.toFixed(2)} / Tether ${at50.tether.p50.toFixed(2)} ms; rpc p50 ${run.roundTrip.rpc.p50.toFixed(2)} ms; publish p50 ${run.roundTrip.publish.p50.toFixed(2)} ms (fsync off ${run.roundTrip.publishSyncOff.p50.toFixed(2)}); IndexedDB strict commit p50 ${run.roundTrip.idbCommit.p50.toFixed(2)} ms; ${run.throughput.perSec.toFixed(0)} durable publishes/s from one tab`);
+    log(`browser run ${i + 1}: tab→tab p50 at ${run.tabToTab[0]!.rate}/s floor ${at50.floor.p50.toFixed(2)} / Socket.IO ${at50.socketio.p50.toFixed(2)} / Tether ${at50.tether.p50.toFixed(2)} ms; rpc p50 ${run.roundTrip.rpc.p50.toFixed(2)} ms; publish p50 ${run.roundTrip.publish.p50.toFixed(2)} ms (fsync off ${run.roundTrip.publishSyncOff.p50.toFixed(2)}); IndexedDB strict commit p50 ${run.roundTrip.idbCommit.p50.toFixed(2)} ms; ${run.throughput.perSec.toFixed(0)} durable publishes/s from one tab; documents: ${run.docChanges.shownOnReturn}/${run.docChanges.total} shown on return, other tab p50 ${run.docChanges.otherTab.p50.toFixed(2)} / p99 ${run.docChanges.otherTab.p99.toFixed(2)} ms (${run.docChanges.withinFrame}/${run.docChanges.total} within ${FRAME_MS.toFixed(1)} ms), transact resolved p50 ${run.docChanges.resolved.p50.toFixed(2)} ms`);
   }
   results.browser = { plan: PLAN.browser, limits: DEFAULT_LIMITS_ENV, runs };
   render.browser = () => renderBrowser(runs);
@@ -519,6 +519,31 @@ function renderBrowser(runs: BrowserRun[]): string[] {
     '|---|---|---|---|',
     ...hops.map(([part, how, ms]) => `| ${part} | ${how} | ${ms.toFixed(2)} | ${publish > 0 ? `${((ms / publish) * 100).toFixed(0)}%` : '–'} |`),
     `| total | = publish p50 | ${hops.reduce((sum, [, , ms]) => sum + ms, 0).toFixed(2)} | 100% |`,
+  );
+
+  const dc = runs.map((r) => r.docChanges);
+  const dcTotal = [...new Set(dc.map((d) => d.total))].join(', ');
+  const other = (figure: 'p50' | 'p99') => spread(dc.map((d) => d.otherTab[figure]));
+  const within = spread(dc.map((d) => d.withinFrame));
+  const withinShare = spread(dc.map((d) => (d.total > 0 ? (d.withinFrame / d.total) * 100 : NaN)));
+  const frame = `${FRAME_MS.toFixed(1)} ms`;
+  const unseen = dc.reduce((n, d) => n + d.total - d.seen, 0);
+  lines.push(
+    '',
+    '### Document changes seen by the tabs (Tether)',
+    '',
+    `Issue 13's goal: the calling tab sees its own transaction's writes in the document store before \`transact\` returns, and every other tab of the browser within one animation frame (${frame} at 60 Hz). The same server and the same two tabs as the rows above both open a fresh document and wait until \`status.synced\`; tab A then makes ${count(b.docChanges.count)} transactions one at a time (after 10 unmeasured; each awaited, the next started ${b.docChanges.gapMs} ms after the previous at the soonest), each \`doc.transact(tx => tx.set('k', i))\`. Calling tab: whether \`doc.getState().k === i\` right after \`transact(...)\` returns, before it is awaited. Other tab: from the call in A (\`performance.timeOrigin + performance.now()\`) until B's \`doc.subscribe\` listener sees \`k === i\` (the same clock in B); one B never saw counts as infinitely late. For comparison, the time until \`transact\` resolves in A (the server committed). Goals are reported on the medians, not asserted.`,
+    '',
+    '| figure | result | goal (issue 13) |',
+    '|---|---|---|',
+    `| calling tab: \`k === i\` in the store when \`transact\` returns (of ${dcTotal} per run) | ${fmt(spread(dc.map((d) => d.shownOnReturn)), 0)} | all: ${dc.every((d) => d.shownOnReturn === d.total) ? 'met (every run)' : '**not met**'} |`,
+    `| other tab: call → \`subscribe\` sees it, p50 ms | ${fmt(other('p50'), 2)} | ${goal(`≤ ${frame} (one frame)`, other('p50').median, FRAME_MS)} |`,
+    `| other tab: call → \`subscribe\` sees it, p99 ms | ${fmt(other('p99'), 2)} | ${goal(`≤ ${frame} (one frame)`, other('p99').median, FRAME_MS)} |`,
+    `| other tab: seen within ${frame} (of ${dcTotal} per run) | ${fmt(within, 0)}; share ${withinShare.median.toFixed(1)}% (${withinShare.min.toFixed(1)}–${withinShare.max.toFixed(1)}%) | |`,
+    `| calling tab: \`transact\` resolved (server committed), p50 ms | ${fmt(spread(dc.map((d) => d.resolved.p50)), 2)} | |`,
+    `| calling tab: \`transact\` resolved (server committed), p99 ms | ${fmt(spread(dc.map((d) => d.resolved.p99)), 2)} | |`,
+    '',
+    unseen === 0 ? 'The other tab saw every transaction in every run.' : `Transactions the other tab did not see within 10 s of the last (all runs): ${unseen}.`,
   );
 
   const perSec = spread(runs.map((r) => r.throughput.perSec));
