@@ -62,3 +62,45 @@ test('10,000 publishes from 3 tabs at full speed: each stored once, in per-tab o
   }
   await Promise.all([context.close(), other.close()]);
 });
+
+test('batched publishes settle one by one: a publish refused at once (too big) rejects at once, offline, while the one made with it waits', async ({ browser, openTab, network }) => {
+  const context = await browser.newContext();
+  const tab = await openTab(context);
+  network.refuse();
+  await expect.poll(() => tab.evaluate(() => window.tether.status.getState().connection)).toBe('offline');
+  const outcome = await tab.evaluate(async () => {
+    const w = window as unknown as { small?: Promise<unknown> };
+    // One task: both go to the worker in one message.
+    w.small = window.tether.pubsub.publish('settle', 'small');
+    const big = window.tether.pubsub.publish('settle', 'x'.repeat(70_000));
+    const refused = await big.then(() => 'stored', (error: { code?: string }) => error.code);
+    const smallState = await Promise.race([w.small.then(() => 'settled', () => 'failed'), new Promise((resolve) => setTimeout(() => resolve('waiting'), 300))]);
+    return { refused, smallState };
+  });
+  expect(outcome).toEqual({ refused: 'message_too_big', smallState: 'waiting' });
+  await network.restore();
+  expect(await tab.evaluate(() => (window as unknown as { small: Promise<{ offset: number }> }).small.then((r) => typeof r.offset))).toBe('number');
+  await context.close();
+});
+
+test('a publish and a transaction made in one task are stored in that order (the transaction is applied at once, the publish batched)', async ({ browser, openTab, network }) => {
+  const context = await browser.newContext();
+  const tab = await openTab(context);
+  const doc = `order-${Date.now()}`;
+  await tab.evaluate((doc) => window.tether.state.doc(doc), doc);
+  await expect.poll(() => tab.evaluate((doc) => window.tether.state.doc(doc).status.getState().synced, doc)).toBe(true);
+  network.refuse();
+  await expect.poll(() => tab.evaluate(() => window.tether.status.getState().connection)).toBe('offline');
+  await tab.evaluate((doc) => {
+    void window.tether.pubsub.publish('order', 'first');
+    void window.tether.state.doc(doc).transact((tx) => tx.set('k', 'second'));
+    void window.tether.pubsub.publish('order', 'third');
+  }, doc);
+  await expect.poll(async () => (await tab.evaluate(() => window.tether.pubsub.pending())).length).toBe(3);
+  const pending = await tab.evaluate(() => window.tether.pubsub.pending());
+  expect(pending.map((w) => (w.op === 'publish' ? w.data : w.writes))).toEqual(['first', { k: 'second' }, 'third']);
+  expect(pending.map((w) => w.seq)).toEqual([...pending.map((w) => w.seq)].sort((a, b) => a - b));
+  await network.restore();
+  await expect.poll(() => tab.evaluate(() => window.tether.status.getState().pending)).toBe(0);
+  await context.close();
+});

@@ -128,6 +128,19 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
   let releaseLock: () => void = () => {};
   /** The worker's TabApi version (known once attached). */
   let apiVersion = 1;
+  /** This tab's API in the worker, once attached. */
+  let attachedTab: Comlink.Remote<TabApi> | undefined;
+  /** Publishes handed to the worker (version 2), by id, until it reports how they ended. */
+  const waitingPublishes = new Map<number, { resolve: (value: { offset: number | null }) => void; reject: (error: unknown) => void }>();
+  let publishes = 0;
+  const published = (settled: [number, Outcome<{ offset: number | null }>][]) => {
+    for (const [id, outcome] of settled) {
+      const waiting = waitingPublishes.get(id);
+      waitingPublishes.delete(id);
+      if (outcome.ok) waiting?.resolve(outcome.value);
+      else waiting?.reject(TetherError.from(outcome.error));
+    }
+  };
 
   // Hold a Web Lock for the tab's lifetime; the worker waits on it to notice the tab is gone.
   const lockName = `tether-tab-${tabId}`;
@@ -141,12 +154,13 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
   }).then(async () => {
     const onStatus = Comlink.proxy((next: Status) => status.setState(next, true));
     const registration = { tabId, lockName, url: resolved.url };
-    const tab = resolved.token
-      ? await api.attach(registration, onStatus, Comlink.proxy(resolved.token))
-      : await api.attach(registration, onStatus);
+    const getToken = resolved.token ? Comlink.proxy(resolved.token) : undefined;
+    // A worker of an older SDK ignores the last argument (and is never sent publishMany).
+    const tab = await api.attach(registration, onStatus, getToken, Comlink.proxy(published));
     // A worker of an older SDK may still be running (a deploy while tabs are open): it has no apiVersion.
     const [initial, version] = await Promise.all([tab.status(), tab.apiVersion().then((v) => v, () => 1)]);
     apiVersion = version;
+    attachedTab = tab;
     if (!closed) status.setState(initial, true);
     return tab;
   });
@@ -173,7 +187,20 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     }
   }
 
-  async function publish(channel: string, data: unknown): Promise<{ offset: number | null }> {
+  function publish(channel: string, data: unknown): Promise<{ offset: number | null }> {
+    let item: { channel: string; data: unknown };
+    try {
+      item = checkedPublish(channel, data);
+    } catch (error) {
+      return Promise.reject(error); // bad arguments reject, as they always did
+    }
+    // Attached: handed on now, so that writes reach the worker in the order they were made
+    // (a transaction right after this publish is posted at once too).
+    if (attachedTab) return send(attachedTab, item);
+    return attached.then((tab) => send(tab, item));
+  }
+
+  function checkedPublish(channel: string, data: unknown): { channel: string; data: unknown } {
     if (closed) throw new TetherError('closed', 'the client was closed');
     checkChannel('pubsub.publish', channel);
     let json: string | undefined;
@@ -183,32 +210,35 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
       throw new TypeError(`pubsub.publish: data must be JSON (${String(cause)})`);
     }
     if (json === undefined) throw new TypeError('pubsub.publish: data must be a JSON value, not undefined or a function');
-    const tab = await attached;
     // The worker receives what JSON would keep (no Dates, Maps or class instances surprises).
-    const item = { channel, data: JSON.parse(json) as unknown };
+    return { channel, data: JSON.parse(json) as unknown };
+  }
+
+  function send(tab: Comlink.Remote<TabApi>, item: { channel: string; data: unknown }): Promise<{ offset: number | null }> {
     if (apiVersion < 2) return settle(tab.publish(item.channel, item.data));
     return new Promise((resolve, reject) => {
+      const id = ++publishes;
+      waitingPublishes.set(id, { resolve, reject });
       if (publishing.length === 0) queueMicrotask(() => flushPublishes(tab));
-      publishing.push({ ...item, resolve, reject });
+      publishing.push({ id, ...item });
     });
   }
 
   /**
    * The publishes made in one task go to the worker in one message, in order: a burst is stored
    * in one IndexedDB transaction and sent in few frames, instead of one round trip per publish.
+   * Each settles on its own, when the worker reports it (`onPublished`).
    */
-  let publishing: { channel: string; data: unknown; resolve: (value: { offset: number | null }) => void; reject: (error: unknown) => void }[] = [];
-  function flushPublishes(tab: Comlink.Remote<TabApi>): void {
+  let publishing: { id: number; channel: string; data: unknown }[] = [];
+  function flushPublishes(tab: Comlink.Remote<TabApi> | undefined = attachedTab): void {
+    if (!tab || publishing.length === 0) return;
     const queued = publishing;
     publishing = [];
-    // In messages of one wire frame's worth: each resolves once its own writes are stored, so
-    // the first publish of a long burst does not wait for the last one.
     for (let start = 0; start < queued.length; start += MAX_WRITE_BATCH) {
       const batch = queued.slice(start, start + MAX_WRITE_BATCH);
-      tab.publishMany(batch.map(({ channel, data }) => ({ channel, data }))).then(
-        (outcomes) => outcomes.forEach((outcome, i) => (outcome.ok ? batch[i]!.resolve(outcome.value) : batch[i]!.reject(TetherError.from(outcome.error)))),
-        (error: unknown) => batch.forEach((item) => item.reject(error)),
-      );
+      tab.publishMany(batch).catch((error: unknown) => {
+        for (const { id } of batch) published([[id, { ok: false, error: { code: 'internal', message: `the worker could not take the publish: ${String(error)}` } }]]);
+      });
     }
   }
 
@@ -309,7 +339,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     checkChannel('state.doc', name);
     let store = docs.get(name);
     if (!store) {
-      store = createDocStore(name, { attached, settle, connection: status, apiVersion: () => apiVersion, nextLocal: () => ++transactions }, () => docs.delete(name));
+      store = createDocStore(name, { attached, settle, connection: status, apiVersion: () => apiVersion, nextLocal: () => ++transactions, flushWrites: () => flushPublishes() }, () => docs.delete(name));
       docs.set(name, store);
     }
     return store as unknown as DocStore<T>;

@@ -65,6 +65,8 @@ interface Context {
   apiVersion: () => number;
   /** The next number for a transaction of this tab (one sequence for all its documents). */
   nextLocal: () => number;
+  /** Hands the tab's waiting publishes to the worker now, so that a transaction is stored after them. */
+  flushWrites: () => void;
   settle: <T>(outcome: Promise<Outcome<T>>) => Promise<T>;
   /** The client's connection status. */
   connection: ReadonlyStore<Status>;
@@ -97,7 +99,7 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
    * This tab's transactions applied to its view at once, before the worker stored them, in order.
    * One leaves when a snapshot includes it (`seen`), or when it failed or was rejected.
    */
-  let local: { n: number; writes: Record<string, unknown> }[] = [];
+  let local: { n: number; writes: Record<string, unknown>; committedAt?: number }[] = [];
   let tab: Comlink.Remote<TabApi> | undefined;
   let closed = false;
   let ready!: () => void;
@@ -107,7 +109,9 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
   const render = () => {
     if (!latest) return;
     const seen = latest.seen ?? 0;
-    local = local.filter((t) => t.n > seen);
+    // Included (seen), or committed and the state holds that version already.
+    const version = latest.version;
+    local = local.filter((t) => t.n > seen && !(t.committedAt !== undefined && version >= t.committedAt));
     let view = latest.view;
     let versions: Record<string, TabReadVersion> = latest.versions;
     if (local.length > 0) {
@@ -126,7 +130,9 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
     status.setState({ synced: latest.synced, pending: latest.pending + local.length, version: latest.version, conflicts: latest.conflicts }, true);
   };
   const show = (snapshot: DocSnapshot) => {
-    latest = snapshot;
+    // Snapshots and transaction outcomes come on different ports: `seen` never goes back.
+    const seen = Math.max(snapshot.seen ?? 0, latest?.seen ?? 0);
+    latest = seen > 0 ? { ...snapshot, seen } : snapshot;
     render();
     ready();
   };
@@ -202,6 +208,7 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
       if (Object.keys(writes).length === 0) return result; // read-only: nothing to commit
       const final = run > maxRetries;
       let outcome;
+      context.flushWrites();
       if (overlay) {
         const n = context.nextLocal();
         local.push({ n, writes });
@@ -212,8 +219,14 @@ export function createDocStore<T extends Record<string, unknown>>(name: string, 
           withdraw(n); // never stored: it leaves the view
           throw error;
         }
-        // Committed: it stays shown until a snapshot includes it (no flicker in between).
+        // Committed: it stays shown until a snapshot includes it or holds its version (no flicker in between).
         if (!outcome.committed) withdraw(n);
+        else {
+          const mine = local.find((t) => t.n === n);
+          // (No version: an answer too old to keep it; the next snapshot has it anyway.)
+          if (mine) mine.committedAt = outcome.version ?? 0;
+          render();
+        }
       } else {
         // A worker of an older SDK: it shows the transaction in every tab itself.
         outcome = await settle((tab ?? (await attached)).transact(name, reads as Record<string, Exclude<TabReadVersion, { local: number }>>, writes, final));

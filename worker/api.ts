@@ -37,6 +37,8 @@ export interface Registration {
 
 /** Called with every status change of the tab's connection (a Comlink proxy into the tab). */
 export type StatusListener = (status: Status) => void;
+/** How the tab's publishes ended (`publishMany` ids), several at a time (a Comlink proxy into the tab; version 2). */
+export type PublishedListener = (settled: [id: number, outcome: Outcome<{ offset: number | null }>][]) => void;
 /** Returns a token for the handshake (a Comlink proxy into the tab). */
 export type TokenProvider = () => Promise<string | undefined>;
 
@@ -44,6 +46,7 @@ export type TokenProvider = () => Promise<string | undefined>;
 export interface Tab extends Registration {
   onStatus: StatusListener;
   getToken: TokenProvider | undefined;
+  onPublished?: PublishedListener | undefined;
 }
 
 export interface CallOptions {
@@ -117,7 +120,7 @@ export interface WorkerApi {
    * tab, so none carries a tab id. Callbacks are separate arguments because Comlink only proxies
    * top-level arguments. The status arrives through `onStatus` (and `tab.status()`).
    */
-  attach(registration: Registration, onStatus: StatusListener, getToken?: TokenProvider): Promise<TabApi & ProxyMarked>;
+  attach(registration: Registration, onStatus: StatusListener, getToken?: TokenProvider, onPublished?: PublishedListener): Promise<TabApi & ProxyMarked>;
 }
 
 /** What one tab can ask of the worker (the object `attach` returns). */
@@ -132,9 +135,10 @@ export interface TabApi {
   publish(channel: string, data: unknown): Promise<Outcome<{ offset: number | null }>>;
   /**
    * Several publishes of the tab at once, in order (stored in one IndexedDB transaction, sent in
-   * few frames); resolves once every one has its outcome, listed in the same order.
+   * few frames). Each one's outcome goes to the tab's `onPublished` (given to `attach`) as soon
+   * as it is known, with its id.
    */
-  publishMany(publishes: { channel: string; data: unknown }[]): Promise<Outcome<{ offset: number | null }>[]>;
+  publishMany(publishes: { id: number; channel: string; data: unknown }[]): void;
   /**
    * Adds a listener for a channel; the worker shares one server subscription among its tabs.
    * `since`: where this tab left off (before a reload): it gets the events after it first.

@@ -40,6 +40,8 @@ interface TabState {
   resolvedUser: string | undefined;
   /** The status last sent to the tab (unchanged ones are not sent again). */
   lastStatus?: Status;
+  /** Outcomes of its publishes waiting for the end of the task, to go to the tab together. */
+  published: [number, Outcome<{ offset: number | null }>][];
 }
 
 export class ServerConnection {
@@ -147,7 +149,7 @@ export class ServerConnection {
    * its writes are filed under the right user and `pending` and the documents include them.
    */
   add(tab: Tab): void {
-    const state: TabState = { tab, user: Promise.resolve(''), resolvedUser: undefined };
+    const state: TabState = { tab, user: Promise.resolve(''), resolvedUser: undefined, published: [] };
     state.user = this.tokens.userOfNewTab(tab).then(async (user) => {
       state.resolvedUser = user;
       await this.writes.writer(user).catch(() => undefined); // load its queue for `pending`
@@ -171,6 +173,7 @@ export class ServerConnection {
       this.followed.delete(tabId);
       release(state.tab.onStatus);
       if (state.tab.getToken) release(state.tab.getToken);
+      if (state.tab.onPublished) release(state.tab.onPublished);
     }
     return this.tabs.size === 0;
   }
@@ -236,6 +239,29 @@ export class ServerConnection {
   }
 
   /**
+   * Several publishes of a tab, in order; each outcome goes to the tab's `onPublished` as soon as
+   * it is known (a refusal at once, an acknowledgement when it comes), several per message.
+   */
+  publishMany(tabId: string, publishes: { id: number; channel: string; data: unknown }[]): void {
+    for (const { id, channel, data } of publishes) {
+      void this.publish(tabId, channel, data).then((outcome) => this.reportPublished(tabId, id, outcome));
+    }
+  }
+
+  private reportPublished(tabId: string, id: number, outcome: Outcome<{ offset: number | null }>): void {
+    const state = this.tabs.get(tabId);
+    if (!state?.tab.onPublished) return; // the tab is gone: nobody to tell
+    if (state.published.length === 0) {
+      queueMicrotask(() => {
+        const settled = state.published;
+        state.published = [];
+        void Promise.resolve(state.tab.onPublished?.(settled)).catch(() => {});
+      });
+    }
+    state.published.push([id, outcome]);
+  }
+
+  /**
    * Applies a transaction optimistically (every tab sees it at once), queues it durably, and
    * settles when the server committed it — or rejected it: then with the fresh state to run on.
    */
@@ -256,10 +282,10 @@ export class ServerConnection {
         ? {}
         : {
             local: `${tabId}:${local}`,
+            // The view shows the pending writes of the socket's user only: another user's tab keeps
+            // showing its transaction itself until the committed version reaches it.
             onQueued: () => {
-              this.documents.seen(doc, tabId, local);
-              // The view shows the socket user's writes: for another user's tab, tell it here that its transaction was taken.
-              if (this.tabs.get(tabId)?.resolvedUser !== this.viewUser()) this.documents.changed(doc);
+              if (this.tabs.get(tabId)?.resolvedUser === this.viewUser()) this.documents.seen(doc, tabId, local);
             },
           };
     const result = await this.enqueue(tabId, { op: 'transact', doc, reads: named, writes }, final, options);

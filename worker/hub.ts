@@ -4,7 +4,7 @@
  * hub is granted it, the tab is gone (closed, navigated or crashed) and is detached.
  */
 import * as Comlink from 'comlink';
-import { TAB_API_VERSION, type Outcome, type Registration, type StatusListener, type TabApi, type TokenProvider, type WorkerApi, type WorkerStats } from './api.js';
+import { TAB_API_VERSION, type Outcome, type PublishedListener, type Registration, type StatusListener, type TabApi, type TokenProvider, type WorkerApi, type WorkerStats } from './api.js';
 import { ServerConnection, type EngineDeps } from './connection.js';
 
 const NOT_ATTACHED = { ok: false, error: { code: 'closed', message: 'this tab is not attached (was the client closed?)' } } as const;
@@ -15,7 +15,7 @@ export class Hub implements WorkerApi {
 
   constructor(private readonly deps: EngineDeps) {}
 
-  async attach(registration: Registration, onStatus: StatusListener, getToken?: TokenProvider): Promise<TabApi & Comlink.ProxyMarked> {
+  async attach(registration: Registration, onStatus: StatusListener, getToken?: TokenProvider, onPublished?: PublishedListener): Promise<TabApi & Comlink.ProxyMarked> {
     const { tabId, url, lockName } = registration;
     this.detach(tabId); // a re-attach replaces the old registration
     let connection = this.connections.get(url);
@@ -23,7 +23,7 @@ export class Hub implements WorkerApi {
       connection = new ServerConnection(url, this.deps);
       this.connections.set(url, connection);
     }
-    connection.add({ ...registration, onStatus, getToken });
+    connection.add({ ...registration, onStatus, getToken, onPublished });
     this.tabUrls.set(tabId, url);
     void navigator.locks.request(lockName, async () => this.detach(tabId));
     return Comlink.proxy(this.tabApi(tabId));
@@ -43,8 +43,9 @@ export class Hub implements WorkerApi {
       publish: (channel, data) => on((c) => c.publish(tabId, channel, data)),
       publishMany: (publishes) => {
         const connection = this.connectionOf(tabId);
-        if (!connection) return Promise.resolve(publishes.map(() => NOT_ATTACHED));
-        return Promise.all(publishes.map(({ channel, data }) => connection.publish(tabId, channel, data)));
+        // The call rejects in the tab, which fails each of these publishes.
+        if (!connection) throw new Error(NOT_ATTACHED.error.message);
+        connection.publishMany(tabId, publishes);
       },
       subscribe: (id, channel, listener, since, batched) => on((c) => done(c.subscribe(tabId, id, channel, listener, since, batched))),
       unsubscribe: (id) => this.connectionOf(tabId)?.unsubscribe(id),

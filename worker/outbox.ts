@@ -46,7 +46,7 @@ function runs(numbers: number[]): [number, number][] {
 }
 
 /** Local transaction names remembered for later reads, at most (a tab refers back a few at a time). */
-const LOCAL_NAMES_KEPT = 1000;
+const LOCAL_NAMES_KEPT = 10_000;
 /** Read by a transaction whose local predecessor was never stored: no write has it, so the read conflicts. */
 const NO_SUCH_SEQ = Number.MAX_SAFE_INTEGER;
 
@@ -145,10 +145,14 @@ export class Outbox {
   remove(seq: number): void {
     this.deleting.add(seq);
     this.deletions.push(seq);
+    this.scheduleDeletions();
+  }
+
+  private scheduleDeletions(): void {
     this.deletionTimer ??= setTimeout(() => {
       this.deletionTimer = undefined;
       if (this.deletions.length === 0) return;
-      if (this.committing) this.remove(this.deletions.pop()!); // the running drain takes them, or this timer again
+      if (this.committing) this.scheduleDeletions(); // the running drain takes them, or this timer again
       else void this.commitDeletions();
     }, DELETION_DELAY_MS);
   }
@@ -192,6 +196,7 @@ export class Outbox {
       entries!.forEach((entry, i) => batch[i]!.resolve(entry));
     } catch (cause) {
       this.deletions.push(...deletions); // not deleted with the writes: they go on their own later
+      if (this.deletions.length > 0) this.scheduleDeletions();
       const quota = cause instanceof DOMException && cause.name === 'QuotaExceededError';
       const error = quota
         ? new TetherError('quota_exceeded', 'the browser refused to store the write: storage quota exceeded; nothing was sent')

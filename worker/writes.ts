@@ -18,6 +18,7 @@ import { MAX_WRITE_BATCH, WRITES_PER_RATE_TOKEN, type ClientMessage, type Confli
 import type { Database, OutboxEntry } from './db.js';
 import { clientIdentity, type Identity } from './identity.js';
 import { Outbox, type NewWrite } from './outbox.js';
+import type { WriteOp } from '../protocol/shapes.js';
 
 /** Writes sent and not yet answered, at most. */
 const SEND_WINDOW = 1000;
@@ -180,8 +181,12 @@ export class Writes {
 
   /** Why a write cannot be queued (over the server's size limit, in UTF-8 bytes), or undefined. */
   refusal(write: NewWrite): ErrorShape | undefined {
-    // A local read is sized as the `{ "seq": … }` it becomes (about as long).
-    const bytes = oversized(writeFrame({ ...write, seq: Number.MAX_SAFE_INTEGER } as OutboxEntry), this.maxMessageBytes);
+    // A local read is sized as the `{ "seq": … }` it becomes.
+    const sized: WriteOp =
+      write.op === 'transact'
+        ? { ...write, reads: Object.fromEntries(Object.entries(write.reads).map(([key, read]) => [key, typeof read === 'object' && 'local' in read ? { seq: Number.MAX_SAFE_INTEGER } : read])) }
+        : write;
+    const bytes = oversized(writeFrame({ ...sized, seq: Number.MAX_SAFE_INTEGER } as OutboxEntry), this.maxMessageBytes);
     if (bytes === undefined) return undefined;
     return { code: 'message_too_big', message: `the write is ${bytes} bytes (UTF-8); the server accepts at most ${this.maxMessageBytes}` };
   }
