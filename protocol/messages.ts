@@ -300,7 +300,16 @@ export const HistoryPage = v.strictObject({
   events: v.array(v.strictObject({ offset: Offset, data: v.unknown(), publisher: v.optional(Publisher) })),
 });
 
-export const ServerMessage = v.variant('type', [Welcome, Pong, RpcResult, Ack, Subscribed, ChannelEvent, Reset, Conflict, DocState, ErrorMessage]);
+/**
+ * The answers to the writes of one `writes` frame, in one frame, in the order they were decided:
+ * each exactly what would have answered the write alone (`ack`, `conflict`, `error` with `seq`).
+ */
+export const Answers = v.strictObject({
+  type: v.literal('answers'),
+  answers: v.array(v.variant('type', [Ack, Conflict, ErrorMessage])),
+});
+
+export const ServerMessage = v.variant('type', [Welcome, Pong, RpcResult, Ack, Subscribed, ChannelEvent, Reset, Conflict, DocState, ErrorMessage, Answers]);
 
 export type Handshake = v.InferOutput<typeof Handshake>;
 export type Ping = v.InferOutput<typeof Ping>;
@@ -325,6 +334,7 @@ export type Welcome = v.InferOutput<typeof Welcome>;
 export type Pong = v.InferOutput<typeof Pong>;
 export type RpcResult = v.InferOutput<typeof RpcResult>;
 export type Ack = v.InferOutput<typeof Ack>;
+export type Answers = v.InferOutput<typeof Answers>;
 export type Subscribed = v.InferOutput<typeof Subscribed>;
 export type ChannelEvent = v.InferOutput<typeof ChannelEvent>;
 export type Reset = v.InferOutput<typeof Reset>;

@@ -67,6 +67,9 @@ const CATCH_UP_LOW_WATER = 512 * 1024;
  * The UTF-8 bytes of a frame, encoded once for a run of sends of the same frame (a fan-out
  * sends one string to thousands of sockets; ws would encode it again for each).
  */
+/** Where the answer to a write goes: its own frame, or the `answers` of the `writes` frame it came in. */
+type Reply = (frame: string) => void;
+
 let lastText: string | undefined;
 let lastBytes: Buffer = Buffer.alloc(0);
 function utf8(frame: string): Buffer {
@@ -186,12 +189,15 @@ export class Session {
         return this.close(CloseCode.RateLimited, 'rate limit exceeded');
       }
     }
-    // Each write as if it came alone, in order (each is submitted before the next is looked at).
-    await Promise.all(frame.writes.map((decoded) => this.dispatch(decoded)));
+    // Each write as if it came alone, in order (each is submitted before the next is looked at);
+    // their answers go back together, in one `answers` frame (they are stored in one commit).
+    const answers: string[] = [];
+    await Promise.all(frame.writes.map((decoded) => this.dispatch(decoded, (answer) => answers.push(answer))));
+    if (answers.length > 0) this.sendFrame(`{"type":"answers","answers":[${answers.join(',')}]}`);
   }
 
-  /** Handles one decoded message (a frame, or one write of a `writes` frame). */
-  private dispatch(decoded: Decoded<ClientMessage>): Promise<void> | void {
+  /** Handles one decoded message (a frame, or one write of a `writes` frame: its answer goes to `reply`). */
+  private dispatch(decoded: Decoded<ClientMessage>, reply?: Reply): Promise<void> | void {
     if (!decoded.ok) {
       // A malformed write still takes its place in the sequence, or every write behind it would wait forever.
       if (decoded.seq !== undefined && this.welcomed && this.clientId !== undefined) {
@@ -199,7 +205,7 @@ export class Session {
         // (closing would lose the answers, and every reconnect would resend the same frames).
         this.log.debug({ code: decoded.error.code, seq: decoded.seq }, 'refused write');
         const { code, message } = decoded.error;
-        return this.write(decoded.seq, () => ({ kind: 'skip', clientId: this.clientId!, seq: decoded.seq!, user: this.user, code, message }));
+        return this.write(decoded.seq, () => ({ kind: 'skip', clientId: this.clientId!, seq: decoded.seq!, user: this.user, code, message }), reply);
       }
       return this.refuse(decoded.error, decoded.id);
     }
@@ -220,7 +226,7 @@ export class Session {
       case 'rpc':
         return this.rpc(message);
       case 'publish':
-        return this.publish(message);
+        return this.publish(message, reply);
       case 'subscribe':
         return this.subscribe(message);
       case 'unsubscribe':
@@ -228,7 +234,7 @@ export class Session {
         this.subscriptions.delete(message.channel);
         return;
       case 'transact':
-        return this.transact(message);
+        return this.transact(message, reply);
       case 'doc_open':
         return this.openDoc(message);
       case 'doc_close':
@@ -242,7 +248,7 @@ export class Session {
       case 'skip': {
         const size = message.bytes === undefined ? '' : ` (${message.bytes} bytes)`;
         const text = `the write is larger${size} than this server accepts (${this.deps.maxMessageBytes} bytes); it was not sent`;
-        return this.write(message.seq, (clientId) => ({ kind: 'skip', clientId, seq: message.seq, user: this.user, code: 'message_too_big', message: text }));
+        return this.write(message.seq, (clientId) => ({ kind: 'skip', clientId, seq: message.seq, user: this.user, code: 'message_too_big', message: text }), reply);
       }
     }
   }
@@ -353,19 +359,22 @@ export class Session {
     this.sendFrame(frame);
   }
 
-  private publish({ seq, channel, data }: Publish): Promise<void> {
-    return this.write(seq, (clientId) =>
-      this.permissions.publish(channel)
-        ? { kind: 'publish', channel, data: JSON.stringify(data) ?? 'null', clientId, seq, user: this.user }
-        : this.forbidden(clientId, seq, `you may not publish to ${channel}`),
+  private publish({ seq, channel, data }: Publish, reply?: Reply): Promise<void> {
+    return this.write(
+      seq,
+      (clientId) =>
+        this.permissions.publish(channel)
+          ? { kind: 'publish', channel, data: JSON.stringify(data) ?? 'null', clientId, seq, user: this.user }
+          : this.forbidden(clientId, seq, `you may not publish to ${channel}`),
+      reply,
     );
   }
 
-  private transact({ seq, doc, reads, writes }: Transact): Promise<void> {
-    if (!this.permissions.writeDoc(doc)) return this.write(seq, (clientId) => this.forbidden(clientId, seq, `you may not change ${doc}`));
+  private transact({ seq, doc, reads, writes }: Transact, reply?: Reply): Promise<void> {
+    if (!this.permissions.writeDoc(doc)) return this.write(seq, (clientId) => this.forbidden(clientId, seq, `you may not change ${doc}`), reply);
     const values: Record<string, string | null> = {};
     for (const [key, value] of Object.entries(writes)) values[key] = value === null ? null : (JSON.stringify(value) ?? null);
-    return this.write(seq, (clientId) => ({ kind: 'transact', doc, reads, writes: values, clientId, seq, user: this.user }));
+    return this.write(seq, (clientId) => ({ kind: 'transact', doc, reads, writes: values, clientId, seq, user: this.user }), reply);
   }
 
   /** A forbidden write still takes its place in the sequence, so it never blocks the queue. */
@@ -373,38 +382,43 @@ export class Session {
     return { kind: 'skip', clientId, seq, user: this.user, code: 'forbidden', message };
   }
 
-  /** Applies one queued write exactly once and answers it. */
-  private async write(seq: number, request: (clientId: string) => WriteRequest): Promise<void> {
+  /**
+   * Applies one queued write exactly once and answers it, through `reply` (the socket, or the
+   * answers of a `writes` frame).
+   */
+  private async write(seq: number, request: (clientId: string) => WriteRequest, reply: Reply = this.reply): Promise<void> {
     const clientId = this.clientId;
-    if (clientId === undefined) {
-      return this.sendError({ code: 'invalid_message', message: 'writes need a clientId in the handshake' }, { seq });
-    }
+    const error = (e: ErrorShape) => reply(encode({ type: 'error', seq, ...e }));
+    if (clientId === undefined) return error({ code: 'invalid_message', message: 'writes need a clientId in the handshake' });
     let outcome: WriteOutcome;
     try {
       outcome = await this.deps.writes.submit(request(clientId));
-    } catch (error) {
-      this.log.error({ err: error }, 'write failed');
-      return this.sendError({ code: 'internal', message: 'the server could not store the write; it will be retried' }, { seq });
+    } catch (cause) {
+      this.log.error({ err: cause }, 'write failed');
+      return error({ code: 'internal', message: 'the server could not store the write; it will be retried' });
     }
     switch (outcome.status) {
       case 'stored':
-        return this.send({ type: 'ack', seq, offset: outcome.event.offset });
+        return reply(encode({ type: 'ack', seq, offset: outcome.event.offset }));
       case 'committed':
-        return this.send({ type: 'ack', seq, offset: outcome.change.version });
+        return reply(encode({ type: 'ack', seq, offset: outcome.change.version }));
       case 'duplicate':
-        return this.send({ type: 'ack', seq, offset: outcome.offset });
+        return reply(encode({ type: 'ack', seq, offset: outcome.offset }));
       case 'conflict':
-        return this.sendFrame(conflictFrame(seq, outcome.doc, outcome.version, outcome.current));
+        return reply(conflictFrame(seq, outcome.doc, outcome.version, outcome.current));
       case 'refused':
-        return this.sendError({ code: outcome.code, message: outcome.message }, { seq });
+        return error({ code: outcome.code, message: outcome.message });
       case 'out_of_order':
-        return this.sendError({ code: 'out_of_order', message: `expected write ${outcome.expected}, got ${seq}` }, { seq });
+        return error({ code: 'out_of_order', message: `expected write ${outcome.expected}, got ${seq}` });
       case 'forbidden':
-        return this.sendError({ code: 'forbidden', message: 'this clientId belongs to another user' }, { seq });
+        return error({ code: 'forbidden', message: 'this clientId belongs to another user' });
       case 'idempotency_mismatch':
-        return this.sendError({ code: 'internal', message: 'unexpected outcome for a client write' }, { seq });
+        return error({ code: 'internal', message: 'unexpected outcome for a client write' });
     }
   }
+
+  /** Answers a write on its own frame. */
+  private readonly reply: Reply = (frame) => this.sendFrame(frame);
 
   private async openDoc({ doc, since, epoch }: DocOpen): Promise<void> {
     if (!this.permissions.readDoc(doc)) return this.sendError({ code: 'forbidden', message: `you may not open ${doc}` }, { doc });

@@ -26,12 +26,18 @@ async function writer(port: number): Promise<{ client: RawClient; welcome: Frame
   return { client, welcome: await client.next() };
 }
 
-/** The answers to writes (ack, conflict or error with a seq), `count` of them, in arrival order. */
+/** Frames received: `answers` frames counted, to check a `writes` frame is answered in one. */
+const answerFrames = new WeakMap<RawClient, number>();
+
+/** The answers to writes (ack, conflict or error with a seq), `count` of them, in arrival order (`answers` frames taken apart). */
 async function answers(client: RawClient, count: number): Promise<Frame[]> {
   const got: Frame[] = [];
   while (got.length < count) {
     const frame = await client.next();
-    if (frame.seq !== undefined) got.push(frame);
+    if (frame.type === 'answers') {
+      answerFrames.set(client, (answerFrames.get(client) ?? 0) + 1);
+      got.push(...(frame.answers as Frame[]));
+    } else if (frame.seq !== undefined) got.push(frame);
   }
   return got;
 }
@@ -62,6 +68,8 @@ describe('writes frames', () => {
     const batch = { type: 'writes', writes: Array.from({ length: MAX_WRITE_BATCH }, (_, i) => publish(i + 1, channel, { i, text: 'é😀\u2028' })) };
     client.send(batch);
     const first = await answers(client, MAX_WRITE_BATCH);
+    // Stored in one commit, answered in one frame (batching on the way back too).
+    expect(answerFrames.get(client)).toBe(1);
     expect(first.map((a) => a.seq)).toEqual(Array.from({ length: MAX_WRITE_BATCH }, (_, i) => i + 1));
     expect(first.every((a) => a.type === 'ack')).toBe(true);
     const offsets = first.map((a) => a.offset as number);

@@ -51,6 +51,9 @@ interface Channel {
 
 type Incoming = Extract<ServerMessage, { type: 'event' | 'reset' | 'subscribed' }>;
 
+/** Deliveries this soon after the last ones are part of a stream, gathered for a moment. */
+const STREAM_GAP_MS = 2;
+
 export class Subscriptions {
   private readonly channels = new Map<string, Channel>();
   /** Listeners with deliveries waiting for the end of the task (see `call`). */
@@ -58,6 +61,8 @@ export class Subscriptions {
   /** Channels whose delivered offset is not saved yet; one save runs at a time. */
   private readonly unsaved = new Map<string, Channel>();
   private saving = false;
+  /** When deliveries last went to the tabs. */
+  private flushedAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly url: string,
@@ -275,11 +280,18 @@ export class Subscriptions {
       entry.delivered = delivery.offset;
     } else if (delivery.kind === 'reset') entry.delivered = delivery.offset;
     entry.outgoing.push(delivery);
-    if (this.flushing.size === 0) queueMicrotask(() => this.flush());
+    if (this.flushing.size === 0) {
+      // A lone event goes at the end of this task; in a stream (the last flush was just now), the
+      // events of the next few socket messages go together: one message to each tab per
+      // millisecond or so, not one per event.
+      if (performance.now() - this.flushedAt < STREAM_GAP_MS) setTimeout(() => this.flush(), 1);
+      else queueMicrotask(() => this.flush());
+    }
     this.flushing.add(entry);
   }
 
   private flush(): void {
+    this.flushedAt = performance.now();
     const entries = [...this.flushing];
     this.flushing.clear();
     for (const entry of entries) {

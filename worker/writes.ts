@@ -280,6 +280,9 @@ export class Writes {
   handle(message: ServerMessage): boolean {
     const sender = this.sender;
     switch (message.type) {
+      case 'answers':
+        for (const answer of message.answers) this.handle(answer);
+        return true;
       case 'ack':
         if (sender) this.acknowledged(sender, message.seq, message.offset);
         return true;
