@@ -67,6 +67,8 @@ const CATCH_UP_LOW_WATER = 512 * 1024;
  * The UTF-8 bytes of a frame, encoded once for a run of sends of the same frame (a fan-out
  * sends one string to thousands of sockets; ws would encode it again for each).
  */
+const TEXT_FRAME = { binary: false } as const;
+
 /** Where the answer to a write goes: its own frame, or the `answers` of the `writes` frame it came in. */
 type Reply = (frame: string) => void;
 
@@ -153,7 +155,7 @@ export class Session {
   private sendFrame(frame: string): void {
     if (this.socket.readyState !== this.socket.OPEN) return;
     // Text frame from bytes encoded once: a fan-out hands every subscriber the same string.
-    this.socket.send(utf8(frame), { binary: false });
+    this.socket.send(utf8(frame), TEXT_FRAME);
     if (this.socket.bufferedAmount > this.deps.limits.maxBufferedBytes) {
       this.log.warn({ buffered: this.socket.bufferedAmount }, 'slow consumer dropped');
       this.close(CloseCode.SlowConsumer, 'slow consumer');

@@ -324,6 +324,27 @@ describe('client and server disagree on sequences', () => {
     expect(await storedData(harness, 'c')).toEqual([1, 2, 3, 'new']);
   });
 
+  it('two workers of one profile (a deploy) writing bursts at the same time: no sequence used twice, every write stored once', async () => {
+    harness = await Harness.start();
+    const db = Harness.newDatabase();
+    const [oldWorker, newWorker] = [harness.engine(db), harness.engine(db)];
+    const [oldTab, newTab] = [oldWorker.attach(), newWorker.attach()];
+    await eventually(() => oldWorker.status(oldTab).connection === 'online' && newWorker.status(newTab).connection === 'online');
+    // Each numbers its next burst from what it stored last; the other numbered writes meanwhile.
+    const bursts: Promise<unknown>[] = [];
+    for (let round = 0; round < 10; round++) {
+      for (const [name, engine, tab] of [['old', oldWorker, oldTab], ['new', newWorker, newTab]] as const) {
+        for (let i = 0; i < 30; i++) bursts.push(engine.connection.publish(tab.tabId, 'deploy', `${name}-${round}-${i}`));
+      }
+      await new Promise((resolve) => setTimeout(resolve, round % 3));
+    }
+    const results = (await Promise.all(bursts)) as { ok: boolean }[];
+    expect(results.every((r) => r.ok)).toBe(true);
+    const stored = (await storedData(harness, 'deploy')) as string[];
+    expect(stored).toHaveLength(600);
+    expect(new Set(stored).size).toBe(600);
+  }, 30_000);
+
   it('a worker restart resends what was queued, and the server answers the resends with their first outcome', async () => {
     harness = await Harness.start();
     const db = Harness.newDatabase();
