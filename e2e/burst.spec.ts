@@ -1,4 +1,4 @@
-import { test, expect, apiHistory, receivedIn, subscribeIn } from './fixtures/test.js';
+import { test, expect, apiHistory, receivedIn, subscribeIn, waitForConnection } from './fixtures/test.js';
 
 /**
  * Batching on every hop (tab → worker messages, one IndexedDB transaction per burst, `writes`
@@ -102,5 +102,51 @@ test('a publish and a transaction made in one task are stored in that order (the
   expect(pending.map((w) => w.seq)).toEqual([...pending.map((w) => w.seq)].sort((a, b) => a - b));
   await network.restore();
   await expect.poll(() => tab.evaluate(() => window.tether.status.getState().pending)).toBe(0);
+  await context.close();
+});
+
+test('two workers of one origin (a deploy: the old and the new worker URL) write bursts into one outbox at once: no sequence used twice, each write stored once, per-tab order', async ({ browser, server }) => {
+  test.setTimeout(120_000);
+  const context = await browser.newContext();
+  const pages = [];
+  for (const workerUrl of ['/tether-worker.js', '/tether-worker.js?deploy=2']) {
+    const page = await context.newPage();
+    await page.goto(`${server.httpUrl}/api/health`);
+    await page.addScriptTag({ url: '/tether.js' });
+    await page.evaluate(({ url, workerUrl }) => {
+      window.tether = window.Tether.connect({ url, workerUrl });
+    }, { url: server.wsUrl, workerUrl });
+    await waitForConnection(page, 'online');
+    pages.push(page);
+  }
+  // Two SharedWorkers (one per script URL), one IndexedDB outbox and one client id between them.
+  const cdp = await browser.newBrowserCDPSession();
+  const { targetInfos } = (await cdp.send('Target.getTargets')) as { targetInfos: { type: string; url: string }[] };
+  expect(targetInfos.filter((t) => t.type === 'shared_worker' && t.url.includes('tether-worker.js'))).toHaveLength(2);
+  const channel = `deploy-${Date.now()}`;
+  const rounds = 20;
+  const burst = 50;
+  const failed = await Promise.all(
+    pages.map((page, k) =>
+      page.evaluate(
+        async ({ channel, k, rounds, burst }) => {
+          const publishes: Promise<unknown>[] = [];
+          // Bursts from both workers at once: each numbers from what it stored last while the other numbers too.
+          for (let round = 0; round < rounds; round++) {
+            for (let i = 0; i < burst; i++) publishes.push(window.tether.pubsub.publish(channel, { k, i: round * burst + i }));
+            await new Promise((resolve) => setTimeout(resolve, round % 3));
+          }
+          const settled = await Promise.allSettled(publishes);
+          return settled.filter((s) => s.status === 'rejected').map((s) => String((s as PromiseRejectedResult).reason));
+        },
+        { channel, k, rounds, burst },
+      ),
+    ),
+  );
+  expect(failed).toEqual([[], []]);
+  const history = await apiHistory(server.httpUrl, channel);
+  const data = history.map((e) => e.data as { k: number; i: number });
+  expect(data).toHaveLength(2 * rounds * burst);
+  for (const k of [0, 1]) expect(data.filter((d) => d.k === k).map((d) => d.i)).toEqual(Array.from({ length: rounds * burst }, (_, i) => i));
   await context.close();
 });

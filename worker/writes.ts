@@ -262,6 +262,10 @@ export class Writes {
     const added = stored.filter((e) => !known.has(e.seq));
     if (added.length === 0) return;
     writer.queue = [...writer.queue, ...added].sort((a, b) => a.seq - b.seq);
+    // Writes numbered below what this worker already sent (the other worker's, maybe answered on
+    // its socket and not deleted yet) are sent from here too: else nobody answers them here and
+    // they hold the window. The server answers the resends without applying anything twice.
+    if (writer === this.sender && added[0]!.seq <= this.lastSent) this.lastSent = added[0]!.seq - 1;
     for (const entry of added) this.events.queueChanged(writer.identity.user, entry);
   }
 
