@@ -1,4 +1,5 @@
 import { test, expect, apiHistory, receivedIn, subscribeIn, waitForConnection } from './fixtures/test.js';
+import { browserContextIdOf } from './fixtures/shared-worker.js';
 
 /**
  * Batching on every hop (tab → worker messages, one IndexedDB transaction per burst, `writes`
@@ -119,10 +120,12 @@ test('two workers of one origin (a deploy: the old and the new worker URL) write
     await waitForConnection(page, 'online');
     pages.push(page);
   }
-  // Two SharedWorkers (one per script URL), one IndexedDB outbox and one client id between them.
+  // Two SharedWorkers in this browser context (one per script URL), one IndexedDB outbox and one client id between them.
+  const contextId = await browserContextIdOf(pages[0]!);
   const cdp = await browser.newBrowserCDPSession();
-  const { targetInfos } = (await cdp.send('Target.getTargets')) as { targetInfos: { type: string; url: string }[] };
-  expect(targetInfos.filter((t) => t.type === 'shared_worker' && t.url.includes('tether-worker.js'))).toHaveLength(2);
+  const { targetInfos } = await cdp.send('Target.getTargets');
+  expect(targetInfos.filter((t) => t.type === 'shared_worker' && t.browserContextId === contextId).map((t) => new URL(t.url).search).sort()).toEqual(['', '?deploy=2']);
+  await cdp.detach();
   const channel = `deploy-${Date.now()}`;
   const rounds = 20;
   const burst = 50;
