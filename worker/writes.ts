@@ -69,9 +69,7 @@ const encoder = new TextEncoder();
  * frames are cleared without encoding them.
  */
 function oversized(message: ClientMessage, limit: number): number | undefined {
-  const json = JSON.stringify(message);
-  if (json.length * 3 <= limit) return undefined;
-  const bytes = encoder.encode(json).length;
+  const bytes = frameBytes(message, limit);
   return bytes > limit ? bytes : undefined;
 }
 
@@ -79,7 +77,7 @@ function oversized(message: ClientMessage, limit: number): number | undefined {
  * The frame's size in UTF-8 bytes, or an upper bound of it (3 bytes per UTF-16 unit) when that
  * stays under `limit`: most frames are sized without encoding them.
  */
-function frameBytes(message: WriteMessage, limit: number): number {
+function frameBytes(message: ClientMessage, limit: number): number {
   const json = JSON.stringify(message);
   return json.length * 3 <= limit ? json.length * 3 : encoder.encode(json).length;
 }
