@@ -45,7 +45,7 @@ function library(entry: string, outDir: string, fileName: string, format: 'es' |
 export default defineConfig(({ mode }): UserConfig => {
   switch (mode) {
     case 'worker':
-      return library('worker/shared-worker.ts', 'sdk/dist', 'tether-worker.js', 'iife', 'TetherWorker');
+      return library('worker/main.ts', 'sdk/dist', 'tether-worker.js', 'iife', 'TetherWorker');
     case 'global':
       return library('sdk/global.ts', 'sdk/dist', 'tether.js', 'iife', 'Tether');
     case 'sdk':

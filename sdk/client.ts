@@ -7,8 +7,8 @@ import { readonly, type ReadonlyStore } from './readonly-store.js';
 import { TetherError } from '../protocol/errors.js';
 import { CHANNEL_NAME, MAX_WRITE_BATCH } from '../protocol/constants.js';
 import type { Publisher } from '../protocol/shapes.js';
-import type { ChannelDelivery, Outcome, PendingWrite, Status, TabApi, WorkerApi } from '../worker/api.js';
-import { resolveOptions, type ConnectOptions } from './options.js';
+import type { ChannelDelivery, HostMode, Outcome, PendingWrite, Status, TabApi, WorkerApi } from '../worker/api.js';
+import { resolveOptions, type ConnectMode, type ConnectOptions } from './options.js';
 import { createDocStore, type DocStore } from './documents.js';
 
 export interface RpcCallOptions {
@@ -104,25 +104,46 @@ function tabPositions(url: string, channel: string) {
   };
 }
 
+/**
+ * Starts the worker script: as the origin's SharedWorker, or — where there is none, or it cannot
+ * start, or `mode` says so — as this tab's dedicated Worker, which joins the leader election.
+ */
+function startWorker(url: string, mode: ConnectMode): { endpoint: Comlink.Endpoint; mode: HostMode; close: () => void } {
+  const unavailable = (what: string, cause: unknown) =>
+    new TetherError(
+      'worker_unavailable',
+      `could not start the ${what} at ${url} (${String(cause)}); ` +
+        'the worker script must be same-origin with the page: host tether-worker.js yourself and pass workerUrl',
+    );
+  let sharedFailure: unknown;
+  if (mode !== 'leader-election') {
+    if (typeof SharedWorker === 'function') {
+      try {
+        const shared = new SharedWorker(url, { name: 'tether' });
+        return { endpoint: shared.port, mode: 'shared-worker', close: () => shared.port.close() };
+      } catch (cause) {
+        sharedFailure = cause;
+      }
+    } else sharedFailure = new Error('this browser has no SharedWorker');
+    if (mode === 'shared-worker') throw unavailable('SharedWorker', sharedFailure);
+  }
+  try {
+    const dedicated = new Worker(url, { name: 'tether' });
+    return { endpoint: dedicated, mode: 'follower', close: () => dedicated.terminate() };
+  } catch (cause) {
+    throw unavailable(sharedFailure === undefined ? 'Worker' : `SharedWorker (${String(sharedFailure)}) nor a Worker`, cause);
+  }
+}
+
 function randomId(): string {
   return crypto.randomUUID();
 }
 
 export function createClient(options: ConnectOptions, defaultWorkerUrl: string | undefined): TetherClient {
   const resolved = resolveOptions(options, defaultWorkerUrl);
-  const status = createStore<Status>()(() => ({ connection: 'connecting', pending: 0, lastSyncAt: null, error: null }));
-
-  let worker: SharedWorker;
-  try {
-    worker = new SharedWorker(resolved.workerUrl, { name: 'tether' });
-  } catch (cause) {
-    throw new TetherError(
-      'worker_unavailable',
-      `could not start the SharedWorker at ${resolved.workerUrl} (${String(cause)}); ` +
-        'the worker script must be same-origin with the page: host tether-worker.js yourself and pass workerUrl',
-    );
-  }
-  const api = Comlink.wrap<WorkerApi>(worker.port);
+  const worker = startWorker(resolved.workerUrl, resolved.mode);
+  const status = createStore<Status>()(() => ({ connection: 'connecting', pending: 0, lastSyncAt: null, error: null, mode: worker.mode }));
+  const api = Comlink.wrap<WorkerApi>(worker.endpoint);
   const tabId = randomId();
   let closed = false;
   let releaseLock: () => void = () => {};
@@ -362,7 +383,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
         .finally(() => {
           releaseLock();
           api[Comlink.releaseProxy]();
-          worker.port.close();
+          worker.close();
         });
     },
   };

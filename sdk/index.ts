@@ -14,9 +14,9 @@ export function connect(options: ConnectOptions): TetherClient {
 
 export { TetherError, type ErrorShape } from '../protocol/errors.js';
 export type { ErrorCode } from '../protocol/constants.js';
-export type { ConnectOptions } from './options.js';
+export type { ConnectOptions, ConnectMode } from './options.js';
 export type { TetherClient, RpcCallOptions, EventMeta, SubscribeOptions, Persistence } from './client.js';
 export type { Publisher } from '../protocol/shapes.js';
-export type { Status, ConnectionState, PendingWrite, DocConflict } from '../worker/api.js';
+export type { Status, ConnectionState, HostMode, PendingWrite, DocConflict } from '../worker/api.js';
 export type { ReadonlyStore } from './readonly-store.js';
 export type { DocStore, DocStatus, Transaction, TransactOptions } from './documents.js';

@@ -17,13 +17,25 @@ export interface ConnectOptions {
    * @default 10000
    */
   timeoutMs?: number;
+  /**
+   * Who holds the connection. `auto`: the origin's SharedWorker, or where the browser has none
+   * (or it cannot start), a leader tab elected among the tabs (`leader-election`: each tab runs
+   * the worker script as a dedicated Worker; one holds the socket, the others reach it over a
+   * BroadcastChannel and take over when it goes away). Force one to test, or to avoid
+   * SharedWorker where it misbehaves. `client.status` says which is in use (`mode`).
+   * @default 'auto'
+   */
+  mode?: ConnectMode;
 }
+
+export type ConnectMode = 'auto' | 'shared-worker' | 'leader-election';
 
 export interface ResolvedOptions {
   url: string;
   token: (() => Promise<string | undefined>) | undefined;
   workerUrl: string;
   timeoutMs: number;
+  mode: ConnectMode;
 }
 
 export const DEFAULTS = { timeoutMs: 10_000 } as const;
@@ -48,6 +60,10 @@ export function resolveOptions(options: ConnectOptions, defaultWorkerUrl: string
   if (token !== undefined && typeof token !== 'string' && typeof token !== 'function') {
     throw new TypeError('connect(options): token must be a string or a function returning one');
   }
+  const mode = options.mode ?? 'auto';
+  if (mode !== 'auto' && mode !== 'shared-worker' && mode !== 'leader-election') {
+    throw new TypeError(`connect(options): mode must be 'auto', 'shared-worker' or 'leader-election', got ${JSON.stringify(mode)}`);
+  }
   const workerUrl = options.workerUrl ?? defaultWorkerUrl;
   if (workerUrl === undefined) throw new TypeError('connect(options): workerUrl is required when the SDK cannot locate its script');
   return {
@@ -55,5 +71,6 @@ export function resolveOptions(options: ConnectOptions, defaultWorkerUrl: string
     token: token === undefined ? undefined : async () => (typeof token === 'string' ? token : await token()),
     workerUrl: new URL(workerUrl, base).href,
     timeoutMs,
+    mode,
   };
 }

@@ -8,6 +8,12 @@ import type { ProxyMarked } from 'comlink';
 
 export type ConnectionState = 'connecting' | 'online' | 'offline';
 
+/**
+ * Who holds this tab's connection: the origin's SharedWorker (`shared-worker`), or — where
+ * there is none — the engine of one elected tab: this tab (`leader`) or another (`follower`).
+ */
+export type HostMode = 'shared-worker' | 'leader' | 'follower';
+
 /** What `client.status` holds. */
 export interface Status {
   /** `connecting` until the first handshake; then `online` or `offline`. */
@@ -21,6 +27,8 @@ export interface Status {
    * writes are kept and sent once it works), or the server refused the handshake. Null otherwise.
    */
   error: ErrorShape | null;
+  /** Who holds the connection (a follower's changes when its leader tab goes away). */
+  mode: HostMode;
 }
 
 /** A result that crosses postMessage without losing the error code (Comlink would drop it). */

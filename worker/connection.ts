@@ -9,7 +9,7 @@ import * as v from 'valibot';
 import { HistoryPage, type ServerMessage } from '../protocol/messages.js';
 import type { ReadVersion } from '../protocol/shapes.js';
 import type { LocalRead, NewWrite } from './outbox.js';
-import type { CallOptions, ChannelBatchListener, ChannelListener, DocListener, Outcome, PendingWrite, Status, Tab, TabReadVersion, TransactOutcome } from './api.js';
+import type { HostMode, CallOptions, ChannelBatchListener, ChannelListener, DocListener, Outcome, PendingWrite, Status, Tab, TabReadVersion, TransactOutcome } from './api.js';
 import type { Database } from './db.js';
 import { Documents } from './documents.js';
 import { release } from './release.js';
@@ -26,6 +26,8 @@ export interface EngineDeps {
   WebSocket?: WebSocketClass;
   /** Where warnings go. @default console.warn */
   warn?: (message: string) => void;
+  /** What kind of host runs this engine (reported in every status). @default 'shared-worker' */
+  mode?: () => HostMode;
 }
 
 /** Statuses are sent to the tabs at most this often. */
@@ -69,6 +71,7 @@ export class ServerConnection {
   /** Tabs the socket already switched users for (see followNewestUser). */
   private readonly followed = new Set<string>();
   private readonly warn: (message: string) => void;
+  private readonly mode: () => HostMode;
 
   constructor(
     readonly url: string,
@@ -76,6 +79,7 @@ export class ServerConnection {
   ) {
     const { database } = deps;
     this.warn = deps.warn ?? ((message) => console.warn(`[tether] ${message}`));
+    this.mode = deps.mode ?? (() => 'shared-worker');
     this.tokens = new Tokens(url, database, () => this.publishStatus());
     this.link = new ServerLink(
       url,
@@ -133,7 +137,7 @@ export class ServerConnection {
     const user = tabId === undefined ? this.viewUser() : this.tabs.get(tabId)?.resolvedUser;
     const pending = this.requests.size + this.writes.queueOf(user).length;
     const error = this.tokens.error ?? this.refusal ?? null;
-    return { connection: this.link.state, pending, lastSyncAt: this.lastSyncAt, error };
+    return { connection: this.link.state, pending, lastSyncAt: this.lastSyncAt, error, mode: this.mode() };
   }
 
   get tabCount(): number {
@@ -232,8 +236,8 @@ export class ServerConnection {
   }
 
   /** Queues a publish durably, sends it when it can, and settles when the server answers it. */
-  async publish(tabId: string, channel: string, data: unknown): Promise<Outcome<{ offset: number | null }>> {
-    const result = await this.enqueue(tabId, { op: 'publish', channel, data });
+  async publish(tabId: string, channel: string, data: unknown, key?: string): Promise<Outcome<{ offset: number | null }>> {
+    const result = await this.enqueue(tabId, { op: 'publish', channel, data }, false, key === undefined ? {} : { key });
     if ('conflict' in result) return { ok: false, error: { code: 'internal', message: 'a publish cannot conflict' } };
     return result.ok ? { ok: true, value: { offset: result.offset } } : result;
   }
@@ -244,7 +248,8 @@ export class ServerConnection {
    */
   publishMany(tabId: string, publishes: { id: number; channel: string; data: unknown }[]): void {
     for (const { id, channel, data } of publishes) {
-      void this.publish(tabId, channel, data).then((outcome) => this.reportPublished(tabId, id, outcome));
+      // Keyed by tab and id: the tab may send it again to the next leader tab (worker/relay.ts).
+      void this.publish(tabId, channel, data, `p:${tabId}:${id}`).then((outcome) => this.reportPublished(tabId, id, outcome));
     }
   }
 
@@ -282,6 +287,7 @@ export class ServerConnection {
         ? {}
         : {
             local: `${tabId}:${local}`,
+            key: `t:${tabId}:${local}`,
             // The view shows the pending writes of the socket's user only: another user's tab keeps
             // showing its transaction itself until the committed version reaches it.
             onQueued: () => {
@@ -295,7 +301,7 @@ export class ServerConnection {
     return result.ok ? { ok: true, value: { committed: true, version: result.offset } } : result;
   }
 
-  private async enqueue(tabId: string, write: NewWrite, final = false, options: { local?: string; onQueued?: () => void } = {}): Promise<WriteResult> {
+  private async enqueue(tabId: string, write: NewWrite, final = false, options: { local?: string; key?: string; onQueued?: () => void } = {}): Promise<WriteResult> {
     const state = this.tabs.get(tabId);
     if (!state) return { ok: false, error: { code: 'closed', message: 'this tab is not attached (was the client closed?)' } };
     const refused = this.writes.refusal(write); // at once, before waiting for the tab's user
@@ -439,7 +445,7 @@ export class ServerConnection {
       for (const [tabId, state] of this.tabs) {
         const status = this.status(tabId);
         const last = state.lastStatus;
-        if (last && last.connection === status.connection && last.pending === status.pending && last.lastSyncAt === status.lastSyncAt && last.error === status.error) continue;
+        if (last && last.connection === status.connection && last.pending === status.pending && last.lastSyncAt === status.lastSyncAt && last.error === status.error && last.mode === status.mode) continue;
         state.lastStatus = status;
         // Fire and forget: a tab that died without detaching yet simply never reads it.
         void Promise.resolve(state.tab.onStatus(status)).catch(() => {});

@@ -26,6 +26,11 @@ export type OutboxEntry = WriteOp & {
   url: string;
   user: string;
   createdAt: number;
+  /**
+   * Who made it (`p:<tab>:<id>` for a publish, `t:<tab>:<n>` for a transaction): a tab that
+   * sends it again after its leader tab went away finds it here instead of storing it twice.
+   */
+  key?: string;
 };
 
 export interface DocRecord {

@@ -37,7 +37,7 @@ export class Hub implements WorkerApi {
     };
     const done = <T>(work: Promise<T>): Promise<Outcome<null>> => work.then(() => ({ ok: true, value: null }));
     return {
-      status: () => this.connectionOf(tabId)?.status(tabId) ?? { connection: 'offline', pending: 0, lastSyncAt: null, error: NOT_ATTACHED.error },
+      status: () => this.connectionOf(tabId)?.status(tabId) ?? { connection: 'offline', pending: 0, lastSyncAt: null, error: NOT_ATTACHED.error, mode: this.deps.mode?.() ?? 'shared-worker' },
       call: (method, args, options) => on((c) => c.call(method, args, options)),
       apiVersion: () => TAB_API_VERSION,
       publish: (channel, data) => on((c) => c.publish(tabId, channel, data)),
@@ -65,6 +65,11 @@ export class Hub implements WorkerApi {
       connection.close();
       this.connections.delete(connection.url);
     }
+  }
+
+  /** Detaches every tab: the connections close (this worker no longer leads, worker/elected-host.ts). */
+  close(): void {
+    for (const tabId of [...this.tabUrls.keys()]) this.detach(tabId);
   }
 
   stats(): WorkerStats {

@@ -54,6 +54,8 @@ interface Waiting {
   write: NewWrite;
   /** The name later transactions of the tab read this one by (LocalRead). */
   local?: string | undefined;
+  /** OutboxEntry.key. */
+  key?: string | undefined;
   resolve: (entry: OutboxEntry) => void;
   reject: (error: TetherError) => void;
 }
@@ -87,14 +89,22 @@ export class Outbox {
    * Resolves with the stored entry (its `seq` assigned) once it is durably in IndexedDB.
    * `local` names it for later transactions of the same tab that read what it wrote.
    */
-  add(write: NewWrite, local?: string): Promise<OutboxEntry> {
+  add(write: NewWrite, local?: string, key?: string): Promise<OutboxEntry> {
     return new Promise((resolve, reject) => {
-      this.batch.push({ write, local, resolve, reject });
+      this.batch.push({ write, local, key, resolve, reject });
       if (!this.committing) {
         this.committing = true;
         queueMicrotask(() => void this.drain());
       }
     });
+  }
+
+  /**
+   * Names a stored transaction for later local reads: a worker that loads writes another worker
+   * stored (a leader tab that went away) resolves its tabs' reads of them too.
+   */
+  remember(local: string, seq: number): void {
+    if (!this.localSeqs.has(local)) this.localSeqs.set(local, seq);
   }
 
   /** Every entry of this client, in sequence order. */
@@ -220,11 +230,11 @@ export class Outbox {
     const named = new Map<string, number>();
     const seqOf = (read: ReadVersion | LocalRead): ReadVersion =>
       typeof read === 'object' && 'local' in read ? { seq: named.get(read.local) ?? this.localSeqs.get(read.local) ?? NO_SUCH_SEQ } : read;
-    const entries = batch.map(({ write, local }): OutboxEntry => {
+    const entries = batch.map(({ write, local, key }): OutboxEntry => {
       const seq = client.nextSeq++;
       const stored: WriteOp = write.op === 'transact' ? { ...write, reads: Object.fromEntries(Object.entries(write.reads).map(([key, read]) => [key, seqOf(read)])) } : write;
       if (local !== undefined) named.set(local, seq);
-      return { ...stored, clientId: client.clientId, seq, url: this.url, user: this.identity.user, createdAt: now };
+      return { ...stored, clientId: client.clientId, seq, url: this.url, user: this.identity.user, createdAt: now, ...(key === undefined ? {} : { key }) };
     });
     // Plain requests, no promise per write: a failed one aborts the transaction, and tx.done says so.
     const outbox = unwrap(tx.objectStore('outbox'));

@@ -1,6 +1,6 @@
 /// <reference lib="webworker" />
 /**
- * SharedWorker entry: one instance per origin serves every tab through Comlink.
+ * SharedWorker host: one instance per origin serves every tab through Comlink.
  */
 import * as Comlink from 'comlink';
 import { Hub } from './hub.js';
@@ -9,11 +9,11 @@ import { database } from './db.js';
 
 declare const self: SharedWorkerGlobalScope & { tetherWorkerStats?: () => WorkerStats };
 
-const hub = new Hub({ database });
-
-self.tetherWorkerStats = () => hub.stats();
-
-self.addEventListener('connect', (event) => {
-  const port = event.ports[0];
-  if (port) Comlink.expose(hub, port);
-});
+export function startSharedWorker(): void {
+  const hub = new Hub({ database });
+  self.tetherWorkerStats = () => hub.stats();
+  self.addEventListener('connect', (event) => {
+    const port = event.ports[0];
+    if (port) Comlink.expose(hub, port);
+  });
+}

@@ -51,6 +51,20 @@ export interface Writer {
   outbox: Outbox;
   /** Mirror of this identity's outbox, in sequence order. */
   queue: OutboxEntry[];
+  /** The queued entries that carry a key (OutboxEntry.key), by key. */
+  byKey: Map<string, OutboxEntry>;
+}
+
+/** Outcomes of keyed writes kept after they ended, at most: a tab resending one learns it is done. */
+const SETTLED_KEYS_KEPT = 10_000;
+
+/** Indexes the keyed entries of a queue, and names the transactions for later local reads. */
+function indexKeys(writer: Writer, entries: readonly OutboxEntry[]): void {
+  for (const entry of entries) {
+    if (entry.key === undefined) continue;
+    writer.byKey.set(entry.key, entry);
+    if (entry.op === 'transact' && entry.key.startsWith('t:')) writer.outbox.remember(entry.key.slice(2), entry.seq);
+  }
 }
 
 /** Who waits for a write: the tab that made it (its answer goes nowhere once the tab is gone). */
@@ -92,6 +106,8 @@ export class Writes {
   private readonly writers = new Map<string, Promise<Writer>>();
   private readonly loaded = new Map<string, Writer>();
   private readonly waiters = new Map<string, Waiter>();
+  /** How keyed writes ended, the newest SETTLED_KEYS_KEPT (see enqueue's `key`). */
+  private readonly settledKeys = new Map<string, WriteResult>();
   /** The writer whose token is on the socket (set by `welcome`, cleared when offline). */
   private sender: Writer | undefined;
   private lastSent = 0;
@@ -150,7 +166,8 @@ export class Writes {
       writer = (async () => {
         const identity = await clientIdentity(await this.db(), this.url, user);
         const outbox = new Outbox(this.db, this.url, identity);
-        const loadedWriter: Writer = { identity, outbox, queue: await outbox.list() };
+        const loadedWriter: Writer = { identity, outbox, queue: await outbox.list(), byKey: new Map() };
+        indexKeys(loadedWriter, loadedWriter.queue);
         this.loaded.set(user, loadedWriter);
         return loadedWriter;
       })();
@@ -192,16 +209,33 @@ export class Writes {
   /**
    * Checks, stores and sends a write; resolves with how it ended. `local` names a transaction
    * for later reads of the same tab (LocalRead); `onQueued` runs once it is stored and queued,
-   * before anyone is told the queue changed.
+   * before anyone is told the queue changed. `key` names the write for its maker: the same key
+   * again (a tab sending its writes again to a new leader tab) waits for the write already
+   * stored, or gets how it ended, instead of storing it twice.
    */
-  async enqueue(user: string, tabId: string, write: NewWrite, final = false, options: { local?: string; onQueued?: (entry: OutboxEntry) => void } = {}): Promise<WriteResult> {
+  async enqueue(
+    user: string,
+    tabId: string,
+    write: NewWrite,
+    final = false,
+    options: { local?: string; key?: string; onQueued?: (entry: OutboxEntry) => void } = {},
+  ): Promise<WriteResult> {
     const refused = this.refusal(write);
     if (refused) return { ok: false, error: refused };
     let writer: Writer;
     let entry: OutboxEntry;
     try {
       writer = await this.writer(user);
-      entry = await writer.outbox.add(write, options.local);
+      const key = options.key;
+      const known = key === undefined ? undefined : (writer.byKey.get(key) ?? this.settledKeys.get(key));
+      if (known !== undefined) {
+        if (!('seq' in known)) return known; // it ended already
+        options.onQueued?.(known);
+        return new Promise<WriteResult>((resolve) => {
+          if (this.events.attached(tabId)) this.waiters.set(`${known.clientId}:${known.seq}`, { tabId, final, settle: resolve });
+        });
+      }
+      entry = await writer.outbox.add(write, options.local, key);
     } catch (error) {
       return { ok: false, error: error instanceof TetherError ? error.toJSON() : { code: 'internal', message: `the write could not be stored (${String(error)}); nothing was sent` } };
     }
@@ -211,6 +245,7 @@ export class Writes {
       if (this.events.attached(tabId)) this.waiters.set(`${entry.clientId}:${entry.seq}`, { tabId, final, settle: resolve });
     });
     writer.queue.push(entry);
+    if (entry.key !== undefined) writer.byKey.set(entry.key, entry);
     this.announce(entry.clientId);
     options.onQueued?.(entry);
     this.events.queueChanged(user, entry);
@@ -260,6 +295,7 @@ export class Writes {
     const added = stored.filter((e) => !known.has(e.seq));
     if (added.length === 0) return;
     writer.queue = [...writer.queue, ...added].sort((a, b) => a.seq - b.seq);
+    indexKeys(writer, added);
     // Writes numbered below what this worker already sent (the other worker's, maybe answered on
     // its socket and not deleted yet) are sent from here too: else nobody answers them here and
     // they hold the window. The server answers the resends without applying anything twice.
@@ -427,6 +463,14 @@ export class Writes {
     if (index === -1) return; // a second answer to a resent write
     const [entry] = writer.queue.splice(index, 1) as [OutboxEntry];
     writer.outbox.remove(seq);
+    if (entry.key !== undefined) {
+      writer.byKey.delete(entry.key);
+      this.settledKeys.set(entry.key, result);
+      for (const oldest of this.settledKeys.keys()) {
+        if (this.settledKeys.size <= SETTLED_KEYS_KEPT) break;
+        this.settledKeys.delete(oldest);
+      }
+    }
     const key = `${writer.identity.clientId}:${seq}`;
     const waiter = this.waiters.get(key);
     this.waiters.delete(key);

@@ -1,0 +1,136 @@
+/**
+ * Which tab's worker holds the socket when there is no SharedWorker: the holder of the Web Lock
+ * `tether-leader`. A closed, crashed or navigated tab releases it and the next in line takes it.
+ * A frozen tab (a phone's background tab) keeps holding it, so the leader says it is alive on a
+ * BroadcastChannel; when it stays silent too long, the next in line steals the lock. Only one
+ * worker is next in line (the holder of `tether-candidate`): the others wait behind it, so a
+ * silent leader is replaced once, not by every tab at the same moment.
+ */
+
+const LEADER_LOCK = 'tether-leader';
+const CANDIDATE_LOCK = 'tether-candidate';
+const CHANNEL = 'tether-election';
+
+export interface ElectionTiming {
+  /** How often the leader says it is alive. @default 1000 */
+  beatMs: number;
+  /** How long the next in line waits for a sign of life before it takes over. @default 3500 */
+  silenceMs: number;
+}
+
+export const DEFAULT_TIMING: ElectionTiming = { beatMs: 1000, silenceMs: 3500 };
+
+type Message = { kind: 'leader'; leader: string; term: number } | { kind: 'who' };
+
+export interface ElectionEvents {
+  /** This worker holds the lock now. */
+  elected(): void;
+  /** This worker lost the lock (stolen while it was frozen or silent): it is a follower again. */
+  deposed(): void;
+  /** Another worker leads. */
+  follow(leader: string): void;
+}
+
+export class Election {
+  readonly id = crypto.randomUUID();
+  private readonly channel = new BroadcastChannel(CHANNEL);
+  /** The leader this worker knows of; `term` is when it took the lock (a later one wins). */
+  private leader: { id: string; term: number } | undefined;
+  private lastSign = 0;
+  private beat: ReturnType<typeof setInterval> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly events: ElectionEvents,
+    private readonly timing: ElectionTiming = DEFAULT_TIMING,
+  ) {
+    this.channel.onmessage = (event: MessageEvent<Message>) => this.heard(event.data);
+    this.channel.postMessage({ kind: 'who' } satisfies Message);
+    this.candidacy();
+  }
+
+  get leading(): boolean {
+    return this.leader?.id === this.id;
+  }
+
+  close(): void {
+    this.closed = true;
+    clearInterval(this.beat);
+    this.channel.close();
+  }
+
+  private heard(message: Message): void {
+    if (this.closed) return;
+    if (message.kind === 'who') {
+      if (this.leading) this.announce();
+      return;
+    }
+    const known = this.leader;
+    if (known?.id === message.leader) {
+      this.lastSign = Date.now();
+      return;
+    }
+    if (known && message.term < known.term) return; // a deposed leader that has not noticed yet
+    if (known?.id === this.id) this.stepDown(); // it took the lock from this worker
+    this.leader = { id: message.leader, term: message.term };
+    this.lastSign = Date.now();
+    this.events.follow(message.leader);
+  }
+
+  /** Waits to be next in line, then for the lead; holds the candidate lock until elected. */
+  private candidacy(): void {
+    void navigator.locks.request(CANDIDATE_LOCK, () => this.runForLeader()).catch(() => {});
+  }
+
+  private runForLeader(): Promise<void> {
+    return new Promise<void>((elected) => {
+      const waiting = new AbortController();
+      let done = false;
+      const take = (steal: boolean) => {
+        const options: LockOptions = steal ? { steal: true } : { signal: waiting.signal };
+        navigator.locks
+          .request(LEADER_LOCK, options, () => {
+            done = true;
+            clearInterval(watch);
+            elected(); // the next worker becomes next in line
+            return this.lead();
+          })
+          .catch((error: unknown) => {
+            // Aborted: this worker stole it instead. Stolen from: a follower again.
+            if (error instanceof DOMException && error.name === 'AbortError' && !done) return;
+            this.stepDown();
+          });
+      };
+      this.lastSign = Date.now();
+      const watch = setInterval(() => {
+        if (this.closed || done || Date.now() - this.lastSign <= this.timing.silenceMs) return;
+        clearInterval(watch);
+        waiting.abort();
+        take(true);
+      }, Math.min(500, this.timing.silenceMs / 4));
+      take(false);
+    });
+  }
+
+  /** Holds the lock for as long as this worker lives (or until it is stolen). */
+  private lead(): Promise<void> {
+    this.leader = { id: this.id, term: Date.now() };
+    this.announce();
+    this.beat = setInterval(() => this.announce(), this.timing.beatMs);
+    this.events.elected();
+    return new Promise<void>(() => {});
+  }
+
+  private announce(): void {
+    if (this.leader && !this.closed) this.channel.postMessage({ kind: 'leader', leader: this.leader.id, term: this.leader.term } satisfies Message);
+  }
+
+  private stepDown(): void {
+    if (this.beat === undefined) return;
+    clearInterval(this.beat);
+    this.beat = undefined;
+    if (this.leader?.id === this.id) this.leader = undefined;
+    this.events.deposed();
+    if (!this.closed) this.candidacy();
+  }
+}

@@ -1,0 +1,295 @@
+/**
+ * One tab's API where there is no SharedWorker: it forwards to the engine of the leader tab —
+ * this tab's own worker or another tab's — and survives the leader going away. It keeps what
+ * the tab asked for (subscriptions with how far they got, open documents, writes not settled)
+ * and asks it again of the next leader:
+ * - subscriptions resume after the last event the tab received: no gap, no repeat;
+ * - writes are sent again with the keys the engine stored them under (`p:<tab>:<id>`,
+ *   `t:<tab>:<n>`): one the old leader stored is found in the outbox, or its outcome is known,
+ *   so none is stored twice and none is lost;
+ * - calls in flight fail with `connection_lost` (they may or may not have run): never a hang.
+ */
+import { TAB_API_VERSION, type ChannelBatchListener, type ChannelDelivery, type ChannelListener, type DocListener, type HostMode, type Outcome, type PendingWrite, type PublishedListener, type Registration, type Status, type StatusListener, type TabApi, type TabReadVersion, type TokenProvider, type TransactOutcome } from './api.js';
+import type { Async, LeaderApi } from './bus.js';
+import { returning } from './bus.js';
+import { release } from './release.js';
+
+const CONNECTION_LOST = {
+  ok: false,
+  error: { code: 'connection_lost', message: 'the leader tab that held the connection went away before the answer arrived; the call may or may not have run' },
+} as const;
+
+interface Subscription {
+  channel: string;
+  listener: ChannelListener | ChannelBatchListener;
+  batched: boolean;
+  /** The last position the tab received: where the next leader resumes. */
+  position: { offset: number; epoch: string } | undefined;
+  forward: ChannelListener | ChannelBatchListener;
+}
+
+type WaitingWrite =
+  | { kind: 'publish'; id: number; channel: string; data: unknown }
+  | { kind: 'transact'; args: Parameters<TabApi['transact']>; settle: (outcome: Outcome<TransactOutcome>) => void };
+
+export class TabRelay implements TabApi {
+  private target: Async<TabApi> | undefined;
+  private generation = 0;
+  private mode: HostMode = 'follower';
+  private readonly subscriptions = new Map<string, Subscription>();
+  private readonly docs = new Map<string, { doc: string; listener: DocListener }>();
+  /** Writes not settled yet, in the order the tab made them. */
+  private readonly writes = new Map<number, WaitingWrite>();
+  private nextWrite = 0;
+  /** Where each waiting publish is in `writes`, by its id. */
+  private readonly publishIds = new Map<number, number>();
+  /** Publishes through the version-1 `publish`, by the negative id they travel under. */
+  private readonly singles = new Map<number, (outcome: Outcome<{ offset: number | null }>) => void>();
+  private nextSingle = 0;
+  private readonly calls = new Set<(outcome: Outcome<unknown>) => void>();
+  private readonly bindWaiters: (() => void)[] = [];
+  private detached = false;
+  private latest: Status | undefined;
+
+  constructor(
+    private readonly registration: Registration,
+    private readonly onStatus: StatusListener,
+    private readonly getToken: TokenProvider | undefined,
+    private readonly onPublished: PublishedListener | undefined,
+    private readonly onDetach: () => void,
+  ) {}
+
+  /** Attaches the tab to `leader`'s engine and asks it again for everything still open. */
+  async bind(leader: LeaderApi, mode: HostMode): Promise<void> {
+    const generation = ++this.generation;
+    this.leaderLost(mode);
+    if (this.detached) return;
+    const current = () => generation === this.generation && !this.detached;
+    let tab: Async<TabApi>;
+    try {
+      tab = await leader.attach(
+        this.registration,
+        (status) => {
+          if (current()) this.tell(status);
+        },
+        this.getToken === undefined ? undefined : returning(() => this.getToken!()),
+        (settled) => this.published(settled),
+      );
+    } catch {
+      return; // that leader went away too: the election names the next one
+    }
+    if (!current()) {
+      void Promise.resolve(tab.detach()).catch(() => {});
+      return;
+    }
+    // Asked again in the order the tab asked: writes keep their order, subscriptions their place.
+    for (const [id, sub] of this.subscriptions) void this.subscribeOn(tab, id, sub);
+    for (const [id, { doc, listener }] of this.docs) void Promise.resolve(tab.openDoc(id, doc, listener)).catch(() => {});
+    let publishes: { id: number; channel: string; data: unknown }[] = [];
+    const flush = () => {
+      if (publishes.length > 0) void Promise.resolve(tab.publishMany(publishes)).catch(() => {});
+      publishes = [];
+    };
+    for (const [n, write] of this.writes) {
+      if (write.kind === 'publish') publishes.push({ id: write.id, channel: write.channel, data: write.data });
+      else if (write.args[4] === undefined) {
+        // Without a local number the engine cannot recognise it when sent again: it may or may not have been stored.
+        this.writes.delete(n);
+        write.settle(CONNECTION_LOST);
+      } else {
+        flush();
+        this.sendTransact(tab, n, write);
+      }
+    }
+    flush();
+    this.target = tab;
+    for (const wake of this.bindWaiters.splice(0)) wake();
+    void Promise.resolve(tab.status()).then((status) => current() && this.tell(status), () => {});
+  }
+
+  /** The leader this relay was bound to went away and none is known yet. */
+  unbind(mode: HostMode): void {
+    this.generation++;
+    this.leaderLost(mode);
+  }
+
+  private leaderLost(mode: HostMode): void {
+    this.target = undefined;
+    this.mode = mode;
+    for (const fail of [...this.calls]) fail(CONNECTION_LOST);
+    // Until the next leader reports, the tab is offline (not the online of a leader that is gone).
+    if (this.latest && !this.detached) this.tell({ ...this.latest, connection: 'offline' });
+  }
+
+  /** The last status the leader sent (the tab is told every change through onStatus). */
+  status(): Status {
+    return { ...(this.latest ?? { connection: 'connecting', pending: this.writes.size, lastSyncAt: null, error: null }), mode: this.mode };
+  }
+
+  private tell(status: Status): void {
+    this.latest = status;
+    this.onStatus({ ...status, mode: this.mode });
+  }
+
+  apiVersion(): number {
+    return TAB_API_VERSION;
+  }
+
+  async call(method: string, args: unknown[], options: { timeoutMs: number }): Promise<Outcome<unknown>> {
+    const deadline = Date.now() + options.timeoutMs;
+    const tab = await this.bound(options.timeoutMs);
+    if (!tab) return { ok: false, error: { code: 'timeout', message: `no answer within ${options.timeoutMs} ms: no tab held the connection meanwhile (a new leader tab is being chosen); the call was not sent` } };
+    return new Promise((resolve) => {
+      const done = (outcome: Outcome<unknown>) => {
+        if (!this.calls.delete(done)) return;
+        resolve(outcome);
+      };
+      this.calls.add(done);
+      Promise.resolve(tab.call(method, args, { timeoutMs: Math.max(1, deadline - Date.now()) })).then(done, () => done(CONNECTION_LOST));
+    });
+  }
+
+  publish(channel: string, data: unknown): Promise<Outcome<{ offset: number | null }>> {
+    return new Promise((resolve) => {
+      const id = --this.nextSingle;
+      this.singles.set(id, resolve);
+      this.publishMany([{ id, channel, data }]);
+    });
+  }
+
+  publishMany(publishes: { id: number; channel: string; data: unknown }[]): void {
+    for (const publish of publishes) {
+      this.writes.set(++this.nextWrite, { kind: 'publish', ...publish });
+      this.publishIds.set(publish.id, this.nextWrite);
+    }
+    // Not bound: they go out, in order, when a leader is (see bind).
+    if (this.target) void Promise.resolve(this.target.publishMany(publishes)).catch(() => {});
+  }
+
+  /** Outcomes of publishes from any leader, old or new: the first one counts. */
+  private published(settled: [number, Outcome<{ offset: number | null }>][]): void {
+    const forTab: typeof settled = [];
+    for (const [id, outcome] of settled) {
+      const n = this.publishIds.get(id);
+      if (n === undefined) continue; // settled already (told by an earlier leader)
+      this.publishIds.delete(id);
+      this.writes.delete(n);
+      const single = this.singles.get(id);
+      this.singles.delete(id);
+      if (single) single(outcome);
+      else forTab.push([id, outcome]);
+    }
+    if (forTab.length > 0) void Promise.resolve(this.onPublished?.(forTab)).catch(() => {});
+  }
+
+  transact(doc: string, reads: Record<string, TabReadVersion>, writes: Record<string, unknown>, final: boolean, local?: number): Promise<Outcome<TransactOutcome>> {
+    return new Promise((settle) => {
+      const n = ++this.nextWrite;
+      const write: WaitingWrite = { kind: 'transact', args: [doc, reads, writes, final, local], settle };
+      this.writes.set(n, write);
+      if (this.target) this.sendTransact(this.target, n, write);
+    });
+  }
+
+  private sendTransact(tab: Async<TabApi>, n: number, write: Extract<WaitingWrite, { kind: 'transact' }>): void {
+    const generation = this.generation;
+    const settle = (outcome: Outcome<TransactOutcome>) => {
+      if (!this.writes.delete(n)) return;
+      write.settle(outcome);
+    };
+    Promise.resolve(tab.transact(...write.args)).then(settle, () => {
+      if (generation !== this.generation) return; // sent again to the next leader (see bind)
+      settle({ ok: false, error: { code: 'internal', message: 'the leader tab could not take the transaction' } });
+    });
+  }
+
+  async subscribe(id: string, channel: string, listener: ChannelListener | ChannelBatchListener, since?: { offset: number; epoch: string }, batched = false): Promise<Outcome<null>> {
+    const sub: Subscription = { channel, listener, batched, position: since, forward: listener };
+    const track = (delivery: ChannelDelivery) => {
+      if (delivery.kind === 'subscribed' || delivery.kind === 'reset') sub.position = { offset: delivery.offset, epoch: delivery.epoch };
+      else if (delivery.kind === 'event' && sub.position && delivery.offset > sub.position.offset) sub.position = { offset: delivery.offset, epoch: sub.position.epoch };
+    };
+    sub.forward = batched
+      ? (deliveries: ChannelDelivery[]) => {
+          for (const delivery of deliveries) track(delivery);
+          return (listener as ChannelBatchListener)(deliveries);
+        }
+      : (delivery: ChannelDelivery) => {
+          track(delivery);
+          return (listener as ChannelListener)(delivery);
+        };
+    this.subscriptions.set(id, sub);
+    const tab = await this.bound();
+    if (!tab) return { ok: true, value: null }; // detached meanwhile
+    return this.subscribeOn(tab, id, sub);
+  }
+
+  private async subscribeOn(tab: Async<TabApi>, id: string, sub: Subscription): Promise<Outcome<null>> {
+    try {
+      const outcome = await tab.subscribe(id, sub.channel, sub.forward, sub.position, sub.batched);
+      if (!outcome.ok && this.subscriptions.get(id) === sub) this.subscriptions.delete(id);
+      return outcome;
+    } catch {
+      return { ok: true, value: null }; // the leader went away: the next one is asked again
+    }
+  }
+
+  unsubscribe(id: string): void {
+    const sub = this.subscriptions.get(id);
+    this.subscriptions.delete(id);
+    if (sub) release(sub.listener);
+    if (this.target) void Promise.resolve(this.target.unsubscribe(id)).catch(() => {});
+  }
+
+  async pendingWrites(): Promise<Outcome<PendingWrite[]>> {
+    const tab = await this.bound();
+    if (!tab) return { ok: false, error: { code: 'closed', message: 'this tab is not attached (was the client closed?)' } };
+    return Promise.resolve(tab.pendingWrites()).catch(() => CONNECTION_LOST);
+  }
+
+  async openDoc(id: string, doc: string, listener: DocListener): Promise<Outcome<null>> {
+    this.docs.set(id, { doc, listener });
+    const tab = await this.bound();
+    if (!tab) return { ok: true, value: null };
+    return Promise.resolve(tab.openDoc(id, doc, listener)).catch(() => ({ ok: true, value: null }) as const);
+  }
+
+  closeDoc(id: string): void {
+    const open = this.docs.get(id);
+    this.docs.delete(id);
+    if (open) release(open.listener);
+    if (this.target) void Promise.resolve(this.target.closeDoc(id)).catch(() => {});
+  }
+
+  async clearConflicts(doc: string): Promise<void> {
+    const tab = await this.bound();
+    await Promise.resolve(tab?.clearConflicts(doc)).catch(() => {});
+  }
+
+  detach(): void {
+    if (this.detached) return;
+    this.detached = true;
+    if (this.target) void Promise.resolve(this.target.detach()).catch(() => {});
+    this.target = undefined;
+    for (const fail of [...this.calls]) fail({ ok: false, error: { code: 'closed', message: 'the client was closed' } });
+    for (const wake of this.bindWaiters.splice(0)) wake();
+    for (const sub of this.subscriptions.values()) release(sub.listener);
+    for (const { listener } of this.docs.values()) release(listener);
+    release(this.onStatus);
+    if (this.getToken) release(this.getToken);
+    if (this.onPublished) release(this.onPublished);
+    this.onDetach();
+  }
+
+  /** The leader's API for this tab once there is one (undefined: detached, or `timeoutMs` passed). */
+  private bound(timeoutMs?: number): Promise<Async<TabApi> | undefined> {
+    if (this.target || this.detached) return Promise.resolve(this.target);
+    return new Promise((resolve) => {
+      const timer = timeoutMs === undefined ? undefined : setTimeout(() => resolve(undefined), timeoutMs);
+      this.bindWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(this.target);
+      });
+    });
+  }
+}
