@@ -37,3 +37,170 @@ test('three tabs without SharedWorker: one socket, one leader; rpc, pub/sub and 
   expect(network.open).toBe(1);
   await context.close();
 });
+
+/** Publishes `count` events from the page without waiting for them; their promises settle into `window.settled`. */
+function publishBurst(page: Page, tab: number, from: number, count: number): Promise<void> {
+  return page.evaluate(
+    ({ tab, from, count }) => {
+      const w = window as unknown as { settled?: { n: number; offset?: number | null; error?: string }[] };
+      const settled = (w.settled ??= []);
+      for (let n = from; n < from + count; n++) {
+        window.tether.pubsub.publish('failover', { tab, n }).then(
+          ({ offset }) => settled.push({ n, offset }),
+          (error: { code?: string }) => settled.push({ n, error: String(error.code) }),
+        );
+      }
+    },
+    { tab, from, count },
+  );
+}
+
+const settledIn = (page: Page) => page.evaluate(() => (window as unknown as { settled?: { n: number; offset?: number | null; error?: string }[] }).settled ?? []);
+
+async function leaderOf(pages: Page[]): Promise<Page> {
+  let leader: Page | undefined;
+  await expect
+    .poll(async () => {
+      const found = await modes(pages);
+      leader = pages[found.indexOf('leader')];
+      return found.filter((m) => m === 'leader').length;
+    })
+    .toBe(1);
+  return leader!;
+}
+
+/** Every write once, in each tab's order, and nothing else. */
+function expectOncePerTabInOrder(events: { data: unknown }[], perTab: Record<number, number>): void {
+  const seen = new Map<number, number[]>();
+  for (const { data } of events) {
+    const { tab, n } = data as { tab: number; n: number };
+    seen.set(tab, [...(seen.get(tab) ?? []), n]);
+  }
+  for (const [tab, count] of Object.entries(perTab)) expect(seen.get(Number(tab)), `tab ${tab}`).toEqual([...Array(count).keys()]);
+  expect(events).toHaveLength(Object.values(perTab).reduce((a, b) => a + b, 0));
+}
+
+test('writes queued offline in three tabs, the leader tab closed, the network back: each delivered once, in per-tab order; a new leader holds one socket', async ({ browser, openTab, network, server }) => {
+  const observerContext = await browser.newContext();
+  const observer = await openTab(observerContext, { direct: true });
+  await subscribeIn(observer, 'failover');
+
+  const context = await browser.newContext();
+  const tabs = [await openTab(context), await openTab(context), await openTab(context)];
+  const leader = await leaderOf(tabs);
+  const followers = tabs.filter((t) => t !== leader);
+  expect(network.open).toBe(1);
+
+  network.refuse();
+  for (const tab of tabs) await waitForConnection(tab, 'offline');
+  for (const [i, tab] of tabs.entries()) await publishBurst(tab, i, 0, 40);
+  // Durable before the leader goes: all 120 are in the outbox (whoever stored them).
+  await expect.poll(() => followers[0]!.evaluate(async () => (await window.tether.pubsub.pending()).length)).toBe(120);
+
+  await leader.close();
+  // Written while no tab leads yet: they wait in their tab's worker, then go to the next leader.
+  for (const tab of followers) await publishBurst(tab, tabs.indexOf(tab), 40, 10);
+  const next = await leaderOf(followers);
+  expect(await modeOf(followers.find((t) => t !== next)!)).toBe('follower');
+
+  await network.restore();
+  const perTab = Object.fromEntries(tabs.map((tab, i) => [i, tab === leader ? 40 : 50]));
+  await expect.poll(async () => (await apiHistory(server.httpUrl, 'failover')).length, { timeout: 20_000 }).toBe(140);
+
+  expectOncePerTabInOrder(await apiHistory(server.httpUrl, 'failover'), perTab);
+  await expect.poll(async () => (await receivedIn(observer, 'failover')).length).toBe(140);
+  expectOncePerTabInOrder(await receivedIn(observer, 'failover'), perTab);
+
+  // Every follower's publish settled with its offset, the ones the closed leader had stored too.
+  for (const tab of followers) {
+    await expect.poll(async () => (await settledIn(tab)).length).toBe(50);
+    const settled = await settledIn(tab);
+    expect(settled.filter((s) => s.error !== undefined)).toEqual([]);
+    expect(new Set(settled.map((s) => s.n)).size).toBe(50);
+  }
+  for (const tab of followers) expect(await callFrom(tab, 'hello', ['world'])).toEqual({ ok: true, value: 'Hello, world!' });
+  await expect.poll(() => network.open).toBe(1);
+  await Promise.all([context.close(), observerContext.close()]);
+});
+
+/**
+ * A frozen tab, as a phone's browser freezes a background tab: the Page Lifecycle `freeze` event,
+ * then no script runs in the page. (CDP's Page.setWebLifecycleState does neither in this headless
+ * Chromium: a 100 ms interval kept ticking through a "frozen" second and no event fired.)
+ */
+function freeze(page: Page, ms: number): Promise<void> {
+  return page.evaluate((ms) => {
+    document.dispatchEvent(new Event('freeze'));
+    const end = Date.now() + ms;
+    while (Date.now() < end);
+  }, ms);
+}
+
+test('the leader tab frozen: it hands the socket to another tab at once; subscribers miss nothing; thawed, it follows', async ({ browser, openTab, network, server }) => {
+  const context = await browser.newContext();
+  const tabs = [await openTab(context), await openTab(context), await openTab(context)];
+  const leader = await leaderOf(tabs);
+  const followers = tabs.filter((t) => t !== leader);
+  for (const tab of followers) await subscribeIn(tab, 'failover');
+  await followers[0]!.evaluate(() => window.tether.pubsub.publish('failover', { tab: 0, n: 0 }));
+
+  const frozen = freeze(leader, 6000);
+  const frozenAt = Date.now();
+  const next = await leaderOf(followers);
+  test.info().annotations.push({ type: 'handover', description: `${Date.now() - frozenAt} ms` });
+  expect(Date.now() - frozenAt).toBeLessThan(3000); // handed over, not stolen after the silence
+
+  // The new leader serves: calls, and publishes from both remaining tabs, each delivered once.
+  for (const tab of followers) expect(await callFrom(tab, 'hello', ['world'])).toEqual({ ok: true, value: 'Hello, world!' });
+  for (let n = 1; n < 6; n++) await followers[n % 2]!.evaluate((n) => window.tether.pubsub.publish('failover', { tab: 0, n }), n);
+  for (const tab of followers) {
+    await expect.poll(async () => (await receivedIn(tab, 'failover')).map((e) => (e.data as { n: number }).n)).toEqual([0, 1, 2, 3, 4, 5]);
+  }
+  await expect.poll(() => network.open).toBe(1); // the frozen tab's socket closed
+
+  await frozen;
+  await leader.evaluate(() => document.dispatchEvent(new Event('resume')));
+  // The thawed tab follows the new leader and works again; one tab leads.
+  await expect.poll(() => modeOf(leader)).toBe('follower');
+  expect(await modeOf(next)).toBe('leader');
+  await waitForConnection(leader, 'online');
+  expect(await callFrom(leader, 'hello', ['world'])).toEqual({ ok: true, value: 'Hello, world!' });
+  await leader.evaluate(() => window.tether.pubsub.publish('failover', { tab: 0, n: 6 }));
+  expect((await apiHistory(server.httpUrl, 'failover')).map((e) => (e.data as { n: number }).n)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+  expect(network.open).toBe(1);
+  await context.close();
+});
+
+test('the leader tab\'s worker hangs without notice: the next in line takes the lock after its silence; woken, the old leader steps down; writes once', async ({ browser, openTab, network, server }) => {
+  const context = await browser.newContext();
+  const tabs = [await openTab(context), await openTab(context), await openTab(context)];
+  const leader = await leaderOf(tabs);
+  const followers = tabs.filter((t) => t !== leader);
+  await subscribeIn(followers[0]!, 'failover');
+  const worker = leader.workers()[0]!;
+  // Its event loop blocked for 8 s: no heartbeat, no socket, no answers — as a frozen worker.
+  const hung = worker.evaluate(() => {
+    const end = Date.now() + 8000;
+    while (Date.now() < end);
+  });
+  const hungAt = Date.now();
+  // A write made meanwhile waits in its tab's worker, then goes to the next leader.
+  await publishBurst(followers[1]!, 1, 0, 5);
+  const next = await leaderOf(followers);
+  const tookOverMs = Date.now() - hungAt;
+  test.info().annotations.push({ type: 'takeover after silence', description: `${tookOverMs} ms` });
+  expect(tookOverMs).toBeLessThan(8000); // before the hung worker woke up
+  expect(await callFrom(next, 'hello', ['world'])).toEqual({ ok: true, value: 'Hello, world!' });
+  await expect.poll(async () => (await receivedIn(followers[0]!, 'failover')).length).toBe(5);
+
+  await hung;
+  // Woken, it finds its lock taken: it closes its socket and follows.
+  await expect.poll(() => modeOf(leader)).toBe('follower');
+  await waitForConnection(leader, 'online');
+  await publishBurst(leader, 2, 0, 5);
+  await expect.poll(async () => (await receivedIn(followers[0]!, 'failover')).length).toBe(10);
+  expectOncePerTabInOrder(await apiHistory(server.httpUrl, 'failover'), { 1: 5, 2: 5 });
+  expect((await modes(tabs)).filter((m) => m === 'leader')).toHaveLength(1);
+  await expect.poll(() => network.open).toBe(1);
+  await context.close();
+});

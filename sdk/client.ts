@@ -144,6 +144,17 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
   const worker = startWorker(resolved.workerUrl, resolved.mode);
   const status = createStore<Status>()(() => ({ connection: 'connecting', pending: 0, lastSyncAt: null, error: null, mode: worker.mode }));
   const api = Comlink.wrap<WorkerApi>(worker.endpoint);
+  // A frozen (or cached) leader tab hands the connection over first; it can run again once back.
+  const host = api as unknown as { lifecycle(state: 'frozen' | 'active'): Promise<void> };
+  const lifecycle = (state: 'frozen' | 'active') => () => void host.lifecycle(state).catch(() => {});
+  const frozen = lifecycle('frozen');
+  const active = lifecycle('active');
+  if (worker.mode !== 'shared-worker' && typeof document !== 'undefined') {
+    document.addEventListener('freeze', frozen);
+    document.addEventListener('resume', active);
+    addEventListener('pagehide', frozen);
+    addEventListener('pageshow', active);
+  }
   const tabId = randomId();
   let closed = false;
   let releaseLock: () => void = () => {};
@@ -375,6 +386,12 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     close() {
       if (closed) return;
       closed = true;
+      if (typeof document !== 'undefined') {
+        document.removeEventListener('freeze', frozen);
+        document.removeEventListener('resume', active);
+        removeEventListener('pagehide', frozen);
+        removeEventListener('pageshow', active);
+      }
       void attached
         .then(async (tab) => {
           await tab.detach();

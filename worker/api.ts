@@ -129,6 +129,11 @@ export interface WorkerApi {
    * top-level arguments. The status arrives through `onStatus` (and `tab.status()`).
    */
   attach(registration: Registration, onStatus: StatusListener, getToken?: TokenProvider, onPublished?: PublishedListener): Promise<TabApi & ProxyMarked>;
+  /**
+   * The tab is being frozen or put in the back/forward cache (`frozen`), or is back (`active`).
+   * A leader tab's worker hands the connection to another tab first (leader election only).
+   */
+  lifecycle?(state: 'frozen' | 'active'): void;
 }
 
 /** What one tab can ask of the worker (the object `attach` returns). */

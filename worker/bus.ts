@@ -136,8 +136,17 @@ export class LeaderClient {
 }
 
 /** The leader's side: runs the followers' calls on its engine and calls their handles back. */
+/**
+ * The channel a leader listens on. Every worker opens it when it starts, long before it may lead:
+ * a channel opened the moment a worker is elected might not be registered with the browser yet
+ * when the first follower's call arrives (BroadcastChannel delivers to the channels that exist
+ * when a message is posted), and that call would be lost.
+ */
+export function leaderInbox(): BroadcastChannel {
+  return new BroadcastChannel(LEADER_CHANNEL);
+}
+
 export class BusLeader {
-  private readonly inbox = new BroadcastChannel(LEADER_CHANNEL);
   /** The followers' tabs attached here, by tab id. */
   private readonly tabs = new Map<string, { host: string; api: Async<TabApi> }>();
   private readonly hosts = new Map<string, BroadcastChannel>();
@@ -148,6 +157,8 @@ export class BusLeader {
   constructor(
     readonly id: string,
     private readonly engine: LeaderApi,
+    /** This worker's leaderInbox(): its messages for other leaders are ignored. */
+    private readonly inbox: BroadcastChannel,
   ) {
     this.inbox.onmessage = (event: MessageEvent<ToLeader>) => {
       const message = event.data;
@@ -165,7 +176,7 @@ export class BusLeader {
 
   close(): void {
     this.closed = true;
-    this.inbox.close();
+    this.inbox.onmessage = null; // the worker keeps it, to lead again
     for (const channel of this.hosts.values()) channel.close();
     this.hosts.clear();
     this.tabs.clear();

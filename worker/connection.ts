@@ -28,6 +28,11 @@ export interface EngineDeps {
   warn?: (message: string) => void;
   /** What kind of host runs this engine (reported in every status). @default 'shared-worker' */
   mode?: () => HostMode;
+  /**
+   * The leader id of an elected tab's engine: its writes are stored only while the database names
+   * it the leader (db.ts `takeLead`), so a deposed leader that wakes up stores nothing twice.
+   */
+  fence?: string;
 }
 
 /** Statuses are sent to the tabs at most this often. */
@@ -127,7 +132,7 @@ export class ServerConnection {
       rejected: (conflict, entry, reportable) => this.documents.rejected(conflict, entry, reportable),
       warn: this.warn,
       attached: (tabId) => this.tabs.has(tabId),
-    });
+    }, deps.fence);
     this.subscriptions = new Subscriptions(url, database, send, (channel, since, limit) => this.history(channel, since, limit));
     this.documents = new Documents(url, database, send, () => this.writes.queueOf(this.viewUser()));
   }

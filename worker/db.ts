@@ -4,6 +4,7 @@
  *   outbox   — writes not yet acknowledged by the server; the only queue there is
  *   offsets  — per server URL and channel, the last event offset delivered to the tabs
  *   docs     — per server URL and document, the last confirmed state (and unresolved conflicts)
+ *   leader   — which tab's worker leads, where there is no SharedWorker (worker/election.ts)
  */
 import { openDB, type DBSchema, type IDBPDatabase } from 'idb';
 import type { DocConflict, WriteOp } from '../protocol/shapes.js';
@@ -53,17 +54,25 @@ export interface OffsetRecord {
   epoch: string;
 }
 
+/** The worker that leads the origin's tabs (key `current`): only it may store writes. */
+export interface LeaderRecord {
+  id: string;
+  /** When it took the lead (a later leader has a later term). */
+  term: number;
+}
+
 export interface TetherDB extends DBSchema {
   clients: { key: [string, string]; value: ClientRecord };
   outbox: { key: [string, number]; value: OutboxEntry };
   offsets: { key: [string, string]; value: OffsetRecord };
   docs: { key: [string, string]; value: DocRecord };
+  leader: { key: string; value: LeaderRecord };
 }
 
 export type Database = IDBPDatabase<TetherDB>;
 
 const DB_NAME = 'tether';
-const DB_VERSION = 2;
+const DB_VERSION = 3;
 
 let opening: Promise<Database> | undefined;
 
@@ -78,6 +87,9 @@ export function openTetherDB(name: string, onLost: () => void = () => {}): Promi
       }
       if (oldVersion < 2) {
         db.createObjectStore('docs', { keyPath: ['url', 'doc'] });
+      }
+      if (oldVersion < 3) {
+        db.createObjectStore('leader');
       }
     },
     blocking() {
@@ -97,4 +109,15 @@ export function openTetherDB(name: string, onLost: () => void = () => {}): Promi
 export function database(): Promise<Database> {
   opening ??= openTetherDB(DB_NAME, () => (opening = undefined));
   return opening;
+}
+
+/**
+ * Records that `leader` leads from now on. A deposed leader that wakes up (a frozen tab) finds
+ * this in the transaction that would store a write, and stores nothing: the write goes to the
+ * new leader instead, and is never stored twice.
+ */
+export async function takeLead(db: Database, leader: LeaderRecord): Promise<void> {
+  const tx = db.transaction('leader', 'readwrite', { durability: 'strict' });
+  await tx.store.put(leader, 'current');
+  await tx.done;
 }

@@ -6,10 +6,11 @@
  */
 import * as Comlink from 'comlink';
 import type { PublishedListener, Registration, StatusListener, TabApi, TokenProvider, WorkerApi, WorkerStats } from './api.js';
-import { BusLeader, LeaderClient, type LeaderApi } from './bus.js';
+import { BusLeader, LeaderClient, leaderInbox, type LeaderApi } from './bus.js';
 import type { EngineDeps } from './connection.js';
 import { Election, type ElectionTiming } from './election.js';
 import { Hub } from './hub.js';
+import { takeLead } from './db.js';
 import { TabRelay } from './relay.js';
 
 export class ElectedHost implements WorkerApi {
@@ -18,6 +19,7 @@ export class ElectedHost implements WorkerApi {
   private readonly relays = new Set<TabRelay>();
   private hub: Hub | undefined;
   private bus: BusLeader | undefined;
+  private readonly inbox = leaderInbox();
   /** The leader the relays are bound to (undefined: none known yet). */
   private leader: { id: string; api: LeaderApi } | undefined;
 
@@ -36,15 +38,35 @@ export class ElectedHost implements WorkerApi {
     return Comlink.proxy(relay);
   }
 
+  lifecycle(state: 'frozen' | 'active'): void {
+    if (state === 'frozen') this.election.resign();
+    else this.election.rejoin();
+  }
+
   stats(): WorkerStats {
     return this.hub?.stats() ?? { tabs: this.relays.size, connections: [] };
   }
 
+  /**
+   * Takes the lead: first recorded in the database (from then on a deposed leader stores no
+   * write), then the engine starts and the tabs are bound to it.
+   */
   private lead(): void {
-    const hub = new Hub({ ...this.deps, mode: () => 'leader' });
-    this.hub = hub;
-    this.bus = new BusLeader(this.election.id, hub);
-    this.switchTo({ id: this.election.id, api: hub });
+    const id = this.election.id;
+    const started = (async () => {
+      await takeLead(await this.deps.database(), { id, term: Date.now() });
+      if (!this.election.leading || this.hub) return;
+      const hub = new Hub({ ...this.deps, mode: () => 'leader', fence: id });
+      this.hub = hub;
+      this.bus = new BusLeader(id, hub, this.inbox);
+      this.switchTo({ id, api: hub });
+    })();
+    started.catch((error: unknown) => {
+      // Without the record no write could be stored here: let another tab lead.
+      console.error(`[tether] could not take the lead (${String(error)}); another tab will`);
+      this.election.resign();
+      setTimeout(() => this.election.rejoin(), 1000);
+    });
   }
 
   private follow(id: string): void {

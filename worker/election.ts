@@ -39,6 +39,12 @@ export class Election {
   private lastSign = 0;
   private beat: ReturnType<typeof setInterval> | undefined;
   private closed = false;
+  /** Releases the leader lock (set while this worker leads). */
+  private release: (() => void) | undefined;
+  /** Ends this worker's candidacy (set while it waits to be, or is, next in line). */
+  private candidate: AbortController | undefined;
+  /** Out of the running: its tab is frozen or in the back/forward cache. */
+  private resigned = false;
 
   constructor(
     private readonly events: ElectionEvents,
@@ -51,6 +57,29 @@ export class Election {
 
   get leading(): boolean {
     return this.leader?.id === this.id;
+  }
+
+  /**
+   * The tab is about to be frozen (or cached): hand the lead over now, rather than hold the lock
+   * silent until the next in line steals it, and stay out of the running until `rejoin`.
+   */
+  resign(): void {
+    if (this.resigned || this.closed) return;
+    this.resigned = true;
+    this.candidate?.abort();
+    this.candidate = undefined;
+    const release = this.release;
+    if (release) {
+      this.stepDown();
+      release();
+    }
+  }
+
+  /** The tab is active again: it may lead again, after the others in line. */
+  rejoin(): void {
+    if (!this.resigned || this.closed) return;
+    this.resigned = false;
+    this.candidacy();
   }
 
   close(): void {
@@ -79,25 +108,38 @@ export class Election {
 
   /** Waits to be next in line, then for the lead; holds the candidate lock until elected. */
   private candidacy(): void {
-    void navigator.locks.request(CANDIDATE_LOCK, () => this.runForLeader()).catch(() => {});
+    if (this.resigned || this.closed) return;
+    const candidate = new AbortController();
+    this.candidate = candidate;
+    void navigator.locks.request(CANDIDATE_LOCK, { signal: candidate.signal }, () => this.runForLeader(candidate.signal)).catch(() => {});
   }
 
-  private runForLeader(): Promise<void> {
+  private runForLeader(resigned: AbortSignal): Promise<void> {
     return new Promise<void>((elected) => {
       const waiting = new AbortController();
       let done = false;
+      // Resigned while next in line: out of the queue, and the candidate lock goes to the next.
+      resigned.addEventListener('abort', () => {
+        if (done) return;
+        done = true;
+        clearInterval(watch);
+        waiting.abort();
+        elected();
+      });
       const take = (steal: boolean) => {
         const options: LockOptions = steal ? { steal: true } : { signal: waiting.signal };
         navigator.locks
           .request(LEADER_LOCK, options, () => {
+            if (done) return; // resigned meanwhile: released at once
             done = true;
+            this.candidate = undefined;
             clearInterval(watch);
             elected(); // the next worker becomes next in line
             return this.lead();
           })
           .catch((error: unknown) => {
             // Aborted: this worker stole it instead. Stolen from: a follower again.
-            if (error instanceof DOMException && error.name === 'AbortError' && !done) return;
+            if (error instanceof DOMException && error.name === 'AbortError' && this.release === undefined) return;
             this.stepDown();
           });
       };
@@ -118,7 +160,7 @@ export class Election {
     this.announce();
     this.beat = setInterval(() => this.announce(), this.timing.beatMs);
     this.events.elected();
-    return new Promise<void>(() => {});
+    return new Promise<void>((release) => (this.release = release));
   }
 
   private announce(): void {
@@ -129,6 +171,7 @@ export class Election {
     if (this.beat === undefined) return;
     clearInterval(this.beat);
     this.beat = undefined;
+    this.release = undefined;
     if (this.leader?.id === this.id) this.leader = undefined;
     this.events.deposed();
     if (!this.closed) this.candidacy();

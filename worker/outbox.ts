@@ -7,7 +7,7 @@
 import { TetherError } from '../protocol/errors.js';
 import type { ReadVersion, WriteOp } from '../protocol/shapes.js';
 import { unwrap } from 'idb';
-import type { ClientRecord, Database, OutboxEntry } from './db.js';
+import type { LeaderRecord, ClientRecord, Database, OutboxEntry } from './db.js';
 import type { Identity } from './identity.js';
 
 /**
@@ -80,6 +80,8 @@ export class Outbox {
     private readonly db: () => Promise<Database>,
     private readonly url: string,
     private readonly identity: Identity,
+    /** The leader id of this worker where tabs elect one (db.ts `leader`): writes are stored only while it leads. */
+    private readonly fence?: string,
   ) {}
 
   /** Sequences of stored transactions by their local name (see LocalRead), the newest kept. */
@@ -208,7 +210,7 @@ export class Outbox {
       this.deletions.push(...deletions); // not deleted with the writes: they go on their own later
       if (this.deletions.length > 0) this.scheduleDeletions();
       const quota = cause instanceof DOMException && cause.name === 'QuotaExceededError';
-      const error = quota
+      const error = cause instanceof TetherError ? cause : quota
         ? new TetherError('quota_exceeded', 'the browser refused to store the write: storage quota exceeded; nothing was sent')
         : new TetherError('internal', `the write could not be stored in IndexedDB (${String(cause)}); nothing was sent`);
       for (const waiting of batch) waiting.reject(error);
@@ -218,8 +220,10 @@ export class Outbox {
   /** One try at storing `batch`; undefined when `guess` turned out stale (nothing was stored). */
   private async attempt(batch: Waiting[], deletions: number[], guess: ClientRecord | undefined): Promise<OutboxEntry[] | undefined> {
     const db = await this.db();
-    const tx = db.transaction(['clients', 'outbox'], 'readwrite', { durability: 'strict' });
+    const tx = db.transaction(this.fence === undefined ? ['clients', 'outbox'] : ['clients', 'outbox', 'leader'], 'readwrite', { durability: 'strict' });
     const clients = unwrap(tx.objectStore('clients'));
+    const holder = this.fence === undefined ? undefined : requestResult<LeaderRecord | undefined>(unwrap(tx.objectStore('leader')).get('current'));
+    holder?.catch(() => {}); // a failed read aborts the transaction: tx.done reports it
     const key: [string, string] = [this.url, this.identity.user];
     const read = requestResult<ClientRecord | undefined>(clients.get(key));
     read.catch(() => {}); // a failed read aborts the transaction: tx.done reports it
@@ -241,6 +245,11 @@ export class Outbox {
     for (const entry of entries) outbox.put(entry);
     this.deleteIn(outbox, deletions);
     clients.put(client);
+    if (holder && (await holder)?.id !== this.fence) {
+      tx.abort();
+      await tx.done.catch(() => {});
+      throw new TetherError('connection_lost', 'this tab no longer holds the connection (another tab took the lead); the write was not stored here');
+    }
     if (guess) {
       const current = await read;
       if (current?.clientId !== guess.clientId || current.nextSeq !== guess.nextSeq) {

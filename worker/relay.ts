@@ -19,6 +19,9 @@ const CONNECTION_LOST = {
   error: { code: 'connection_lost', message: 'the leader tab that held the connection went away before the answer arrived; the call may or may not have run' },
 } as const;
 
+/** How long the leader may take to attach a tab before it is asked again. */
+const ATTACH_TIMEOUT_MS = 3000;
+
 interface Subscription {
   channel: string;
   listener: ChannelListener | ChannelBatchListener;
@@ -37,7 +40,8 @@ export class TabRelay implements TabApi {
   private generation = 0;
   private mode: HostMode = 'follower';
   private readonly subscriptions = new Map<string, Subscription>();
-  private readonly docs = new Map<string, { doc: string; listener: DocListener }>();
+  /** `forward` is what the engine gets: a plain function, never the tab's proxy (an engine releases what it is given when it closes). */
+  private readonly docs = new Map<string, { doc: string; listener: DocListener; forward: DocListener }>();
   /** Writes not settled yet, in the order the tab made them. */
   private readonly writes = new Map<number, WaitingWrite>();
   private nextWrite = 0;
@@ -66,17 +70,25 @@ export class TabRelay implements TabApi {
     if (this.detached) return;
     const current = () => generation === this.generation && !this.detached;
     let tab: Async<TabApi>;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      tab = await leader.attach(
+      const attaching = leader.attach(
         this.registration,
         (status) => {
           if (current()) this.tell(status);
         },
         this.getToken === undefined ? undefined : returning(() => this.getToken!()),
-        (settled) => this.published(settled),
+        (settled) => this.published(settled, generation),
       );
-    } catch {
-      return; // that leader went away too: the election names the next one
+      // A message between tabs can be lost (a leader that just started): ask again rather than wait forever.
+      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), ATTACH_TIMEOUT_MS)));
+      tab = await Promise.race([attaching, late]);
+    } catch (error) {
+      // That leader went away (the election names the next one), or did not answer: again.
+      if (current() && error instanceof Error && error.message === 'timeout') void this.bind(leader, mode);
+      return;
+    } finally {
+      clearTimeout(timer);
     }
     if (!current()) {
       void Promise.resolve(tab.detach()).catch(() => {});
@@ -84,7 +96,7 @@ export class TabRelay implements TabApi {
     }
     // Asked again in the order the tab asked: writes keep their order, subscriptions their place.
     for (const [id, sub] of this.subscriptions) void this.subscribeOn(tab, id, sub);
-    for (const [id, { doc, listener }] of this.docs) void Promise.resolve(tab.openDoc(id, doc, listener)).catch(() => {});
+    for (const [id, { doc, forward }] of this.docs) void Promise.resolve(tab.openDoc(id, doc, forward)).catch(() => {});
     let publishes: { id: number; channel: string; data: unknown }[] = [];
     const flush = () => {
       if (publishes.length > 0) void Promise.resolve(tab.publishMany(publishes)).catch(() => {});
@@ -166,10 +178,15 @@ export class TabRelay implements TabApi {
     if (this.target) void Promise.resolve(this.target.publishMany(publishes)).catch(() => {});
   }
 
-  /** Outcomes of publishes from any leader, old or new: the first one counts. */
-  private published(settled: [number, Outcome<{ offset: number | null }>][]): void {
+  /**
+   * Outcomes of publishes: an acknowledgement from any leader, old or new (the first counts); a
+   * failure only from the current one, and never `connection_lost` (a deposed leader's refusal
+   * to store it): the write goes to the next leader.
+   */
+  private published(settled: [number, Outcome<{ offset: number | null }>][], generation: number): void {
     const forTab: typeof settled = [];
     for (const [id, outcome] of settled) {
+      if (!outcome.ok && (generation !== this.generation || outcome.error.code === 'connection_lost')) continue;
       const n = this.publishIds.get(id);
       if (n === undefined) continue; // settled already (told by an earlier leader)
       this.publishIds.delete(id);
@@ -194,6 +211,7 @@ export class TabRelay implements TabApi {
   private sendTransact(tab: Async<TabApi>, n: number, write: Extract<WaitingWrite, { kind: 'transact' }>): void {
     const generation = this.generation;
     const settle = (outcome: Outcome<TransactOutcome>) => {
+      if (!outcome.ok && (generation !== this.generation || outcome.error.code === 'connection_lost')) return; // sent again to the next leader
       if (!this.writes.delete(n)) return;
       write.settle(outcome);
     };
@@ -248,10 +266,11 @@ export class TabRelay implements TabApi {
   }
 
   async openDoc(id: string, doc: string, listener: DocListener): Promise<Outcome<null>> {
-    this.docs.set(id, { doc, listener });
+    const forward: DocListener = (snapshot) => listener(snapshot);
+    this.docs.set(id, { doc, listener, forward });
     const tab = await this.bound();
     if (!tab) return { ok: true, value: null };
-    return Promise.resolve(tab.openDoc(id, doc, listener)).catch(() => ({ ok: true, value: null }) as const);
+    return Promise.resolve(tab.openDoc(id, doc, forward)).catch(() => ({ ok: true, value: null }) as const);
   }
 
   closeDoc(id: string): void {

@@ -131,6 +131,8 @@ export class Writes {
     private readonly url: string,
     private readonly db: () => Promise<Database>,
     private readonly events: WriteEvents,
+    /** EngineDeps.fence. */
+    private readonly fence?: string,
   ) {
     if (typeof BroadcastChannel !== 'undefined') {
       this.peers = new BroadcastChannel('tether-outbox');
@@ -165,7 +167,7 @@ export class Writes {
     if (!writer) {
       writer = (async () => {
         const identity = await clientIdentity(await this.db(), this.url, user);
-        const outbox = new Outbox(this.db, this.url, identity);
+        const outbox = new Outbox(this.db, this.url, identity, this.fence);
         const loadedWriter: Writer = { identity, outbox, queue: await outbox.list(), byKey: new Map() };
         indexKeys(loadedWriter, loadedWriter.queue);
         this.loaded.set(user, loadedWriter);
