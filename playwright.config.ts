@@ -1,9 +1,10 @@
 import { defineConfig } from '@playwright/test';
 import { assertChromium, CHROMIUM_ARGS, CHROMIUM_PATH } from './e2e/fixtures/chromium.js';
+import type { Fixtures } from './e2e/fixtures/test.js';
 
 assertChromium();
 
-export default defineConfig({
+export default defineConfig<Pick<Fixtures, 'hostMode'>>({
   testDir: 'e2e',
   timeout: 60_000,
   expect: { timeout: 10_000 },
@@ -18,4 +19,13 @@ export default defineConfig({
     launchOptions: { executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS },
     trace: 'retain-on-failure',
   },
+  projects: [
+    { name: 'shared-worker' },
+    // The core tests again on a browser without SharedWorker: one tab elected to hold the socket.
+    {
+      name: 'leader-election',
+      testMatch: /(pubsub|offline|documents|contention)\.spec\.ts$/,
+      use: { hostMode: 'leader-election' },
+    },
+  ],
 });

@@ -9,6 +9,7 @@ import type { WriteRequest } from '../server/storage/event-store.js';
 import { backupSqlite, restoreSqlite } from '../server/storage/sqlite-backup.js';
 import type { ChannelDelivery, DocSnapshot } from './api.js';
 import { Documents } from './documents.js';
+import { takeLead } from './db.js';
 import { Harness, eventually } from './testing/harness.js';
 
 const SECRET = 'engine-test-secret-of-at-least-32-characters';
@@ -362,6 +363,51 @@ describe('client and server disagree on sequences', () => {
     const tab2 = second.attach();
     await eventually(() => second.status(tab2).connection === 'online' && second.status(tab2).pending === 0);
     expect(await storedData(harness, 'c')).toEqual(['a', 'b', 'c']);
+  });
+});
+
+describe('a leader tab goes away (no SharedWorker): its successor stores nothing twice', () => {
+  it('writes the old leader stored, sent again under their keys by their tab: each stored and delivered once, in order; a key already answered gets its answer', async () => {
+    harness = await Harness.start();
+    const db = Harness.newDatabase();
+    await takeLead(await db(), { id: 'L1', term: 1 });
+    const first = harness.engine(db, { fence: 'L1' });
+    const tab = first.attach();
+    await eventually(() => first.status(tab).connection === 'online');
+    expect(await first.connection.publish(tab.tabId, 'c', 'before', `p:${tab.tabId}:0`)).toEqual({ ok: true, value: { offset: 1 } });
+    harness.proxy.refuse();
+    await eventually(() => first.status(tab).connection === 'offline');
+    for (let id = 1; id <= 20; id++) void first.connection.publish(tab.tabId, 'c', `w${id}`, `p:${tab.tabId}:${id}`);
+    await eventually(() => first.status(tab).pending === 20);
+    first.close(); // the leader tab closed
+
+    await takeLead(await db(), { id: 'L2', term: 2 });
+    const second = harness.engine(db, { fence: 'L2' });
+    const same = second.attach(); // the same tab (`tab-1`), now through the new leader
+    expect(same.tabId).toBe(tab.tabId);
+    // Its relay sends again everything not settled, and writes made since: 20 + 5.
+    const outcomes = Array.from({ length: 25 }, (_, i) => second.connection.publish(same.tabId, 'c', `w${i + 1}`, `p:${same.tabId}:${i + 1}`));
+    await harness.proxy.restore();
+    const settled = await Promise.all(outcomes);
+    expect(settled).toEqual(Array.from({ length: 25 }, (_, i) => ({ ok: true, value: { offset: i + 2 } })));
+    expect(await storedData(harness, 'c')).toEqual(['before', ...Array.from({ length: 25 }, (_, i) => `w${i + 1}`)]);
+    // Sent again once more (its answer was lost with a leader): the same answer, nothing stored.
+    expect(await second.connection.publish(same.tabId, 'c', 'w3', `p:${same.tabId}:3`)).toEqual({ ok: true, value: { offset: 4 } });
+    expect(await storedData(harness, 'c')).toHaveLength(26);
+  });
+
+  it('a deposed leader that wakes up (its tab was frozen) stores no write: the database names another leader', async () => {
+    harness = await Harness.start();
+    const db = Harness.newDatabase();
+    await takeLead(await db(), { id: 'L1', term: 1 });
+    const old = harness.engine(db, { fence: 'L1' });
+    const tab = old.attach();
+    await eventually(() => old.status(tab).connection === 'online');
+    expect(await old.connection.publish(tab.tabId, 'c', 'while leading')).toMatchObject({ ok: true });
+    await takeLead(await db(), { id: 'L2', term: 2 }); // another tab took over meanwhile
+    expect(await old.connection.publish(tab.tabId, 'c', 'after', `p:${tab.tabId}:9`)).toMatchObject({ ok: false, error: { code: 'connection_lost' } });
+    expect(await (await old.connection.writerOf('')).outbox.list()).toEqual([]);
+    expect(await storedData(harness, 'c')).toEqual(['while leading']);
   });
 });
 

@@ -13,7 +13,7 @@ import WebSocket from 'ws';
 import { startServer, type ServerOptions, type TetherServer } from '../../server/server.js';
 import { TcpProxy } from '../../e2e/fixtures/tcp-proxy.js';
 import type { Status, TokenProvider } from '../api.js';
-import { ServerConnection } from '../connection.js';
+import { ServerConnection, type EngineDeps } from '../connection.js';
 import { openTetherDB, type Database } from '../db.js';
 import type { WebSocketClass } from '../socket.js';
 
@@ -65,8 +65,9 @@ export class Engine {
   constructor(
     readonly url: string,
     readonly db: () => Promise<Database>,
+    deps: Partial<EngineDeps> = {},
   ) {
-    this.connection = new ServerConnection(url, { database: db, WebSocket: this.frames.socketClass(), warn: (m) => this.warnings.push(m) });
+    this.connection = new ServerConnection(url, { database: db, WebSocket: this.frames.socketClass(), warn: (m) => this.warnings.push(m), ...deps });
   }
 
   /** Attaches a tab (optionally with a token function, as `connect({ token })` does). */
@@ -114,8 +115,8 @@ export class Harness {
   }
 
   /** An engine (a worker) on `db` (default: a new profile). */
-  engine(db = Harness.newDatabase()): Engine {
-    const engine = new Engine(this.url, db);
+  engine(db = Harness.newDatabase(), deps: Partial<EngineDeps> = {}): Engine {
+    const engine = new Engine(this.url, db, deps);
     this.engines.push(engine);
     return engine;
   }
