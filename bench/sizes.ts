@@ -69,7 +69,7 @@ export async function measureSizes(): Promise<{ rows: SizeRow[]; packed: PackedP
     // What an app ships for `connect`: the packed ESM with comlink and zustand, as a bundler adds them.
     row('tether sdk', 'tab side, as an app ships it: the packed dist/index.js with comlink and zustand', await bundle(`export { connect } from './dist/index.js';`, dir, 'tether-sdk')),
     // Self-contained files, served as they are in the tarball.
-    row('tether worker', 'SharedWorker: socket, outbox, sync, state engine (packed dist/tether-worker.js)', readFileSync(join(dir, 'dist', 'tether-worker.js'))),
+    row('tether worker', 'worker: socket, outbox, sync, state engine, both hosts (packed dist/tether-worker.js)', readFileSync(join(dir, 'dist', 'tether-worker.js'))),
     row('tether.js', 'script-tag build of the tab side (packed dist/tether.js)', readFileSync(join(dir, 'dist', 'tether.js'))),
   ];
   for (const [name, code] of [
@@ -93,7 +93,9 @@ export const BUDGETS: Record<string, number> = {
   // 5,550 until the pipeline work of issue 13 (+0.8 KB): publishes batched per task with each
   // settled on its own, the tab's own transactions shown at once (overlay, local reads), and the
   // fallback to an older running worker (apiVersion).
-  'tether sdk': 6_400,
+  // 6,400 until the leader-tab host of issue 14 (+0.3 KB: the dedicated Worker where there is no
+  // SharedWorker, and the freeze/resume handover).
+  'tether sdk': 6_700,
   // 13,000 until the worker validated every server frame with the protocol's valibot schemas (+4.8 KB),
   // caught reloaded tabs up from the server's history (+0.6 KB) and paced writes below the rate limit;
   // 19,000 until it kept within the server's RPC in-flight limit and passed on event publishers (+0.3 KB).
@@ -105,8 +107,12 @@ export const BUDGETS: Record<string, number> = {
   // 18,200 / 5,350 until issue 13 (+1.3 KB worker: writes frames and answers, batched
   // deliveries and statuses, range deletions and the checked numbering guess in the outbox,
   // per-tab seen and local reads for documents; +0.7 KB tether.js, as the SDK).
-  'tether worker': 19_650,
-  'tether.js': 6_100,
+  // 19,650 / 6,100 until issue 14 (+4.4 KB worker: the leader-tab host — election by Web Locks,
+  // calls between tabs over BroadcastChannel, the relay that moves each tab to the next leader,
+  // write keys and the leader record; one script serves both hosts, so apps host one file;
+  // +0.3 KB tether.js, as the SDK).
+  'tether worker': 24_000,
+  'tether.js': 6_400,
 };
 export const TARGETS: Record<string, number> = { 'tether sdk': 4_096, 'tether worker': 12_288, 'tether.js': 4_096 };
 

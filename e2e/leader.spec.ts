@@ -144,11 +144,15 @@ test('the leader tab frozen: it hands the socket to another tab at once; subscri
   for (const tab of followers) await subscribeIn(tab, 'failover');
   await followers[0]!.evaluate(() => window.tether.pubsub.publish('failover', { tab: 0, n: 0 }));
 
+  // A call in flight through the leader when it goes: it fails, it does not hang.
+  const inFlight = callFrom(followers[0]!, 'sleep', [8000], 20_000);
+  await followers[0]!.waitForTimeout(200);
   const frozen = freeze(leader, 6000);
   const frozenAt = Date.now();
   const next = await leaderOf(followers);
   test.info().annotations.push({ type: 'handover', description: `${Date.now() - frozenAt} ms` });
   expect(Date.now() - frozenAt).toBeLessThan(3000); // handed over, not stolen after the silence
+  expect(await inFlight).toMatchObject({ ok: false, code: 'connection_lost' });
 
   // The new leader serves: calls, and publishes from both remaining tabs, each delivered once.
   for (const tab of followers) expect(await callFrom(tab, 'hello', ['world'])).toEqual({ ok: true, value: 'Hello, world!' });
