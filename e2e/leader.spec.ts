@@ -208,3 +208,47 @@ test('the leader tab\'s worker hangs without notice: the next in line takes the 
   await expect.poll(() => network.open).toBe(1);
   await context.close();
 });
+
+test('the leader tab closed in the middle of bursts from three tabs, online: every write stored and delivered once, in per-tab order, and each tab told', async ({ browser, openTab, server }) => {
+  const observerContext = await browser.newContext();
+  const observer = await openTab(observerContext, { direct: true });
+  await subscribeIn(observer, 'failover');
+  const context = await browser.newContext();
+  const tabs = [await openTab(context), await openTab(context), await openTab(context)];
+  const leader = await leaderOf(tabs);
+  const followers = tabs.filter((t) => t !== leader);
+  const perTab: Record<number, number> = {};
+  // Bursts of 50 every 20 ms; the leader tab closes right after the followers' third burst, with
+  // their writes being stored, sent, acknowledged and reported all at once.
+  const bursts = async (tab: Page, i: number, rounds: number, after?: (round: number) => Promise<void>) => {
+    for (let round = 0; round < rounds; round++) {
+      await publishBurst(tab, i, round * 50, 50);
+      await after?.(round);
+      await tab.waitForTimeout(20);
+    }
+    perTab[i] = rounds * 50;
+  };
+  await bursts(leader, tabs.indexOf(leader), 4);
+  await expect.poll(() => apiHistory(server.httpUrl, 'failover').then((e) => e.length)).toBe(200);
+  let closing: Promise<void> | undefined;
+  await Promise.all(
+    followers.map((tab, k) =>
+      bursts(tab, tabs.indexOf(tab), 10, async (round) => {
+        if (k === 1 && round === 2) closing = leader.close();
+      }),
+    ),
+  );
+  await closing;
+  await leaderOf(followers);
+
+  const total = 200 + 500 + 500;
+  await expect.poll(async () => (await apiHistory(server.httpUrl, 'failover')).length, { timeout: 30_000 }).toBe(total);
+  expectOncePerTabInOrder(await apiHistory(server.httpUrl, 'failover'), perTab);
+  await expect.poll(async () => (await receivedIn(observer, 'failover')).length, { timeout: 20_000 }).toBe(total);
+  expectOncePerTabInOrder(await receivedIn(observer, 'failover'), perTab);
+  for (const tab of followers) {
+    await expect.poll(async () => (await settledIn(tab)).length).toBe(500);
+    expect((await settledIn(tab)).filter((s) => s.error !== undefined)).toEqual([]);
+  }
+  await Promise.all([context.close(), observerContext.close()]);
+});
