@@ -74,8 +74,8 @@ export interface RateResult extends LatencyResult {
   received: number;
 }
 
-export type Peer = 'floor' | 'socketio' | 'tether';
-export const PEERS: Peer[] = ['floor', 'socketio', 'tether'];
+export type Peer = 'floor' | 'socketio' | 'tether' | 'tetherLeader';
+export const PEERS: Peer[] = ['floor', 'socketio', 'tether', 'tetherLeader'];
 
 export interface BrowserPlan {
   /** Tab → tab rows: messages per second, for how long. */
@@ -130,15 +130,32 @@ export interface BrowserRun {
 }
 
 /** Opens a page of the Tether server with the script-tag client connected to `wsUrl`. */
-async function tetherPage(context: BrowserContext, target: Target, wsUrl: string): Promise<Page> {
+async function tetherPage(context: BrowserContext, target: Target, wsUrl: string, mode: 'auto' | 'leader-election' = 'auto'): Promise<Page> {
   const page = await context.newPage();
   await page.goto(`http://127.0.0.1:${target.port}/api/health`);
   await page.addScriptTag({ url: '/tether.js' });
-  await page.evaluate((url) => {
-    window.tether = window.Tether.connect({ url });
-  }, wsUrl);
+  await page.evaluate(({ url, mode }) => {
+    window.tether = window.Tether.connect({ url, mode });
+  }, { url: wsUrl, mode });
   await page.waitForFunction(() => window.tether.status.getState().connection === 'online');
   return page;
+}
+
+/**
+ * Tether without SharedWorker (`mode: 'leader-election'`): three tabs of one context; the first
+ * leads, the two returned are followers, so a message goes follower → leader → server → leader →
+ * follower (the longest path there is in that mode).
+ */
+async function tetherFollowers(browser: Browser, target: Target, wsUrl: string, channel: string): Promise<[Page, Page]> {
+  const context = await browser.newContext();
+  const leader = await tetherPage(context, target, wsUrl, 'leader-election');
+  await leader.waitForFunction(() => window.tether.status.getState().mode === 'leader');
+  const followers: [Page, Page] = [await tetherPage(context, target, wsUrl, 'leader-election'), await tetherPage(context, target, wsUrl, 'leader-election')];
+  for (const page of followers) {
+    await page.waitForFunction(() => window.tether.status.getState().mode === 'follower');
+    await tetherBench(page, channel);
+  }
+  return followers;
 }
 
 /** Gives a Tether page the bench API: pub/sub on `channel`, `hello` by RPC. */
@@ -389,6 +406,7 @@ export async function browserPeers(tether: Target, tetherSyncOff: Target, socket
       floor: await peerPages(browser, `${pages.origin}/floor.html`),
       socketio: await peerPages(browser, `${pages.origin}/socketio.html?port=${socketio.port}`),
       tether: tetherTabs,
+      tetherLeader: await tetherFollowers(browser, tether, wsUrl, `latency-${Math.random().toString(36).slice(2)}`),
     };
     // Rotating who goes first from run to run spreads what one peer leaves behind (a busy CPU)
     // over the others; between rows, Tether's outbox drains and everything settles.

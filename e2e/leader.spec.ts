@@ -3,7 +3,7 @@
  * (worker/elected-host.ts). SharedWorker is removed from every page before the SDK loads.
  */
 import type { Page } from '@playwright/test';
-import { test, expect, apiHistory, callFrom, receivedIn, subscribeIn, waitForConnection } from './fixtures/test.js';
+import { test, expect, apiHistory, callFrom, openWithClient, receivedIn, signToken, subscribeIn, waitForConnection, PROCEDURES, TOKEN_SECRET } from './fixtures/test.js';
 
 test.use({ hostMode: 'leader-election' });
 
@@ -16,6 +16,10 @@ test('three tabs without SharedWorker: one socket, one leader; rpc, pub/sub and 
   expect(await tabs[0]!.evaluate(() => typeof SharedWorker)).toBe('undefined');
   await expect.poll(async () => (await modes(tabs)).sort()).toEqual(['follower', 'follower', 'leader']);
   expect(network.open).toBe(1);
+  // The demo's status bar says who holds the connection.
+  for (const tab of tabs) {
+    await expect(tab.locator('#host-mode')).toHaveText((await modeOf(tab)) === 'leader' ? 'this tab holds the connection' : 'through another tab');
+  }
 
   for (const tab of tabs) expect(await callFrom(tab, 'hello', ['world'])).toEqual({ ok: true, value: 'Hello, world!' });
 
@@ -251,4 +255,34 @@ test('the leader tab closed in the middle of bursts from three tabs, online: eve
     expect((await settledIn(tab)).filter((s) => s.error !== undefined)).toEqual([]);
   }
   await Promise.all([context.close(), observerContext.close()]);
+});
+
+test.describe('with tokens', () => {
+  test.use({ serverEnv: { TETHER_TOKEN_SECRET: TOKEN_SECRET, TETHER_PROCEDURES: PROCEDURES, TETHER_ALLOWED_ORIGINS: '*' } });
+
+  test("a follower tab's token reaches the leader's engine: its calls and writes are its user's, its grants enforced, before and after a failover", async ({ browser, server, network }) => {
+    const context = await browser.newContext();
+    const wsUrl = `ws://127.0.0.1:${network.port}/ws`;
+    // The token is asked of each tab (a function in the tab, called from the leader's worker).
+    const tabs = [];
+    for (let i = 0; i < 3; i++) tabs.push(await openWithClient(context, server.httpUrl, { url: wsUrl, token: await signToken('alice', { channels: ['room:*'] }) }));
+    for (const tab of tabs) await waitForConnection(tab, 'online');
+    const leader = await leaderOf(tabs);
+    const followers = tabs.filter((t) => t !== leader);
+    for (const tab of followers) {
+      expect(await callFrom(tab, 'whoami', [])).toEqual({ ok: true, value: { user: 'alice' } });
+      expect(await tab.evaluate(() => window.tether.pubsub.publish('room:1', 'hi').then((r) => typeof r.offset))).toBe('number');
+      expect(await tab.evaluate(() => window.tether.pubsub.publish('admin', 'no').then(() => 'stored', (e: { code: string }) => e.code))).toBe('forbidden');
+    }
+    await leader.close();
+    const next = await leaderOf(followers);
+    for (const tab of followers) await waitForConnection(tab, 'online');
+    expect(await callFrom(next, 'whoami', [])).toEqual({ ok: true, value: { user: 'alice' } });
+    const other = followers.find((t) => t !== next)!;
+    expect(await callFrom(other, 'whoami', [])).toEqual({ ok: true, value: { user: 'alice' } });
+    expect(await other.evaluate(() => window.tether.pubsub.publish('room:1', 'after').then((r) => typeof r.offset))).toBe('number');
+    expect((await apiHistory(server.httpUrl, 'room:1')).map((e) => e.data)).toEqual(['hi', 'hi', 'after']);
+    expect(network.open).toBe(1);
+    await context.close();
+  });
 });

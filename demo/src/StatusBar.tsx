@@ -10,7 +10,7 @@ function ago(at: number | null, now: number): string {
 
 /** Online / offline / syncing at a glance, with what is waiting, when we were last in sync, and why not. */
 export function StatusBar({ client }: { client: TetherClient }) {
-  const { connection, pending, lastSyncAt, error } = useStatus(client.status);
+  const { connection, pending, lastSyncAt, error, mode } = useStatus(client.status);
   const [now, setNow] = useState(Date.now());
   useEffect(() => {
     const timer = setInterval(() => setNow(Date.now()), 1000);
@@ -24,6 +24,11 @@ export function StatusBar({ client }: { client: TetherClient }) {
       <span id="status-text">{label}</span>
       <span id="pending" className="pending">{pending > 0 ? `${pending} pending` : ''}</span>
       <span id="last-sync" className="last-sync">last sync: {ago(lastSyncAt, now)}</span>
+      {mode !== 'shared-worker' && (
+        <span id="host-mode" className="host-mode" data-mode={mode} title="This browser has no SharedWorker: one tab holds the connection for all">
+          {mode === 'leader' ? 'this tab holds the connection' : 'through another tab'}
+        </span>
+      )}
       {error && (
         <span id="status-error" className="status-error" title={error.message}>
           {error.code === 'unauthorized' ? 'sign-in needed: changes are kept until it works' : error.message}

@@ -6,7 +6,9 @@ import { App } from './App.js';
 // `?ws=` points the demo at another Tether server; by default it uses the one that served it.
 const url = new URLSearchParams(location.search).get('ws') ?? `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
 // The npm build finds its worker next to itself; an app bundle hosts it at a path of its own.
-const client = connect({ url, workerUrl: '/tether-worker.js' });
+// `?mode=leader-election` runs it as on a browser without SharedWorker (one tab holds the socket).
+const mode = new URLSearchParams(location.search).get('mode') === 'leader-election' ? 'leader-election' : 'auto';
+const client = connect({ url, workerUrl: '/tether-worker.js', mode });
 
 // The offline app shell: the page, /tether.js and the worker come from the cache without a network.
 registerSW({ immediate: true });
