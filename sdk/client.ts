@@ -184,7 +184,8 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
       })
       .catch(fail);
   }).then(async () => {
-    const onStatus = Comlink.proxy((next: Status) => status.setState(next, true));
+    // An older worker still running (a deploy) reports no mode: it is a SharedWorker.
+    const onStatus = Comlink.proxy((next: Status) => status.setState({ ...next, mode: next.mode ?? 'shared-worker' }, true));
     const registration = { tabId, lockName, url: resolved.url };
     const getToken = resolved.token ? Comlink.proxy(resolved.token) : undefined;
     // A worker of an older SDK ignores the last argument (and is never sent publishMany).
@@ -193,7 +194,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     const [initial, version] = await Promise.all([tab.status(), tab.apiVersion().then((v) => v, () => 1)]);
     apiVersion = version;
     attachedTab = tab;
-    if (!closed) status.setState(initial, true);
+    if (!closed) status.setState({ ...initial, mode: initial.mode ?? 'shared-worker' }, true);
     return tab;
   });
   attached.catch(() => {}); // surfaced through rpc.call

@@ -36,6 +36,8 @@ export type Async<T> = { [K in keyof T]: T[K] extends (...args: infer A) => infe
 /** What a tab's relay needs of the engine that holds the socket, here or in another tab. */
 export interface LeaderApi {
   attach(...args: Parameters<WorkerApi['attach']>): Promise<Async<TabApi>>;
+  /** Forgets a function lent to this leader (a listener no longer subscribed). */
+  release?(fn: unknown): void;
 }
 
 /** A function whose result the caller waits for (a token provider); others are fire-and-forget. */
@@ -79,6 +81,9 @@ export class LeaderClient {
         for (const method of TAB_METHODS) tab[method] = (...args) => this.call(leader, registration.tabId, method, args);
         return tab as unknown as Async<TabApi>;
       },
+      release: (fn) => {
+        for (const [id, handle] of this.handles) if (handle.leader === leader && handle.fn === fn) this.handles.delete(id);
+      },
     };
   }
 
@@ -90,6 +95,11 @@ export class LeaderClient {
       call.reject(new LeaderGone(leader));
     }
     for (const [id, handle] of this.handles) if (handle.leader === leader) this.handles.delete(id);
+  }
+
+  /** Calls not answered yet (diagnostics and tests). */
+  get waiting(): number {
+    return this.pending.size;
   }
 
   close(): void {
@@ -146,12 +156,13 @@ export function leaderInbox(): BroadcastChannel {
   return new BroadcastChannel(LEADER_CHANNEL);
 }
 
+let returnIds = 0;
+
 export class BusLeader {
   /** The followers' tabs attached here, by tab id. */
   private readonly tabs = new Map<string, { host: string; api: Async<TabApi> }>();
   private readonly hosts = new Map<string, BroadcastChannel>();
   private readonly returns = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
-  private nextId = 0;
   private closed = false;
 
   constructor(
@@ -201,13 +212,13 @@ export class BusLeader {
         const tab = this.tabs.get(message.tab);
         if (!tab || !(TAB_METHODS as readonly string[]).includes(message.method)) throw new Error(`this tab is not attached to the leader (${message.method})`);
         value = await (tab.api[message.method as (typeof TAB_METHODS)[number]] as (...args: unknown[]) => unknown)(...args);
-        if (message.method === 'detach') this.forget(message.tab);
       }
       reply = { kind: 'result', leader: this.id, id: message.id, ok: true, value };
     } catch (error) {
       reply = { kind: 'result', leader: this.id, id: message.id, ok: false, error: describe(error) };
     }
     if (!this.closed) this.channel(message.host).postMessage(reply);
+    if (message.method === 'detach' && message.tab !== null) this.forget(message.tab);
   }
 
   private forget(tabId: string): void {
@@ -237,7 +248,8 @@ export class BusLeader {
     return (...args: unknown[]) =>
       new Promise((resolve, reject) => {
         if (this.closed) return reject(new Error('the leader stepped down'));
-        const id = ++this.nextId;
+        // Numbered across this worker's terms: a late answer to an earlier term's call matches nothing.
+        const id = ++returnIds;
         const timer = setTimeout(() => {
           this.returns.delete(id);
           reject(new Error(`the tab did not answer within ${RETURN_TIMEOUT_MS} ms`));

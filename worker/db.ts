@@ -112,12 +112,19 @@ export function database(): Promise<Database> {
 }
 
 /**
- * Records that `leader` leads from now on. A deposed leader that wakes up (a frozen tab) finds
- * this in the transaction that would store a write, and stores nothing: the write goes to the
- * new leader instead, and is never stored twice.
+ * Records that `leader` leads from now on, unless the database already names a leader of a later
+ * term (this worker was elected, then replaced before it got here): then false, and nothing
+ * changes. A deposed leader that wakes up (a frozen tab) finds the record in the transaction that
+ * would store a write, and stores nothing: the write goes to the new leader, never stored twice.
  */
-export async function takeLead(db: Database, leader: LeaderRecord): Promise<void> {
+export async function takeLead(db: Database, leader: LeaderRecord): Promise<boolean> {
   const tx = db.transaction('leader', 'readwrite', { durability: 'strict' });
+  const current = await tx.store.get('current');
+  if (current && current.id !== leader.id && current.term >= leader.term) {
+    await tx.done;
+    return false;
+  }
   await tx.store.put(leader, 'current');
   await tx.done;
+  return true;
 }

@@ -27,7 +27,7 @@ export class ElectedHost implements WorkerApi {
     private readonly deps: EngineDeps,
     timing?: ElectionTiming,
   ) {
-    this.election = new Election({ elected: () => this.lead(), deposed: () => this.stepDown(), follow: (id) => this.follow(id) }, timing);
+    this.election = new Election({ elected: (term) => this.lead(term), deposed: () => this.stepDown(), follow: (id) => this.follow(id) }, timing);
     this.client = new LeaderClient(this.election.id);
   }
 
@@ -49,24 +49,16 @@ export class ElectedHost implements WorkerApi {
 
   /**
    * Takes the lead: first recorded in the database (from then on a deposed leader stores no
-   * write), then the engine starts and the tabs are bound to it.
+   * write), then the engine starts and the tabs are bound to it; the election announces it after.
    */
-  private lead(): void {
+  private async lead(term: number): Promise<void> {
     const id = this.election.id;
-    const started = (async () => {
-      await takeLead(await this.deps.database(), { id, term: Date.now() });
-      if (!this.election.leading || this.hub) return;
-      const hub = new Hub({ ...this.deps, mode: () => 'leader', fence: id });
-      this.hub = hub;
-      this.bus = new BusLeader(id, hub, this.inbox);
-      this.switchTo({ id, api: hub });
-    })();
-    started.catch((error: unknown) => {
-      // Without the record no write could be stored here: let another tab lead.
-      console.error(`[tether] could not take the lead (${String(error)}); another tab will`);
-      this.election.resign();
-      setTimeout(() => this.election.rejoin(), 1000);
-    });
+    if (!(await takeLead(await this.deps.database(), { id, term }))) throw new Error('a later leader is recorded');
+    if (!this.election.leading || this.hub) return;
+    const hub = new Hub({ ...this.deps, mode: () => 'leader', fence: id });
+    this.hub = hub;
+    this.bus = new BusLeader(id, hub, this.inbox);
+    this.switchTo({ id, api: hub });
   }
 
   private follow(id: string): void {

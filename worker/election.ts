@@ -23,8 +23,11 @@ export const DEFAULT_TIMING: ElectionTiming = { beatMs: 1000, silenceMs: 3500 };
 type Message = { kind: 'leader'; leader: string; term: number } | { kind: 'who' };
 
 export interface ElectionEvents {
-  /** This worker holds the lock now. */
-  elected(): void;
+  /**
+   * This worker holds the lock, for `term`: resolves once its engine serves (only then is it
+   * announced, so the followers' first calls find it listening); a rejection hands the lead back.
+   */
+  elected(term: number): Promise<void>;
   /** This worker lost the lock (stolen while it was frozen or silent): it is a follower again. */
   deposed(): void;
   /** Another worker leads. */
@@ -45,6 +48,10 @@ export class Election {
   private candidate: AbortController | undefined;
   /** Out of the running: its tab is frozen or in the back/forward cache. */
   private resigned = false;
+  /** The latest term heard of: a new term is later, even if the clock went back. */
+  private highestTerm = 0;
+  /** Leading and announced (its engine serves). */
+  private serving = false;
 
   constructor(
     private readonly events: ElectionEvents,
@@ -56,7 +63,7 @@ export class Election {
   }
 
   get leading(): boolean {
-    return this.leader?.id === this.id;
+    return this.release !== undefined;
   }
 
   /**
@@ -91,9 +98,10 @@ export class Election {
   private heard(message: Message): void {
     if (this.closed) return;
     if (message.kind === 'who') {
-      if (this.leading) this.announce();
+      this.announce();
       return;
     }
+    this.highestTerm = Math.max(this.highestTerm, message.term);
     const known = this.leader;
     if (known?.id === message.leader) {
       this.lastSign = Date.now();
@@ -138,9 +146,17 @@ export class Election {
             return this.lead();
           })
           .catch((error: unknown) => {
-            // Aborted: this worker stole it instead. Stolen from: a follower again.
-            if (error instanceof DOMException && error.name === 'AbortError' && this.release === undefined) return;
-            this.stepDown();
+            // Stolen from: a follower again.
+            if (this.release !== undefined) return this.stepDown();
+            // Aborted by this worker (it steals instead, or resigned).
+            if (error instanceof DOMException && error.name === 'AbortError') return;
+            // Anything else: out of the line (the next worker becomes next in line), and back in a while.
+            if (done) return;
+            done = true;
+            clearInterval(watch);
+            elected();
+            console.error(`[tether] waiting for the leader lock failed (${String(error)}); trying again in 1 s`);
+            setTimeout(() => this.candidacy(), 1000);
           });
       };
       this.lastSign = Date.now();
@@ -154,24 +170,38 @@ export class Election {
     });
   }
 
-  /** Holds the lock for as long as this worker lives (or until it is stolen). */
+  /** Holds the lock for as long as this worker lives (or until it is stolen or handed back). */
   private lead(): Promise<void> {
-    this.leader = { id: this.id, term: Date.now() };
-    this.announce();
-    this.beat = setInterval(() => this.announce(), this.timing.beatMs);
-    this.events.elected();
-    return new Promise<void>((release) => (this.release = release));
+    const term = Math.max(Date.now(), this.highestTerm + 1);
+    this.highestTerm = term;
+    this.leader = { id: this.id, term };
+    const held = new Promise<void>((release) => (this.release = release));
+    this.events.elected(term).then(
+      () => {
+        if (this.release === undefined || this.leader?.term !== term) return; // stepped down meanwhile
+        this.serving = true;
+        this.announce();
+        this.beat = setInterval(() => this.announce(), this.timing.beatMs);
+      },
+      (error: unknown) => {
+        console.error(`[tether] could not take the lead (${String(error)}); another tab will`);
+        this.resign();
+        setTimeout(() => this.rejoin(), 1000);
+      },
+    );
+    return held;
   }
 
   private announce(): void {
-    if (this.leader && !this.closed) this.channel.postMessage({ kind: 'leader', leader: this.leader.id, term: this.leader.term } satisfies Message);
+    if (this.serving && this.leader && !this.closed) this.channel.postMessage({ kind: 'leader', leader: this.leader.id, term: this.leader.term } satisfies Message);
   }
 
   private stepDown(): void {
-    if (this.beat === undefined) return;
+    if (this.release === undefined) return;
     clearInterval(this.beat);
     this.beat = undefined;
     this.release = undefined;
+    this.serving = false;
     if (this.leader?.id === this.id) this.leader = undefined;
     this.events.deposed();
     if (!this.closed) this.candidacy();

@@ -404,7 +404,9 @@ describe('a leader tab goes away (no SharedWorker): its successor stores nothing
     const tab = old.attach();
     await eventually(() => old.status(tab).connection === 'online');
     expect(await old.connection.publish(tab.tabId, 'c', 'while leading')).toMatchObject({ ok: true });
-    await takeLead(await db(), { id: 'L2', term: 2 }); // another tab took over meanwhile
+    expect(await takeLead(await db(), { id: 'L2', term: 2 })).toBe(true); // another tab took over meanwhile
+    // The deposed one's late record (elected, then replaced before it got to write) changes nothing.
+    expect(await takeLead(await db(), { id: 'L1', term: 1 })).toBe(false);
     expect(await old.connection.publish(tab.tabId, 'c', 'after', `p:${tab.tabId}:9`)).toMatchObject({ ok: false, error: { code: 'connection_lost' } });
     expect(await (await old.connection.writerOf('')).outbox.list()).toEqual([]);
     expect(await storedData(harness, 'c')).toEqual(['while leading']);

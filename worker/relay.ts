@@ -29,6 +29,16 @@ interface Subscription {
   /** The last position the tab received: where the next leader resumes. */
   position: { offset: number; epoch: string } | undefined;
   forward: ChannelListener | ChannelBatchListener;
+  /** Asked of the current leader (set by subscribe or by a bind's replay, whichever comes first). */
+  sent?: Promise<Outcome<null>>;
+}
+
+interface OpenDoc {
+  doc: string;
+  listener: DocListener;
+  /** What the engine gets: a plain function, never the tab's proxy (an engine releases what it is given when it closes). */
+  forward: DocListener;
+  sent?: Promise<Outcome<null>>;
 }
 
 type WaitingWrite =
@@ -37,11 +47,12 @@ type WaitingWrite =
 
 export class TabRelay implements TabApi {
   private target: Async<TabApi> | undefined;
+  /** The leader of the current generation (being attached to, or bound). */
+  private leaderApi: LeaderApi | undefined;
   private generation = 0;
   private mode: HostMode = 'follower';
   private readonly subscriptions = new Map<string, Subscription>();
-  /** `forward` is what the engine gets: a plain function, never the tab's proxy (an engine releases what it is given when it closes). */
-  private readonly docs = new Map<string, { doc: string; listener: DocListener; forward: DocListener }>();
+  private readonly docs = new Map<string, OpenDoc>();
   /** Writes not settled yet, in the order the tab made them. */
   private readonly writes = new Map<number, WaitingWrite>();
   private nextWrite = 0;
@@ -68,11 +79,10 @@ export class TabRelay implements TabApi {
     const generation = ++this.generation;
     this.leaderLost(mode);
     if (this.detached) return;
+    this.leaderApi = leader;
     const current = () => generation === this.generation && !this.detached;
-    let tab: Async<TabApi>;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    try {
-      const attaching = leader.attach(
+    const attach = () =>
+      leader.attach(
         this.registration,
         (status) => {
           if (current()) this.tell(status);
@@ -80,23 +90,20 @@ export class TabRelay implements TabApi {
         this.getToken === undefined ? undefined : returning(() => this.getToken!()),
         (settled) => this.published(settled, generation),
       );
-      // A message between tabs can be lost (a leader that just started): ask again rather than wait forever.
-      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), ATTACH_TIMEOUT_MS)));
-      tab = await Promise.race([attaching, late]);
-    } catch (error) {
-      // That leader went away (the election names the next one), or did not answer: again.
-      if (current() && error instanceof Error && error.message === 'timeout') void this.bind(leader, mode);
-      return;
-    } finally {
-      clearTimeout(timer);
+    let tab: Async<TabApi>;
+    try {
+      tab = await this.attempts(attach, current);
+    } catch {
+      return; // that leader went away: the election names the next one
     }
     if (!current()) {
-      void Promise.resolve(tab.detach()).catch(() => {});
+      // Superseded while attaching: let that leader forget the tab, unless it is the one bound now.
+      if (this.leaderApi !== leader) void Promise.resolve(tab.detach()).catch(() => {});
       return;
     }
     // Asked again in the order the tab asked: writes keep their order, subscriptions their place.
-    for (const [id, sub] of this.subscriptions) void this.subscribeOn(tab, id, sub);
-    for (const [id, { doc, forward }] of this.docs) void Promise.resolve(tab.openDoc(id, doc, forward)).catch(() => {});
+    for (const [id, sub] of this.subscriptions) sub.sent = this.subscribeOn(tab, id, sub);
+    for (const [id, open] of this.docs) open.sent = this.openOn(tab, id, open);
     let publishes: { id: number; channel: string; data: unknown }[] = [];
     const flush = () => {
       if (publishes.length > 0) void Promise.resolve(tab.publishMany(publishes)).catch(() => {});
@@ -119,9 +126,50 @@ export class TabRelay implements TabApi {
     void Promise.resolve(tab.status()).then((status) => current() && this.tell(status), () => {});
   }
 
+  /**
+   * Attaches, asking again every ATTACH_TIMEOUT_MS while unanswered (a leader busy or a message
+   * lost): the first answer counts (the leader keeps the latest attach of a tab, which is the
+   * same tab). Rejects when every try failed, or when superseded.
+   */
+  private attempts(attach: () => Promise<Async<TabApi>>, current: () => boolean): Promise<Async<TabApi>> {
+    return new Promise((resolve, reject) => {
+      let tries = 0;
+      let failures = 0;
+      let settled = false;
+      const end = () => {
+        settled = true;
+        clearInterval(timer);
+      };
+      const once = () => {
+        tries++;
+        attach().then(
+          (tab) => {
+            if (settled) return;
+            end();
+            resolve(tab);
+          },
+          (error: unknown) => {
+            if (settled || ++failures < tries) return;
+            end();
+            reject(error instanceof Error ? error : new Error(String(error)));
+          },
+        );
+      };
+      const timer = setInterval(() => {
+        if (settled) return;
+        if (!current()) {
+          end();
+          reject(new Error('superseded'));
+        } else once();
+      }, ATTACH_TIMEOUT_MS);
+      once();
+    });
+  }
+
   /** The leader this relay was bound to went away and none is known yet. */
   unbind(mode: HostMode): void {
     this.generation++;
+    this.leaderApi = undefined;
     this.leaderLost(mode);
   }
 
@@ -237,9 +285,11 @@ export class TabRelay implements TabApi {
           return (listener as ChannelListener)(delivery);
         };
     this.subscriptions.set(id, sub);
+    if (this.target) return (sub.sent = this.subscribeOn(this.target, id, sub));
     const tab = await this.bound();
-    if (!tab) return { ok: true, value: null }; // detached meanwhile
-    return this.subscribeOn(tab, id, sub);
+    // Detached or unsubscribed meanwhile; or asked already by the bind that woke this call.
+    if (!tab || this.subscriptions.get(id) !== sub) return { ok: true, value: null };
+    return (sub.sent ??= this.subscribeOn(tab, id, sub));
   }
 
   private async subscribeOn(tab: Async<TabApi>, id: string, sub: Subscription): Promise<Outcome<null>> {
@@ -255,7 +305,9 @@ export class TabRelay implements TabApi {
   unsubscribe(id: string): void {
     const sub = this.subscriptions.get(id);
     this.subscriptions.delete(id);
-    if (sub) release(sub.listener);
+    if (!sub) return;
+    release(sub.listener);
+    this.leaderApi?.release?.(sub.forward);
     if (this.target) void Promise.resolve(this.target.unsubscribe(id)).catch(() => {});
   }
 
@@ -266,17 +318,25 @@ export class TabRelay implements TabApi {
   }
 
   async openDoc(id: string, doc: string, listener: DocListener): Promise<Outcome<null>> {
-    const forward: DocListener = (snapshot) => listener(snapshot);
-    this.docs.set(id, { doc, listener, forward });
+    const open: OpenDoc = { doc, listener, forward: (snapshot) => listener(snapshot) };
+    this.docs.set(id, open);
+    if (this.target) return (open.sent = this.openOn(this.target, id, open));
     const tab = await this.bound();
-    if (!tab) return { ok: true, value: null };
-    return Promise.resolve(tab.openDoc(id, doc, forward)).catch(() => ({ ok: true, value: null }) as const);
+    if (!tab || this.docs.get(id) !== open) return { ok: true, value: null };
+    return (open.sent ??= this.openOn(tab, id, open));
+  }
+
+  private openOn(tab: Async<TabApi>, id: string, open: OpenDoc): Promise<Outcome<null>> {
+    // The leader went away: the next one is asked again.
+    return Promise.resolve(tab.openDoc(id, open.doc, open.forward)).catch(() => ({ ok: true, value: null }) as const);
   }
 
   closeDoc(id: string): void {
     const open = this.docs.get(id);
     this.docs.delete(id);
-    if (open) release(open.listener);
+    if (!open) return;
+    release(open.listener);
+    this.leaderApi?.release?.(open.forward);
     if (this.target) void Promise.resolve(this.target.closeDoc(id)).catch(() => {});
   }
 
@@ -304,11 +364,18 @@ export class TabRelay implements TabApi {
   private bound(timeoutMs?: number): Promise<Async<TabApi> | undefined> {
     if (this.target || this.detached) return Promise.resolve(this.target);
     return new Promise((resolve) => {
-      const timer = timeoutMs === undefined ? undefined : setTimeout(() => resolve(undefined), timeoutMs);
-      this.bindWaiters.push(() => {
+      const wake = () => {
         clearTimeout(timer);
         resolve(this.target);
-      });
+      };
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              this.bindWaiters.splice(this.bindWaiters.indexOf(wake) >>> 0, 1);
+              resolve(undefined);
+            }, timeoutMs);
+      this.bindWaiters.push(wake);
     });
   }
 }
