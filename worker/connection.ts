@@ -128,7 +128,7 @@ export class ServerConnection {
         this.publishStatus();
         if (entry.op === 'transact' && user === this.viewUser()) this.documents.changed(entry.doc);
       },
-      committed: (entry, version) => this.documents.committed(entry.doc, entry.writes, version),
+      committed: (entry, version) => this.documents.committed(entry.doc, entry.writes, version, entry),
       rejected: (conflict, entry, reportable) => this.documents.rejected(conflict, entry, reportable),
       warn: this.warn,
       attached: (tabId) => this.tabs.has(tabId),

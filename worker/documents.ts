@@ -31,6 +31,12 @@ interface Doc {
   loaded: Promise<void>;
   /** Per tab, its last transaction number included in the view (DocSnapshot.seen). */
   seen: Map<string, number>;
+  /**
+   * This client's committed transaction with the highest `seq` (per outbox clientId). The server
+   * decides a client's writes in `seq` order, so every earlier one was decided before `version`
+   * — but its answer can come later (a `writes` frame is answered after later single writes).
+   */
+  decided: Map<string, { seq: number; version: number }>;
 }
 
 export class Documents {
@@ -71,7 +77,7 @@ export class Documents {
   async add(tabId: string, id: string, name: string, listener: DocListener): Promise<void> {
     let doc = this.docs.get(name);
     if (!doc) {
-      const created: Doc = { listeners: new Map(), version: 0, keys: new Map(), conflicts: [], epoch: undefined, synced: false, loaded: Promise.resolve(), seen: new Map() };
+      const created: Doc = { listeners: new Map(), version: 0, keys: new Map(), conflicts: [], epoch: undefined, synced: false, loaded: Promise.resolve(), seen: new Map(), decided: new Map() };
       created.loaded = this.db()
         .then((db) => db.get('docs', [this.url, name]))
         .then((saved) => {
@@ -140,7 +146,13 @@ export class Documents {
     for (const entry of this.pending()) {
       if (entry.op !== 'transact' || entry.doc !== name) continue;
       pending++;
+      // Unanswered, but decided before a later transaction of ours that committed: where the
+      // confirmed state reaches that point, its writes are in it already (or were rejected) —
+      // replayed over it they would take the view back.
+      const later = doc?.decided.get(entry.clientId);
+      const before = later !== undefined && entry.seq < later.seq ? later.version - 1 : undefined;
       for (const [key, value] of Object.entries(entry.writes)) {
+        if (before !== undefined && (doc!.version >= before || (doc!.keys.get(key)?.version ?? -1) >= before)) continue;
         if (value === null) delete view[key];
         else view[key] = value;
         versions[key] = { seq: entry.seq };
@@ -159,7 +171,10 @@ export class Documents {
   handle(message: DocState): void {
     const doc = this.docs.get(message.doc);
     if (!doc) return;
-    if (message.full) doc.keys = new Map(); // a full state lists no tombstones: none are needed below its version
+    if (message.full) {
+      doc.keys = new Map(); // a full state lists no tombstones: none are needed below its version
+      doc.decided.clear(); // versions from before it may not compare (another epoch)
+    }
     // Key versions only grow: a delta never takes a key back to an older state.
     this.apply(doc, message.keys, !message.full);
     doc.version = message.full ? message.version : Math.max(doc.version, message.version);
@@ -173,8 +188,9 @@ export class Documents {
    * One of this client's transactions committed at `version`: its writes are confirmed now,
    * even if the server's broadcast of them is still on its way (no flicker in between).
    */
-  committed(name: string, writes: Record<string, unknown>, version: number): void {
+  committed(name: string, writes: Record<string, unknown>, version: number, by?: { clientId: string; seq: number }): void {
     const doc = this.docs.get(name);
+    if (doc && by && by.seq > (doc.decided.get(by.clientId)?.seq ?? 0)) doc.decided.set(by.clientId, { seq: by.seq, version });
     // The server state held already reflects every change up to doc.version: this one included.
     if (!doc || version <= doc.version) return;
     const keys: Record<string, KeyState> = {};

@@ -9,7 +9,7 @@ import type { WriteRequest } from '../server/storage/event-store.js';
 import { backupSqlite, restoreSqlite } from '../server/storage/sqlite-backup.js';
 import type { ChannelDelivery, DocSnapshot } from './api.js';
 import { Documents } from './documents.js';
-import { takeLead } from './db.js';
+import { takeLead, type OutboxEntry } from './db.js';
 import { Harness, eventually } from './testing/harness.js';
 
 const SECRET = 'engine-test-secret-of-at-least-32-characters';
@@ -607,5 +607,26 @@ describe('deleted keys in the cached view', () => {
     documents.committed('board', { card: 'mine' }, 3);
     documents.changed('board');
     expect(view).toEqual({});
+  });
+});
+
+describe('answers out of order', () => {
+  it('a later transaction acknowledged before an earlier one: the view does not go back to the earlier one', async () => {
+    const db = Harness.newDatabase();
+    const entry = (seq: number, text: string): OutboxEntry => ({ op: 'transact', doc: 'notes', reads: {}, writes: { text }, clientId: 'c', seq, url: 'ws://x/ws', user: '', createdAt: 0 });
+    let queue = [entry(1, 'a'), entry(2, 'ab'), entry(3, 'abc')];
+    const documents = new Documents('ws://x/ws', db, () => true, () => queue);
+    const texts: unknown[] = [];
+    await documents.add('tab', 'l1', 'notes', (snapshot) => void texts.push(snapshot.view['text']));
+    documents.handle({ type: 'doc', doc: 'notes', version: 0, full: true, keys: {} });
+    // The server answers the `writes` frame [1, 2] after the single write 3.
+    documents.committed('notes', { text: 'abc' }, 3, { clientId: 'c', seq: 3 });
+    queue = queue.filter((e) => e.seq !== 3);
+    documents.changed('notes');
+    documents.handle({ type: 'doc', doc: 'notes', version: 3, full: false, keys: { text: { version: 3, value: 'abc' } } });
+    queue = [];
+    documents.changed('notes');
+    expect(texts.at(-1)).toBe('abc');
+    expect(texts.slice(texts.indexOf('abc'))).toEqual(texts.slice(texts.indexOf('abc')).map(() => 'abc')); // never 'ab' again
   });
 });
