@@ -4,7 +4,7 @@ import type { Fixtures } from './e2e/fixtures/test.js';
 
 assertChromium();
 
-export default defineConfig<Pick<Fixtures, 'hostMode'>>({
+export default defineConfig<Pick<Fixtures, 'hostMode' | 'transport'>>({
   testDir: 'e2e',
   timeout: 60_000,
   expect: { timeout: 10_000 },
@@ -26,6 +26,12 @@ export default defineConfig<Pick<Fixtures, 'hostMode'>>({
       name: 'leader-election',
       testMatch: /(pubsub|offline|documents|contention)\.spec\.ts$/,
       use: { hostMode: 'leader-election' },
+    },
+    // The core tests again where WebSockets are blocked (the proxy answers upgrades 403): long polling.
+    {
+      name: 'long-polling',
+      testMatch: /(pubsub|offline|documents)\.spec\.ts$/,
+      use: { transport: 'long-polling' },
     },
   ],
 });

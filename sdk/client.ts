@@ -142,7 +142,7 @@ function randomId(): string {
 export function createClient(options: ConnectOptions, defaultWorkerUrl: string | undefined): TetherClient {
   const resolved = resolveOptions(options, defaultWorkerUrl);
   const worker = startWorker(resolved.workerUrl, resolved.mode);
-  const status = createStore<Status>()(() => ({ connection: 'connecting', pending: 0, lastSyncAt: null, error: null, mode: worker.mode }));
+  const status = createStore<Status>()(() => ({ connection: 'connecting', pending: 0, lastSyncAt: null, error: null, mode: worker.mode, transport: null }));
   const api = Comlink.wrap<WorkerApi>(worker.endpoint);
   // A frozen (or cached) leader tab hands the connection over first; it can run again once back.
   const host = api as unknown as { lifecycle(state: 'frozen' | 'active'): Promise<void> };
@@ -185,8 +185,8 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
       .catch(fail);
   }).then(async () => {
     // An older worker still running (a deploy) reports no mode: it is a SharedWorker.
-    const onStatus = Comlink.proxy((next: Status) => status.setState({ ...next, mode: next.mode ?? 'shared-worker' }, true));
-    const registration = { tabId, lockName, url: resolved.url };
+    const onStatus = Comlink.proxy((next: Status) => status.setState({ ...next, mode: next.mode ?? 'shared-worker', transport: next.transport ?? (next.connection === 'online' ? 'websocket' : null) }, true));
+    const registration = { tabId, lockName, url: resolved.url, ...(resolved.transports ? { transports: resolved.transports } : {}) };
     const getToken = resolved.token ? Comlink.proxy(resolved.token) : undefined;
     // A worker of an older SDK ignores the last argument (and is never sent publishMany).
     const tab = await api.attach(registration, onStatus, getToken, Comlink.proxy(published));
@@ -194,7 +194,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     const [initial, version] = await Promise.all([tab.status(), tab.apiVersion().then((v) => v, () => 1)]);
     apiVersion = version;
     attachedTab = tab;
-    if (!closed) status.setState({ ...initial, mode: initial.mode ?? 'shared-worker' }, true);
+    if (!closed) status.setState({ ...initial, mode: initial.mode ?? 'shared-worker', transport: initial.transport ?? (initial.connection === 'online' ? 'websocket' : null) }, true);
     return tab;
   });
   attached.catch(() => {}); // surfaced through rpc.call

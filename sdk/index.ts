@@ -17,6 +17,6 @@ export type { ErrorCode } from '../protocol/constants.js';
 export type { ConnectOptions, ConnectMode } from './options.js';
 export type { TetherClient, RpcCallOptions, EventMeta, SubscribeOptions, Persistence } from './client.js';
 export type { Publisher } from '../protocol/shapes.js';
-export type { Status, ConnectionState, HostMode, PendingWrite, DocConflict } from '../worker/api.js';
+export type { Status, ConnectionState, HostMode, TransportKind, PendingWrite, DocConflict } from '../worker/api.js';
 export type { ReadonlyStore } from './readonly-store.js';
 export type { DocStore, DocStatus, Transaction, TransactOptions } from './documents.js';

@@ -1,3 +1,5 @@
+import type { TransportKind } from '../worker/api.js';
+
 /** Options of `connect()`. */
 export interface ConnectOptions {
   /** WebSocket URL of the Tether server, e.g. `wss://rt.example.com/ws`. */
@@ -26,6 +28,16 @@ export interface ConnectOptions {
    * @default 'auto'
    */
   mode?: ConnectMode;
+  /**
+   * Which transports may carry the connection, in order of preference. By default a WebSocket,
+   * and where one cannot get through (a proxy refuses or kills the upgrade) HTTP long polling to
+   * the same URL, moving back to a WebSocket as soon as one gets through. `['websocket']` never
+   * falls back; `['long-polling']` never tries WebSockets (a network known to block them).
+   * `client.status` says which is in use (`transport`). Tabs of one browser share a connection
+   * per URL and transports.
+   * @default ['websocket', 'long-polling']
+   */
+  transports?: TransportKind[];
 }
 
 export type ConnectMode = 'auto' | 'shared-worker' | 'leader-election';
@@ -36,6 +48,8 @@ export interface ResolvedOptions {
   workerUrl: string;
   timeoutMs: number;
   mode: ConnectMode;
+  /** Undefined: the default (both, WebSocket first). */
+  transports: TransportKind[] | undefined;
 }
 
 export const DEFAULTS = { timeoutMs: 10_000 } as const;
@@ -64,6 +78,10 @@ export function resolveOptions(options: ConnectOptions, defaultWorkerUrl: string
   if (mode !== 'auto' && mode !== 'shared-worker' && mode !== 'leader-election') {
     throw new TypeError(`connect(options): mode must be 'auto', 'shared-worker' or 'leader-election', got ${JSON.stringify(mode)}`);
   }
+  const { transports } = options;
+  if (transports !== undefined && (!Array.isArray(transports) || transports.length === 0 || transports.length > 2 || new Set(transports).size !== transports.length || transports.some((t) => t !== 'websocket' && t !== 'long-polling'))) {
+    throw new TypeError(`connect(options): transports must list 'websocket' and/or 'long-polling' (each once), got ${JSON.stringify(transports)}`);
+  }
   const workerUrl = options.workerUrl ?? defaultWorkerUrl;
   if (workerUrl === undefined) throw new TypeError('connect(options): workerUrl is required when the SDK cannot locate its script');
   return {
@@ -72,5 +90,6 @@ export function resolveOptions(options: ConnectOptions, defaultWorkerUrl: string
     workerUrl: new URL(workerUrl, base).href,
     timeoutMs,
     mode,
+    transports: transports === undefined ? undefined : [...transports],
   };
 }

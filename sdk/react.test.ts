@@ -21,7 +21,7 @@ function docStore(view: Record<string, unknown>): DocStore<Record<string, unknow
 describe('react bindings', () => {
   it('useDoc renders the view, or the part a selector picks; useDocStatus and useStatus their stores', () => {
     const doc = docStore({ hello: 'world', count: 3 });
-    const connection = createStore<Status>()(() => ({ connection: 'online', pending: 1, lastSyncAt: null, error: null, mode: 'shared-worker' }));
+    const connection = createStore<Status>()(() => ({ connection: 'online', pending: 1, lastSyncAt: null, error: null, mode: 'shared-worker', transport: 'websocket' }));
     const Board = () => {
       const view = useDoc(doc);
       const count = useDoc(doc, (v) => v.count as number);

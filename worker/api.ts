@@ -29,7 +29,15 @@ export interface Status {
   error: ErrorShape | null;
   /** Who holds the connection (a follower's changes when its leader tab goes away). */
   mode: HostMode;
+  /**
+   * What carries the connection while online: a WebSocket, or long polling where WebSockets are
+   * blocked (it moves back to a WebSocket when one gets through). Null while not online.
+   */
+  transport: TransportKind | null;
 }
+
+/** The transports a connection can use (worker/transport-choice.ts). */
+export type TransportKind = 'websocket' | 'long-polling';
 
 /** A result that crosses postMessage without losing the error code (Comlink would drop it). */
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: ErrorShape };
@@ -41,6 +49,8 @@ export interface Registration {
   lockName: string;
   /** WebSocket URL of the Tether server. */
   url: string;
+  /** The transports the connection may use (`connect({ transports })`); absent: the default. */
+  transports?: TransportKind[];
 }
 
 /** Called with every status change of the tab's connection (a Comlink proxy into the tab). */

@@ -15,6 +15,7 @@ import { Documents } from './documents.js';
 import { release } from './release.js';
 import { PendingRequests } from './requests.js';
 import { ServerLink, type WebSocketClass } from './socket.js';
+import type { TransportKind } from './transport-choice.js';
 import { Subscriptions, type ChannelPosition } from './subscriptions.js';
 import { Tokens } from './tokens.js';
 import { Writes, type Writer, type WriteResult } from './writes.js';
@@ -33,6 +34,8 @@ export interface EngineDeps {
    * it the leader (db.ts `takeLead`), so a deposed leader that wakes up stores nothing twice.
    */
   fence?: string;
+  /** Which transports the link may use, in order of preference. @default WebSocket, then long polling where it is blocked */
+  transports?: readonly TransportKind[];
 }
 
 /** Statuses are sent to the tabs at most this often. */
@@ -97,6 +100,7 @@ export class ServerConnection {
           return { token: answer.token, clientId: writer.identity.clientId, firstSeq: await this.writes.firstSeq(answer.user), user: answer.user };
         },
         busy: () => this.requests.size > 0 || this.writes.busy(),
+        quiet: () => this.requests.size === 0,
         onState: (state) => {
           if (state === 'online') this.refusal = undefined;
           else {
@@ -120,6 +124,7 @@ export class ServerConnection {
         },
       },
       deps.WebSocket,
+      deps.transports,
     );
     const send = this.link.send.bind(this.link);
     this.writes = new Writes(url, database, {
@@ -142,7 +147,7 @@ export class ServerConnection {
     const user = tabId === undefined ? this.viewUser() : this.tabs.get(tabId)?.resolvedUser;
     const pending = this.requests.size + this.writes.queueOf(user).length;
     const error = this.tokens.error ?? this.refusal ?? null;
-    return { connection: this.link.state, pending, lastSyncAt: this.lastSyncAt, error, mode: this.mode() };
+    return { connection: this.link.state, pending, lastSyncAt: this.lastSyncAt, error, mode: this.mode(), transport: this.link.transport };
   }
 
   get tabCount(): number {

@@ -16,15 +16,17 @@ export class Hub implements WorkerApi {
   constructor(private readonly deps: EngineDeps) {}
 
   async attach(registration: Registration, onStatus: StatusListener, getToken?: TokenProvider, onPublished?: PublishedListener): Promise<TabApi & Comlink.ProxyMarked> {
-    const { tabId, url, lockName } = registration;
+    const { tabId, url, lockName, transports } = registration;
     this.detach(tabId); // a re-attach replaces the old registration
-    let connection = this.connections.get(url);
+    // One connection per URL and choice of transports (tabs that force one get their own).
+    const key = transports === undefined ? url : `${url} ${transports.join(',')}`;
+    let connection = this.connections.get(key);
     if (!connection) {
-      connection = new ServerConnection(url, this.deps);
-      this.connections.set(url, connection);
+      connection = new ServerConnection(url, { ...this.deps, ...(transports === undefined ? {} : { transports }) });
+      this.connections.set(key, connection);
     }
     connection.add({ ...registration, onStatus, getToken, onPublished });
-    this.tabUrls.set(tabId, url);
+    this.tabUrls.set(tabId, key);
     void navigator.locks.request(lockName, async () => this.detach(tabId));
     return Comlink.proxy(this.tabApi(tabId));
   }
@@ -37,7 +39,7 @@ export class Hub implements WorkerApi {
     };
     const done = <T>(work: Promise<T>): Promise<Outcome<null>> => work.then(() => ({ ok: true, value: null }));
     return {
-      status: () => this.connectionOf(tabId)?.status(tabId) ?? { connection: 'offline', pending: 0, lastSyncAt: null, error: NOT_ATTACHED.error, mode: this.deps.mode?.() ?? 'shared-worker' },
+      status: () => this.connectionOf(tabId)?.status(tabId) ?? { connection: 'offline', pending: 0, lastSyncAt: null, error: NOT_ATTACHED.error, mode: this.deps.mode?.() ?? 'shared-worker', transport: null },
       call: (method, args, options) => on((c) => c.call(method, args, options)),
       apiVersion: () => TAB_API_VERSION,
       publish: (channel, data) => on((c) => c.publish(tabId, channel, data)),
@@ -59,11 +61,12 @@ export class Hub implements WorkerApi {
   }
 
   detach(tabId: string): void {
+    const key = this.tabUrls.get(tabId);
     const connection = this.connectionOf(tabId);
     this.tabUrls.delete(tabId);
-    if (connection?.remove(tabId)) {
+    if (key !== undefined && connection?.remove(tabId)) {
       connection.close();
-      this.connections.delete(connection.url);
+      this.connections.delete(key);
     }
   }
 

@@ -178,12 +178,12 @@ export class TabRelay implements TabApi {
     this.mode = mode;
     for (const fail of [...this.calls]) fail(CONNECTION_LOST);
     // Until the next leader reports, the tab is offline (not the online of a leader that is gone).
-    if (this.latest && !this.detached) this.tell({ ...this.latest, connection: 'offline' });
+    if (this.latest && !this.detached) this.tell({ ...this.latest, connection: 'offline', transport: null });
   }
 
   /** The last status the leader sent (the tab is told every change through onStatus). */
   status(): Status {
-    return { ...(this.latest ?? { connection: 'connecting', pending: this.writes.size, lastSyncAt: null, error: null }), mode: this.mode };
+    return { ...(this.latest ?? { connection: 'connecting', pending: this.writes.size, lastSyncAt: null, error: null, transport: null }), mode: this.mode };
   }
 
   private tell(status: Status): void {

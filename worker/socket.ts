@@ -9,9 +9,10 @@ import { decodeServerFrame } from '../protocol/codec.js';
 import type { ClientMessage, ServerMessage } from '../protocol/messages.js';
 import type { ErrorShape } from '../protocol/errors.js';
 import type { ConnectionState } from './api.js';
+import { TransportChoice, type TransportKind, type WebSocketClass } from './transport-choice.js';
 
-/** A WebSocket class (the browser's, or `ws` in Node tests): reconnecting-websocket takes any. */
-export type WebSocketClass = new (url: string, protocols?: string | string[]) => WebSocket;
+export type { WebSocketClass } from './transport-choice.js';
+
 
 export interface LinkEvents {
   /** The token and client id for the next handshake. */
@@ -25,7 +26,12 @@ export interface LinkEvents {
   onRefused: (error: ErrorShape) => void;
   /** Something waits for the server (a call, a write): the link is checked at the fast pace. */
   busy: () => boolean;
+  /** No call waits for an answer: a planned reconnect (back to a WebSocket) fails none. */
+  quiet: () => boolean;
 }
+
+/** While a planned switch of transport waits for calls to be answered, look again this often. */
+const QUIET_CHECK_MS = 250;
 
 /** Wait this long for `welcome` after the socket opened before trying again. */
 const HANDSHAKE_TIMEOUT_MS = 5000;
@@ -74,17 +80,26 @@ export class ServerLink {
   private lastPing = 0;
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+  private upgradeTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly transports: TransportChoice;
 
   constructor(
     readonly url: string,
     private readonly events: LinkEvents,
     socketClass?: WebSocketClass,
+    allowed?: readonly TransportKind[],
   ) {
-    this.ws = new ReconnectingWebSocket(url, [], reconnectOptions(socketClass));
+    this.transports = new TransportChoice({ WebSocket: socketClass, transports: allowed, upgrade: () => this.upgrade() });
+    this.ws = new ReconnectingWebSocket(url, [], reconnectOptions(this.transports.socketClass));
     this.ws.addEventListener('open', () => void this.handshake());
     this.ws.addEventListener('message', (event) => this.receive(event.data));
     // Also fires for every failed attempt (code 1000, wasClean) — each one means "not online".
     this.ws.addEventListener('close', () => this.lost());
+  }
+
+  /** The transport carrying the connection while online; null otherwise. */
+  get transport(): TransportKind | null {
+    return this.state === 'online' ? this.transports.current : null;
   }
 
   /** Sends a message if the link is online; returns false otherwise (nothing is queued). */
@@ -97,6 +112,7 @@ export class ServerLink {
   /** Drops the connection and makes a new one (a new handshake, e.g. with another user's token). */
   reconnect(): void {
     if (this.closed) return;
+    this.transports.ended(true);
     this.lost();
     this.ws.reconnect(1000, 'reconnecting with another token');
   }
@@ -105,6 +121,7 @@ export class ServerLink {
     this.closed = true;
     this.generation++;
     this.stopTimers();
+    this.transports.close();
     this.ws.close(1000, 'client closed');
   }
 
@@ -147,6 +164,7 @@ export class ServerLink {
     if (message.type === 'welcome') {
       clearTimeout(this.handshakeTimer);
       this.startHeartbeat(message.heartbeatMs, message.idleHeartbeatMs ?? message.heartbeatMs);
+      this.transports.online();
       this.setState('online');
     }
     if (message.type === 'error' && message.id === undefined && this.state !== 'online') {
@@ -185,15 +203,33 @@ export class ServerLink {
     }
   }
 
+  /**
+   * A WebSocket gets through again while on long polling: reconnect (over a WebSocket) once no
+   * call waits for an answer, so the switch fails none.
+   */
+  private upgrade(): void {
+    clearTimeout(this.upgradeTimer);
+    if (this.closed || this.state !== 'online') return;
+    if (!this.events.quiet()) {
+      this.upgradeTimer = setTimeout(() => this.upgrade(), QUIET_CHECK_MS);
+      return;
+    }
+    this.transports.ended(true);
+    this.lost();
+    this.ws.reconnect(1000, 'moving to a WebSocket');
+  }
+
   private lost(): void {
     this.generation++;
     this.stopTimers();
+    this.transports.ended(false);
     this.setState('offline');
   }
 
   private stopTimers(): void {
     clearInterval(this.heartbeat);
     clearTimeout(this.handshakeTimer);
+    clearTimeout(this.upgradeTimer);
     this.heartbeat = undefined;
   }
 

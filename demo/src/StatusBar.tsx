@@ -10,7 +10,7 @@ function ago(at: number | null, now: number): string {
 
 /** Online / offline / syncing at a glance, with what is waiting, when we were last in sync, and why not. */
 export function StatusBar({ client }: { client: TetherClient }) {
-  const { connection, pending, lastSyncAt, error, mode } = useStatus(client.status);
+  const { connection, pending, lastSyncAt, error, mode, transport } = useStatus(client.status);
   const [now, setNow] = useState(Date.now());
   useEffect(() => {
     const timer = setInterval(() => setNow(Date.now()), 1000);
@@ -27,6 +27,11 @@ export function StatusBar({ client }: { client: TetherClient }) {
       {mode !== 'shared-worker' && (
         <span id="host-mode" className="host-mode" data-mode={mode} title="This browser has no SharedWorker: one tab holds the connection for all">
           {mode === 'leader' ? 'this tab holds the connection' : 'through another tab'}
+        </span>
+      )}
+      {transport === 'long-polling' && (
+        <span id="transport" className="host-mode" data-transport={transport} title="WebSockets do not get through this network: the connection uses HTTP long polling, and moves back when they do">
+          over long polling
         </span>
       )}
       {error && (
