@@ -18,6 +18,7 @@ import { createHttpProxy } from './rpc/http-proxy.js';
 import type { Procedure } from './rpc/procedure.js';
 import { ProcedureRegistry } from './rpc/registry.js';
 import { Session } from './session.js';
+import { WebSocketTransport } from './transports/websocket.js';
 import { TokenBucket } from '../protocol/rate-limit.js';
 import { Revocations } from './revocations.js';
 import { createHttpApi } from './http-api.js';
@@ -267,7 +268,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
-      const session = new Session(ws, { log, authenticate, revocations, procedures, store, writes, broker, heartbeatMs: config.heartbeatMs, idleHeartbeatMs: config.idleHeartbeatMs, maxMessageBytes: config.maxMessageBytes, limits });
+      const session = new Session(new WebSocketTransport(ws), { log, authenticate, revocations, procedures, store, writes, broker, heartbeatMs: config.heartbeatMs, idleHeartbeatMs: config.idleHeartbeatMs, maxMessageBytes: config.maxMessageBytes, limits });
       sessions.add(session);
       ws.on('close', () => {
         sessions.delete(session);
