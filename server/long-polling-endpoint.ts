@@ -37,8 +37,6 @@ export interface LongPollingDeps {
 export interface LongPollingEndpoint {
   /** Answers a POST or OPTIONS to /ws. */
   handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
-  /** Sessions not ended yet. */
-  openCount(): number;
   /**
    * At shutdown, once every session was closed: waits (up to 1 s) for the answers carrying the
    * close to be written, then forgets every session.
@@ -251,11 +249,6 @@ export function createLongPollingEndpoint(deps: LongPollingDeps): LongPollingEnd
         if (res.headersSent) return;
         refuse(req, res, error);
       }
-    },
-    openCount: () => {
-      let open = 0;
-      for (const transport of sessions.values()) if (transport.isOpen) open++;
-      return open;
     },
     async close() {
       clearInterval(sweep);
