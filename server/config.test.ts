@@ -181,14 +181,17 @@ describe('numeric limits', () => {
     ['TETHER_MAX_DOC_BYTES', '10'],
     ['TETHER_MAX_BUFFERED_BYTES', '1e12'],
     ['TETHER_MAX_SUBSCRIPTIONS', '100001'],
+    ['TETHER_LONG_POLL_MS', '30000'],
+    ['TETHER_LONG_POLL_MS', '999'],
   ])('refuses %s=%s naming the setting', (name, value) => {
     expect(refusal({ [name]: value })).toMatch(new RegExp(`^${name} must be an integer between`));
   });
 
   it('loads them in range', () => {
-    expect(loadConfig({ TETHER_HEADERS_TIMEOUT_MS: '1000', TETHER_MAX_CONNECTIONS: '5', TETHER_MAX_CONNECTIONS_PER_IP: '3', TETHER_MAX_RPC_IN_FLIGHT: '4', TETHER_MAX_DOC_BYTES: '10000' })).toMatchObject({
-      headersTimeoutMs: 1000, maxConnections: 5, maxConnectionsPerIp: 3, maxRpcInFlight: 4, maxDocBytes: 10_000,
+    expect(loadConfig({ TETHER_HEADERS_TIMEOUT_MS: '1000', TETHER_MAX_CONNECTIONS: '5', TETHER_MAX_CONNECTIONS_PER_IP: '3', TETHER_MAX_RPC_IN_FLIGHT: '4', TETHER_MAX_DOC_BYTES: '10000', TETHER_LONG_POLL_MS: '25000' })).toMatchObject({
+      headersTimeoutMs: 1000, maxConnections: 5, maxConnectionsPerIp: 3, maxRpcInFlight: 4, maxDocBytes: 10_000, longPollMs: 25_000,
     });
+    expect(loadConfig({}).longPollMs).toBe(20_000);
   });
 });
 

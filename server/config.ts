@@ -64,7 +64,7 @@ export interface ServerConfig {
   historyMaxEvents: number;
   /** Age after which events are dropped, in seconds. @default 604800 (7 days) */
   historyMaxAgeS: number;
-  /** Origins allowed to open a WebSocket; empty allows all (development). */
+  /** Origins allowed to open a connection (WebSocket or long polling); empty allows all (development). */
   allowedOrigins: string[];
   /** Subscriptions per connection. @default 100 */
   maxSubscriptions: number;
@@ -72,11 +72,11 @@ export interface ServerConfig {
   rateLimit: number;
   /** Bytes queued for a client that does not read before it is dropped with 4006. @default 8 MiB */
   maxBufferedBytes: number;
-  /** WebSocket connections in total; more are refused with HTTP 503. @default 10000 */
+  /** Connections in total (WebSocket and long-polling sessions); more are refused with HTTP 503. @default 10000 */
   maxConnections: number;
-  /** WebSocket connections from one IP address (the socket's peer); more get HTTP 429. @default 500 */
+  /** Connections (both transports) from one IP address (the socket's peer); more get HTTP 429. @default 500 */
   maxConnectionsPerIp: number;
-  /** New WebSocket connections per second from one IP address (bursts of 2×); more get HTTP 429. @default 50 */
+  /** New connections (WebSocket upgrades and long-polling opens) per second from one IP address (bursts of 2×); more get HTTP 429. @default 50 */
   connectRatePerIp: number;
   /**
    * Behind a reverse proxy: the client's address is the last one in `X-Forwarded-For` (the one
@@ -89,6 +89,11 @@ export interface ServerConfig {
   maxDocBytes: number;
   /** Time a client has to send a request's headers (slowloris). @default 10000 */
   headersTimeoutMs: number;
+  /**
+   * How long a long-polling request is held when there is nothing to send (TETHER_LONG_POLL_MS,
+   * 1000–25000: below Node's 30 s request timeout and the 30 s many proxies cut idle requests at). @default 20000
+   */
+  longPollMs: number;
 }
 
 /** Patterns granted per operation; see README "Security". */
@@ -141,6 +146,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   maxRpcInFlight: 32,
   maxDocBytes: 1024 * 1024,
   headersTimeoutMs: 10_000,
+  longPollMs: 20_000,
 };
 
 /** Every setting read from the environment; any other TETHER_* variable is a typo. */
@@ -151,6 +157,7 @@ const KNOWN = new Set([
   'TETHER_DB', 'TETHER_DB_SYNC', 'TETHER_DATABASE_URL', 'TETHER_REDIS_URL', 'TETHER_REDIS_PREFIX', 'TETHER_HISTORY_MAX_EVENTS', 'TETHER_HISTORY_MAX_AGE_S', 'TETHER_ALLOWED_ORIGINS',
   'TETHER_MAX_SUBSCRIPTIONS', 'TETHER_RATE_LIMIT', 'TETHER_MAX_BUFFERED_BYTES', 'TETHER_MAX_CONNECTIONS',
   'TETHER_MAX_CONNECTIONS_PER_IP', 'TETHER_CONNECT_RATE_PER_IP', 'TETHER_TRUST_PROXY', 'TETHER_MAX_RPC_IN_FLIGHT', 'TETHER_MAX_DOC_BYTES', 'TETHER_HEADERS_TIMEOUT_MS',
+  'TETHER_LONG_POLL_MS',
 ]);
 
 /** Settings of other tools that share the prefix (tests, the CLI tools); not server settings. */
@@ -323,5 +330,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     maxRpcInFlight: integer(env, 'TETHER_MAX_RPC_IN_FLIGHT', DEFAULT_CONFIG.maxRpcInFlight, 1, 100_000),
     maxDocBytes: integer(env, 'TETHER_MAX_DOC_BYTES', DEFAULT_CONFIG.maxDocBytes, 1024, 2 ** 30),
     headersTimeoutMs: integer(env, 'TETHER_HEADERS_TIMEOUT_MS', DEFAULT_CONFIG.headersTimeoutMs, 1000, 600_000),
+    longPollMs: integer(env, 'TETHER_LONG_POLL_MS', DEFAULT_CONFIG.longPollMs, 1000, 25_000),
   };
 }

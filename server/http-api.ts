@@ -20,6 +20,7 @@ import * as v from 'valibot';
 import { ChannelName, DocKey } from '../protocol/messages.js';
 import { reservedKeyProblem, type ErrorCode } from '../protocol/constants.js';
 import { jsonProblem } from '../protocol/codec.js';
+import { BodyError, readLimitedBody } from './http-body.js';
 import type { Logger } from './log.js';
 import type { WriteQueue } from './pubsub/write-queue.js';
 import type { EventStore } from './storage/event-store.js';
@@ -68,22 +69,16 @@ function reply(res: ServerResponse, status: number, body: unknown, headers: Reco
 }
 
 async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
+  let raw: Buffer;
   try {
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > limit) throw new ApiError(413, 'message_too_big', `the body is larger than ${limit} bytes`);
-      chunks.push(chunk);
-    }
+    raw = await readLimitedBody(req, limit);
   } catch (error) {
-    if (error instanceof ApiError) throw error;
-    // The client's fault (aborted, or a malformed chunked body), not the server's: no error log.
-    throw new ApiError(400, 'invalid_message', 'the request body could not be read (aborted or malformed)');
+    if (error instanceof BodyError) throw new ApiError(error.status, error.code, error.message);
+    throw error;
   }
   let body: unknown;
   try {
-    body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    body = JSON.parse(raw.toString('utf8'));
   } catch {
     throw new ApiError(400, 'invalid_message', 'the body is not valid JSON');
   }

@@ -1,10 +1,12 @@
 /**
- * The reference server: HTTP (static files, health) and the WebSocket endpoint at /ws.
+ * The reference server: HTTP (static files, health) and the client endpoint at /ws, over a
+ * WebSocket or long polling (POST /ws).
  * It takes its dependencies so tests can start it on port 0.
  */
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { STATUS_CODES } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import sirv from 'sirv';
@@ -18,7 +20,10 @@ import { createHttpProxy } from './rpc/http-proxy.js';
 import type { Procedure } from './rpc/procedure.js';
 import { ProcedureRegistry } from './rpc/registry.js';
 import { Session } from './session.js';
-import { TokenBucket } from '../protocol/rate-limit.js';
+import { WebSocketTransport } from './transports/websocket.js';
+import { createAdmissions } from './admission.js';
+import { createLongPollingEndpoint } from './long-polling-endpoint.js';
+import type { Transport } from './transports/transport.js';
 import { Revocations } from './revocations.js';
 import { createHttpApi } from './http-api.js';
 import { createLocalBroker, type Broker } from './pubsub/broker.js';
@@ -45,7 +50,7 @@ export interface TetherServer {
   readonly port: number;
   readonly procedures: ProcedureRegistry;
   readonly store: EventStore;
-  /** Open WebSocket connections. */
+  /** Open connections, over both transports (WebSocket and long polling). */
   connectionCount(): number;
   close(): Promise<void>;
 }
@@ -61,18 +66,8 @@ const SECURITY_HEADERS: Record<string, string> = {
   'referrer-policy': 'no-referrer',
 };
 
-/** Sockets beyond the WebSocket cap that plain HTTP requests (health, the API, static files) may hold. */
+/** Sockets beyond the connection cap that plain HTTP requests (health, the API, static files) may hold. */
 const HTTP_HEADROOM = 1000;
-
-/** The client's address for per-address limits: the peer, or behind a trusted proxy the address it appended. */
-function clientAddress(req: IncomingMessage, trustProxy: boolean): string {
-  if (trustProxy) {
-    const header = req.headers['x-forwarded-for'];
-    const last = (Array.isArray(header) ? header.join(',') : (header ?? '')).split(',').map((a) => a.trim()).filter(Boolean).at(-1);
-    if (last !== undefined) return last;
-  }
-  return req.socket.remoteAddress ?? 'unknown';
-}
 
 /** The request target as a URL, or undefined when it cannot be one (`GET //[`): never a throw. */
 function requestUrl(req: IncomingMessage): URL | undefined {
@@ -152,31 +147,34 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     },
   });
   const limits = { maxSubscriptions: config.maxSubscriptions, rateLimit: config.rateLimit, maxBufferedBytes: config.maxBufferedBytes, maxRpcInFlight: config.maxRpcInFlight };
-  // No list: anything goes in development mode; with tokens checked, only this server's own pages
-  // (a site the user visits cannot open connections with a token it got from the app's backend).
-  const originPolicy: 'any' | 'listed' | 'same-origin' = config.allowedOrigins.includes('*')
-    ? 'any'
-    : config.allowedOrigins.length > 0
-      ? 'listed'
-      : authenticate.development
-        ? 'any'
-        : 'same-origin';
-  const allowedOrigins = new Set(config.allowedOrigins);
-  const originAllowed = (origin: string | undefined, hostHeader: string | undefined): boolean => {
-    // Browsers always send Origin; other clients (no Origin) still need a valid token.
-    if (origin === undefined || originPolicy === 'any') return true;
-    if (originPolicy === 'listed') return allowedOrigins.has(origin);
-    try {
-      return new URL(origin).host === hostHeader;
-    } catch {
-      return false;
-    }
-  };
 
+  /** Sessions over both transports: one sweep, one cap, one shutdown. */
   const sessions = new Set<Session>();
-  const perIp = new Map<string, number>();
-  const connectsPerIp = new Map<string, TokenBucket>();
+  const byTransport = { websocket: 0, longPolling: 0 };
+  let shuttingDown = false;
+  const admissions = createAdmissions({ config, development: authenticate.development, log, connections: () => sessions.size, shuttingDown: () => shuttingDown });
+  const originPolicy = admissions.originPolicy;
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxMessageBytes });
+
+  /** A new session over `transport`, counted against `ip` until the transport closes. */
+  function startSession(transport: Transport, ip: string): Session {
+    const session = new Session(transport, { log, authenticate, revocations, procedures, store, writes, broker, heartbeatMs: config.heartbeatMs, idleHeartbeatMs: config.idleHeartbeatMs, maxMessageBytes: config.maxMessageBytes, limits });
+    const kind = transport.kind === 'websocket' ? 'websocket' : 'longPolling';
+    sessions.add(session);
+    admissions.opened(ip);
+    byTransport[kind]++;
+    transport.onClose(() => {
+      sessions.delete(session);
+      admissions.closed(ip);
+      byTransport[kind]--;
+    });
+    return session;
+  }
+
+  const longPolling = createLongPollingEndpoint({
+    log, admissions, pollMs: config.longPollMs, heartbeatMs: config.heartbeatMs, maxMessageBytes: config.maxMessageBytes,
+    start: (transport, ip) => void startSession(transport, ip),
+  });
 
   const http = createHttpServer({
     headersTimeout: config.headersTimeoutMs,
@@ -192,7 +190,8 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     });
   });
   // Every socket counts, upgraded or not: idle or trickling sockets cannot exhaust file descriptors.
-  http.maxConnections = config.maxConnections + HTTP_HEADROOM;
+  // A long-polling client holds up to two (a held poll and a send).
+  http.maxConnections = config.maxConnections * 2 + HTTP_HEADROOM;
   http.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     log.debug({ code: err.code }, 'malformed HTTP request');
     if (socket.writable) socket.end(err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT' ? 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n' : 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
@@ -207,6 +206,8 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
       return;
     }
     const path = url.pathname;
+    // A WebSocket is a GET with Upgrade (the 'upgrade' event); a POST to the same URL is long polling.
+    if (path === '/ws' && (req.method === 'POST' || req.method === 'OPTIONS')) return longPolling.handle(req, res);
     if (await api(req, res, url)) return;
     if (path === '/api/health') {
       // 503 when the events DB does not answer: a load balancer sends new clients elsewhere.
@@ -214,7 +215,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
       const storeHealth = await pingStore();
       res.writeHead(storeHealth.ok ? 200 : 503, { 'content-type': 'application/json', 'cache-control': 'no-store' });
       res.end(JSON.stringify({
-        ok: storeHealth.ok, protocol: PROTOCOL_VERSION, mode, connections: sessions.size,
+        ok: storeHealth.ok, protocol: PROTOCOL_VERSION, mode, connections: sessions.size, transports: { ...byTransport },
         allowedOrigins: originPolicy, store: storeHealth, broker: broker.health(),
       }));
       return;
@@ -233,7 +234,6 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     else notFound();
   }
 
-  let shuttingDown = false;
   http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', (err) => log.debug({ err }, 'upgrade socket error'));
     const refuse = (status: string, text: string) => {
@@ -243,38 +243,10 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     const url = requestUrl(req);
     if (url === undefined) return refuse('400 Bad Request', 'bad request target');
     if (url.pathname !== '/ws') return refuse('404 Not Found', 'not found');
-    const origin = req.headers.origin;
-    if (!originAllowed(origin, req.headers.host)) {
-      log.warn({ origin }, 'WebSocket from a disallowed origin refused');
-      const why = originPolicy === 'same-origin' ? 'only pages of this server may connect; set TETHER_ALLOWED_ORIGINS' : 'TETHER_ALLOWED_ORIGINS';
-      return refuse('403 Forbidden', `origin not allowed (${why})`);
-    }
-    if (sessions.size >= config.maxConnections) {
-      log.warn({ max: config.maxConnections }, 'connection refused: the server is full');
-      return refuse('503 Service Unavailable', `the server holds its maximum of ${config.maxConnections} connections (TETHER_MAX_CONNECTIONS)`);
-    }
-    const ip = clientAddress(req, config.trustProxy);
-    let connects = connectsPerIp.get(ip);
-    if (!connects) connectsPerIp.set(ip, (connects = new TokenBucket(config.connectRatePerIp, config.connectRatePerIp * 2)));
-    if (!connects.take()) {
-      log.debug({ ip }, 'connection refused: too many new connections from one address');
-      return refuse('429 Too Many Requests', `at most ${config.connectRatePerIp} new connections per second per address (TETHER_CONNECT_RATE_PER_IP); retry later`);
-    }
-    const fromIp = perIp.get(ip) ?? 0;
-    if (fromIp >= config.maxConnectionsPerIp) {
-      log.warn({ ip, max: config.maxConnectionsPerIp }, 'connection refused: too many from one address');
-      return refuse('429 Too Many Requests', `at most ${config.maxConnectionsPerIp} connections per address (TETHER_MAX_CONNECTIONS_PER_IP)`);
-    }
+    const admission = admissions.admit(req, 'websocket');
+    if (!admission.ok) return refuse(`${admission.status} ${STATUS_CODES[admission.status]}`, admission.message);
     wss.handleUpgrade(req, socket, head, (ws) => {
-      perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
-      const session = new Session(ws, { log, authenticate, revocations, procedures, store, writes, broker, heartbeatMs: config.heartbeatMs, idleHeartbeatMs: config.idleHeartbeatMs, maxMessageBytes: config.maxMessageBytes, limits });
-      sessions.add(session);
-      ws.on('close', () => {
-        sessions.delete(session);
-        const left = (perIp.get(ip) ?? 1) - 1;
-        if (left > 0) perIp.set(ip, left);
-        else perIp.delete(ip);
-      });
+      const session = startSession(new WebSocketTransport(ws), admission.ip);
       ws.on('error', (err) => log.debug({ err, session: session.id }, 'socket error'));
     });
   });
@@ -282,7 +254,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   // One sweep for all sessions: drop those that never handshook or went silent.
   const sweep = setInterval(() => {
     const now = Date.now();
-    for (const [ip, bucket] of connectsPerIp) if (bucket.full(now)) connectsPerIp.delete(ip);
+    admissions.sweep(now);
     for (const session of sessions) {
       const silentFor = now - session.lastHeard;
       if (!session.handshaken && silentFor > Math.max(5000, config.heartbeatMs * 3)) {
@@ -323,6 +295,8 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
       const httpClosed = new Promise<void>((resolve) => http.close(() => resolve()));
       for (const session of sessions) session.close(CloseCode.GoingAway, 'server shutting down');
       await new Promise<void>((resolve) => wss.close(() => resolve()));
+      // Held polls were answered with the 1001: let those answers out before the sockets go.
+      await longPolling.close();
       http.closeAllConnections();
       await httpClosed;
       await broker.close();

@@ -5,8 +5,6 @@
  * breaks a limit (rate, slow reading), or its token expires.
  */
 import { randomUUID } from 'node:crypto';
-import type { Socket } from 'node:net';
-import type { RawData, WebSocket } from 'ws';
 import { CloseCode, PROTOCOL_VERSION } from '../protocol/constants.js';
 import { decodeClientFrames, encode, type Decoded } from '../protocol/codec.js';
 import type { ErrorShape } from '../protocol/errors.js';
@@ -23,6 +21,7 @@ import type { WriteQueue } from './pubsub/write-queue.js';
 import { TokenBucket } from '../protocol/rate-limit.js';
 import type { ProcedureRegistry } from './rpc/registry.js';
 import type { EventStore, WriteOutcome, WriteRequest } from './storage/event-store.js';
+import type { Transport } from './transports/transport.js';
 
 export interface SessionLimits {
   /** Subscriptions one connection may hold. */
@@ -63,24 +62,8 @@ const HISTORY_PAGE_BYTES = 256 * 1024;
  */
 const CATCH_UP_LOW_WATER = 512 * 1024;
 
-/**
- * The UTF-8 bytes of a frame, encoded once for a run of sends of the same frame (a fan-out
- * sends one string to thousands of sockets; ws would encode it again for each).
- */
-const TEXT_FRAME = { binary: false } as const;
-
 /** Where the answer to a write goes: its own frame, or the `answers` of the `writes` frame it came in. */
 type Reply = (frame: string) => void;
-
-let lastText: string | undefined;
-let lastBytes: Buffer = Buffer.alloc(0);
-function utf8(frame: string): Buffer {
-  if (frame !== lastText) {
-    lastText = frame;
-    lastBytes = Buffer.from(frame, 'utf8');
-  }
-  return lastBytes;
-}
 
 export class Session {
   readonly id = randomUUID();
@@ -107,16 +90,16 @@ export class Session {
   private readonly log: Logger;
 
   constructor(
-    private readonly socket: WebSocket,
+    private readonly transport: Transport,
     private readonly deps: SessionDeps,
   ) {
     this.log = deps.log.child({ session: this.id });
     this.bucket = new TokenBucket(deps.limits.rateLimit, deps.limits.rateLimit * 2);
     this.held = { used: 0, max: deps.limits.maxBufferedBytes };
-    socket.on('message', (data, isBinary) => {
-      this.receive(data, isBinary).catch((error: unknown) => this.failed(error));
+    transport.onMessage((text, isBinary) => {
+      this.receive(text, isBinary).catch((error: unknown) => this.failed(error));
     });
-    socket.on('close', () => this.dispose());
+    transport.onClose(() => this.dispose());
   }
 
   get handshaken(): boolean {
@@ -126,9 +109,9 @@ export class Session {
   close(code: CloseCode, reason: string): void {
     if (this.closing) return;
     this.closing = true;
-    this.socket.close(code, reason);
+    this.transport.close(code, reason);
     // A dead peer never completes the closing handshake: do not wait ws's 30 s for it.
-    setTimeout(() => this.socket.terminate(), 1000).unref();
+    setTimeout(() => this.transport.terminate(), 1000).unref();
   }
 
   /**
@@ -153,11 +136,10 @@ export class Session {
   }
 
   private sendFrame(frame: string): void {
-    if (this.socket.readyState !== this.socket.OPEN) return;
-    // Text frame from bytes encoded once: a fan-out hands every subscriber the same string.
-    this.socket.send(utf8(frame), TEXT_FRAME);
-    if (this.socket.bufferedAmount > this.deps.limits.maxBufferedBytes) {
-      this.log.warn({ buffered: this.socket.bufferedAmount }, 'slow consumer dropped');
+    if (!this.transport.isOpen) return;
+    this.transport.send(frame);
+    if (this.transport.bufferedAmount > this.deps.limits.maxBufferedBytes) {
+      this.log.warn({ buffered: this.transport.bufferedAmount }, 'slow consumer dropped');
       this.close(CloseCode.SlowConsumer, 'slow consumer');
     }
   }
@@ -170,7 +152,7 @@ export class Session {
     this.send({ type: 'error', ...about, ...error });
   }
 
-  private async receive(data: RawData, isBinary: boolean): Promise<void> {
+  private async receive(text: string, isBinary: boolean): Promise<void> {
     this.lastHeard = Date.now();
     if (!this.bucket.take()) {
       this.sendError({ code: 'rate_limited', message: `more than ${this.deps.limits.rateLimit} frames per second` });
@@ -178,7 +160,7 @@ export class Session {
     }
     if (this.handshaking) await this.handshaking;
     if (isBinary) return this.refuse({ code: 'invalid_message', message: 'binary frames are not supported; send JSON text' });
-    const frame = decodeClientFrames(data.toString());
+    const frame = decodeClientFrames(text);
     if (!frame.batch) return this.dispatch(frame.decoded);
     if (!this.welcomed) {
       this.sendError({ code: 'invalid_message', message: 'the first frame must be a handshake' });
@@ -488,24 +470,11 @@ export class Session {
 
   /**
    * Resolves once the client has read what was sent down to the low-water mark, or the connection
-   * ends. Waits on the TCP socket's `drain` (ws has no event of its own), so a stalled reader
-   * costs nothing while it stalls.
+   * ends; a stalled reader costs nothing while it stalls.
    */
   private async drained(): Promise<void> {
-    const tcp = (this.socket as unknown as { _socket?: Socket })._socket;
-    while (!this.closing && this.socket.readyState === this.socket.OPEN && this.socket.bufferedAmount > CATCH_UP_LOW_WATER) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          tcp?.off('drain', done);
-          tcp?.off('close', done);
-          clearTimeout(fallback);
-          resolve();
-        };
-        tcp?.once('drain', done);
-        tcp?.once('close', done);
-        // Without the TCP socket (a ws internal), look again now and then.
-        const fallback = setTimeout(done, tcp ? 60_000 : 50);
-      });
+    while (!this.closing && this.transport.isOpen && this.transport.bufferedAmount > CATCH_UP_LOW_WATER) {
+      await this.transport.waitForDrain(CATCH_UP_LOW_WATER);
     }
   }
 

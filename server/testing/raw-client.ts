@@ -9,7 +9,26 @@ export type Frame = Record<string, unknown>;
 /** How long a test waits for one frame before failing (a missing answer must not hang a file). */
 export const FRAME_TIMEOUT_MS = 5000;
 
-export class RawClient {
+/** What both raw clients (WebSocket, long polling) offer on top of `next()`. */
+export abstract class FrameReader {
+  /** The next frame; throws if the connection closes or nothing comes within `timeoutMs`. */
+  abstract next(timeoutMs?: number): Promise<Frame>;
+
+  /** Skips frames until one matches. */
+  async until(matches: (frame: Frame) => boolean, timeoutMs = FRAME_TIMEOUT_MS): Promise<Frame> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const frame = await this.next(Math.max(1, deadline - Date.now()));
+      if (matches(frame)) return frame;
+    }
+  }
+
+  answerTo(id: number, timeoutMs = FRAME_TIMEOUT_MS): Promise<Frame> {
+    return this.until((frame) => frame.id === id, timeoutMs);
+  }
+}
+
+export class RawClient extends FrameReader {
   /** Every client made, so that a file can terminate what a failed test left open. */
   static readonly all = new Set<RawClient>();
 
@@ -21,6 +40,7 @@ export class RawClient {
   closeCode: number | undefined;
 
   constructor(url: string, options: WebSocket.ClientOptions = {}) {
+    super();
     this.ws = new WebSocket(url, options);
     RawClient.all.add(this);
     this.ws.on('message', (data) => {
@@ -67,19 +87,6 @@ export class RawClient {
       });
     }
     return this.inbox.shift()!;
-  }
-
-  /** Skips frames until one matches. */
-  async until(matches: (frame: Frame) => boolean, timeoutMs = FRAME_TIMEOUT_MS): Promise<Frame> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const frame = await this.next(Math.max(1, deadline - Date.now()));
-      if (matches(frame)) return frame;
-    }
-  }
-
-  answerTo(id: number, timeoutMs = FRAME_TIMEOUT_MS): Promise<Frame> {
-    return this.until((frame) => frame.id === id, timeoutMs);
   }
 
   /** Pings every second, as a client that means to stay would (the server drops a silent one after 3 heartbeats). */
