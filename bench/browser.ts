@@ -74,8 +74,8 @@ export interface RateResult extends LatencyResult {
   received: number;
 }
 
-export type Peer = 'floor' | 'socketio' | 'tether' | 'tetherLeader';
-export const PEERS: Peer[] = ['floor', 'socketio', 'tether', 'tetherLeader'];
+export type Peer = 'floor' | 'socketio' | 'tether' | 'tetherLeader' | 'tetherLongPolling';
+export const PEERS: Peer[] = ['floor', 'socketio', 'tether', 'tetherLeader', 'tetherLongPolling'];
 
 export interface BrowserPlan {
   /** Tab → tab rows: messages per second, for how long. */
@@ -115,7 +115,11 @@ export interface BrowserRun {
     floor: LatencyResult;
     socketio: LatencyResult;
     rpc: LatencyResult;
+    /** The same call over long polling (`transports: ['long-polling']`). */
+    rpcLongPolling: LatencyResult;
     publish: LatencyResult;
+    /** The same publish over long polling. */
+    publishLongPolling: LatencyResult;
     /** The same publish row against the second server, `TETHER_DB_SYNC=off`. */
     publishSyncOff: LatencyResult;
     transact: LatencyResult;
@@ -130,14 +134,15 @@ export interface BrowserRun {
 }
 
 /** Opens a page of the Tether server with the script-tag client connected to `wsUrl`. */
-async function tetherPage(context: BrowserContext, target: Target, wsUrl: string, mode: 'auto' | 'leader-election' = 'auto'): Promise<Page> {
+async function tetherPage(context: BrowserContext, target: Target, wsUrl: string, mode: 'auto' | 'leader-election' = 'auto', transport?: 'long-polling'): Promise<Page> {
   const page = await context.newPage();
   await page.goto(`http://127.0.0.1:${target.port}/api/health`);
   await page.addScriptTag({ url: '/tether.js' });
-  await page.evaluate(({ url, mode }) => {
-    window.tether = window.Tether.connect({ url, mode });
-  }, { url: wsUrl, mode });
+  await page.evaluate(({ url, mode, transport }) => {
+    window.tether = window.Tether.connect({ url, mode, ...(transport ? { transports: [transport] } : {}) });
+  }, { url: wsUrl, mode, transport });
   await page.waitForFunction(() => window.tether.status.getState().connection === 'online');
+  if (transport) await page.waitForFunction((t) => window.tether.status.getState().transport === t, transport);
   return page;
 }
 
@@ -156,6 +161,15 @@ async function tetherFollowers(browser: Browser, target: Target, wsUrl: string, 
     await tetherBench(page, channel);
   }
   return followers;
+}
+
+/** Tether over long polling (`transports: ['long-polling']`, as where WebSockets are blocked): two tabs of one context, one SharedWorker. */
+async function tetherLongPolling(browser: Browser, target: Target, wsUrl: string): Promise<[Page, Page]> {
+  const context = await browser.newContext();
+  const channel = `latency-${Math.random().toString(36).slice(2)}`;
+  const tabs: [Page, Page] = [await tetherPage(context, target, wsUrl, 'auto', 'long-polling'), await tetherPage(context, target, wsUrl, 'auto', 'long-polling')];
+  for (const page of tabs) await tetherBench(page, channel);
+  return tabs;
 }
 
 /** Gives a Tether page the bench API: pub/sub on `channel`, `hello` by RPC. */
@@ -407,6 +421,7 @@ export async function browserPeers(tether: Target, tetherSyncOff: Target, socket
       socketio: await peerPages(browser, `${pages.origin}/socketio.html?port=${socketio.port}`),
       tether: tetherTabs,
       tetherLeader: await tetherFollowers(browser, tether, wsUrl, `latency-${Math.random().toString(36).slice(2)}`),
+      tetherLongPolling: await tetherLongPolling(browser, tether, wsUrl),
     };
     // Rotating who goes first from run to run spreads what one peer leaves behind (a busy CPU)
     // over the others; between rows, Tether's outbox drains and everything settles.
@@ -439,6 +454,9 @@ export async function browserPeers(tether: Target, tetherSyncOff: Target, socket
     const idb = await idbCommits(idbPage, plan.roundTrips);
     rows.idbCommit = idb.result;
     rows.rpc = await oneAtATime(a, 'roundTrip', plan.roundTrips);
+    rows.rpcLongPolling = await oneAtATime(tabs.tetherLongPolling[0], 'roundTrip', plan.roundTrips);
+    rows.publishLongPolling = await oneAtATime(tabs.tetherLongPolling[0], 'publish', plan.roundTrips);
+    await settle(tabs.tetherLongPolling[0]);
     rows.publish = await oneAtATime(a, 'publish', plan.roundTrips);
     await settle(a);
     rows.publishSyncOff = await oneAtATime(syncOffTab, 'publish', plan.roundTrips);

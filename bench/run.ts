@@ -357,7 +357,7 @@ if (want('browser')) {
     const run = await browserRun(i);
     runs.push(run);
     const at50 = run.tabToTab[0]!.results;
-    log(`browser run ${i + 1}: tab→tab p50 at ${run.tabToTab[0]!.rate}/s floor ${at50.floor.p50.toFixed(2)} / Socket.IO ${at50.socketio.p50.toFixed(2)} / Tether ${at50.tether.p50.toFixed(2)} / Tether without SharedWorker ${at50.tetherLeader.p50.toFixed(2)} ms; rpc p50 ${run.roundTrip.rpc.p50.toFixed(2)} ms; publish p50 ${run.roundTrip.publish.p50.toFixed(2)} ms (fsync off ${run.roundTrip.publishSyncOff.p50.toFixed(2)}); IndexedDB strict commit p50 ${run.roundTrip.idbCommit.p50.toFixed(2)} ms; ${run.throughput.perSec.toFixed(0)} durable publishes/s from one tab; documents: ${run.docChanges.shownOnReturn}/${run.docChanges.total} shown on return, other tab p50 ${run.docChanges.otherTab.p50.toFixed(2)} / p99 ${run.docChanges.otherTab.p99.toFixed(2)} ms (${run.docChanges.withinFrame}/${run.docChanges.total} within ${FRAME_MS.toFixed(1)} ms), transact resolved p50 ${run.docChanges.resolved.p50.toFixed(2)} ms`);
+    log(`browser run ${i + 1}: tab→tab p50 at ${run.tabToTab[0]!.rate}/s floor ${at50.floor.p50.toFixed(2)} / Socket.IO ${at50.socketio.p50.toFixed(2)} / Tether ${at50.tether.p50.toFixed(2)} / Tether without SharedWorker ${at50.tetherLeader.p50.toFixed(2)} / over long polling ${at50.tetherLongPolling.p50.toFixed(2)} ms; rpc p50 ${run.roundTrip.rpc.p50.toFixed(2)} ms; publish p50 ${run.roundTrip.publish.p50.toFixed(2)} ms (fsync off ${run.roundTrip.publishSyncOff.p50.toFixed(2)}); IndexedDB strict commit p50 ${run.roundTrip.idbCommit.p50.toFixed(2)} ms; ${run.throughput.perSec.toFixed(0)} durable publishes/s from one tab; documents: ${run.docChanges.shownOnReturn}/${run.docChanges.total} shown on return, other tab p50 ${run.docChanges.otherTab.p50.toFixed(2)} / p99 ${run.docChanges.otherTab.p99.toFixed(2)} ms (${run.docChanges.withinFrame}/${run.docChanges.total} within ${FRAME_MS.toFixed(1)} ms), transact resolved p50 ${run.docChanges.resolved.p50.toFixed(2)} ms`);
   }
   results.browser = { plan: PLAN.browser, limits: DEFAULT_LIMITS_ENV, runs };
   render.browser = () => renderBrowser(runs);
@@ -428,7 +428,7 @@ if (want('sizes')) {
 /** The browser section: floor / Socket.IO / Tether side by side, Tether's ratios and the goals of issue 13. */
 function renderBrowser(runs: BrowserRun[]): string[] {
   const b = PLAN.browser;
-  const NAMES: Record<Peer, string> = { floor: 'floor', socketio: 'Socket.IO', tether: 'Tether', tetherLeader: 'Tether without SharedWorker' };
+  const NAMES: Record<Peer, string> = { floor: 'floor', socketio: 'Socket.IO', tether: 'Tether', tetherLeader: 'Tether without SharedWorker', tetherLongPolling: 'Tether over long polling' };
   const tabGoals: Record<number, { p50Floor?: number; p99Floor?: number; p50SocketIo?: number }> = {
     50: { p50Floor: 2, p99Floor: 3, p50SocketIo: 1.5 },
     500: { p50Floor: 3, p99Floor: 5 },
@@ -441,20 +441,21 @@ function renderBrowser(runs: BrowserRun[]): string[] {
     '- **Socket.IO**: two tabs, each with its own socket.io-client 4.8 connection (websocket transport) to a Socket.IO server in its own process; tab A emits to a room tab B joined.',
     `- **Tether**: two tabs of one context with the script-tag client (\`/tether.js\`) sharing one SharedWorker, against the reference server at its **default limits** (${Object.entries(DEFAULT_LIMITS_ENV).map(([k, v]) => `\`${k}=${v}\``).join(', ')}). A publish is written to the IndexedDB outbox before it is sent, and stored (SQLite, fsync) before it is delivered.`,
     '- **Tether without SharedWorker**: the same client with `mode: \'leader-election\'` (as on a browser that has no SharedWorker): three tabs of one context, each with its own dedicated worker; the first tab leads (its worker holds the socket), and A and B are the two followers, so a message goes A → leader tab (BroadcastChannel) → server → leader tab → B.',
+    "- **Tether over long polling**: the same client with `transports: ['long-polling']` (what it falls back to where WebSockets are blocked): two tabs of one context sharing one SharedWorker, whose link is HTTP long polling to the same server (one request up at a time, one poll held; PROTOCOL.md).",
     '',
     '### Tab → tab latency (ms)',
     '',
     'Tab A sends timestamps (`performance.timeOrigin + performance.now()`) on a fixed schedule (every message due is sent, so the rate holds when a timer is late); tab B records arrival − sent. Tether: `pubsub.publish` in A, `subscribe` in B. Queue growth: median latency of the last 10% of messages minus that of the first 10% (a queue that builds up shows as a large positive number).',
     '',
-    '| load | figure | floor | Socket.IO | Tether | Tether ÷ floor | Tether ÷ Socket.IO | goal (issue 13, on the medians) | Tether without SharedWorker, follower → follower | ÷ Tether |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    '| load | figure | floor | Socket.IO | Tether | Tether ÷ floor | Tether ÷ Socket.IO | goal (issue 13, on the medians) | Tether without SharedWorker, follower → follower | ÷ Tether | Tether over long polling | ÷ Tether |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   b.rates.forEach(({ rate, seconds }, i) => {
     const of = (peer: Peer, figure: 'p50' | 'p99' | 'growth') => spread(runs.map((r) => r.tabToTab[i]!.results[peer][figure]));
     const load = `${count(rate)}/s × ${seconds} s (${count(Math.max(1, Math.round(rate * seconds)))} messages)`;
     const goals = tabGoals[rate] ?? {};
     for (const figure of ['p50', 'p99', 'growth'] as const) {
-      const [floor, socketio, tether, leader] = PEERS.map((peer) => of(peer, figure));
+      const [floor, socketio, tether, leader, longPolling] = PEERS.map((peer) => of(peer, figure));
       const toFloor = tether!.median / floor!.median;
       const toSocketIo = tether!.median / socketio!.median;
       const targets: string[] = [];
@@ -463,7 +464,8 @@ function renderBrowser(runs: BrowserRun[]): string[] {
       if (figure === 'p99' && goals.p99Floor) targets.push(goal(`≤ ${goals.p99Floor}× floor`, toFloor, goals.p99Floor));
       const ratios = figure === 'growth' ? '| | ' : `| ${ratio(tether!.median, floor!.median)} | ${ratio(tether!.median, socketio!.median)} `;
       const leaderRatio = figure === 'growth' ? '' : ratio(leader!.median, tether!.median);
-      lines.push(`| ${figure === 'p50' ? load : ''} | ${figure === 'growth' ? 'queue growth' : figure} | ${fmt(floor!, 2)} | ${fmt(socketio!, 2)} | ${fmt(tether!, 2)} ${ratios}| ${targets.join('; ')} | ${fmt(leader!, 2)} | ${leaderRatio} |`);
+      const longPollingRatio = figure === 'growth' ? '' : ratio(longPolling!.median, tether!.median);
+      lines.push(`| ${figure === 'p50' ? load : ''} | ${figure === 'growth' ? 'queue growth' : figure} | ${fmt(floor!, 2)} | ${fmt(socketio!, 2)} | ${fmt(tether!, 2)} ${ratios}| ${targets.join('; ')} | ${fmt(leader!, 2)} | ${leaderRatio} | ${fmt(longPolling!, 2)} | ${longPollingRatio} |`);
     }
   });
   const lost = runs.flatMap((r, run) =>
@@ -482,7 +484,9 @@ function renderBrowser(runs: BrowserRun[]): string[] {
   );
   const ROWS: [keyof BrowserRun['roundTrip'], string][] = [
     ['rpc', "`rpc.call('hello', ['world'])`"],
+    ['rpcLongPolling', "`rpc.call('hello', ['world'])` over long polling"],
     ['publish', '`pubsub.publish` awaited (server acknowledgement)'],
+    ['publishLongPolling', '`pubsub.publish` awaited, over long polling'],
     ['publishSyncOff', '`pubsub.publish` awaited, second server with `TETHER_DB_SYNC=off` (no fsync; measurement only)'],
     ['transact', "`doc('bench-doc').transact(tx => tx.set('k', i))` awaited"],
   ];

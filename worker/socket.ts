@@ -31,7 +31,7 @@ export interface LinkEvents {
 }
 
 /** While a planned switch of transport waits for calls to be answered, look again this often. */
-const QUIET_CHECK_MS = 250;
+const QUIET_CHECK_MS = 50;
 
 /** Wait this long for `welcome` after the socket opened before trying again. */
 const HANDSHAKE_TIMEOUT_MS = 5000;
