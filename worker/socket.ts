@@ -81,6 +81,8 @@ export class ServerLink {
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   private upgradeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Set while a planned switch of transport closes the old socket (its close is not a loss). */
+  private switching = false;
   private readonly transports: TransportChoice;
 
   constructor(
@@ -94,7 +96,9 @@ export class ServerLink {
     this.ws.addEventListener('open', () => void this.handshake());
     this.ws.addEventListener('message', (event) => this.receive(event.data));
     // Also fires for every failed attempt (code 1000, wasClean) — each one means "not online".
-    this.ws.addEventListener('close', () => this.lost());
+    this.ws.addEventListener('close', () => {
+      if (!this.switching) this.lost();
+    });
   }
 
   /** The transport carrying the connection while online; null otherwise. */
@@ -215,8 +219,16 @@ export class ServerLink {
       return;
     }
     this.transports.ended(true);
-    this.lost();
-    this.ws.reconnect(1000, 'moving to a WebSocket');
+    // Connecting, not offline: a call made during the switch waits for it instead of failing.
+    this.generation++;
+    this.stopTimers();
+    this.setState('connecting');
+    this.switching = true;
+    try {
+      this.ws.reconnect(1000, 'moving to a WebSocket'); // reports the old socket's close at once (ignored)
+    } finally {
+      this.switching = false;
+    }
   }
 
   private lost(): void {
