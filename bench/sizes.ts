@@ -95,7 +95,8 @@ export const BUDGETS: Record<string, number> = {
   // fallback to an older running worker (apiVersion).
   // 6,400 until the leader-tab host of issue 14 (+0.3 KB: the dedicated Worker where there is no
   // SharedWorker, and the freeze/resume handover).
-  'tether sdk': 6_700,
+  // 6,700 until issue 15 (+0.15 KB: the `transports` option, checked at connect()).
+  'tether sdk': 6_900,
   // 13,000 until the worker validated every server frame with the protocol's valibot schemas (+4.8 KB),
   // caught reloaded tabs up from the server's history (+0.6 KB) and paced writes below the rate limit;
   // 19,000 until it kept within the server's RPC in-flight limit and passed on event publishers (+0.3 KB).
@@ -111,8 +112,10 @@ export const BUDGETS: Record<string, number> = {
   // calls between tabs over BroadcastChannel, the relay that moves each tab to the next leader,
   // write keys and the leader record; one script serves both hosts, so apps host one file;
   // +0.3 KB tether.js, as the SDK).
-  'tether worker': 24_600,
-  'tether.js': 6_400,
+  // 24,600 / 6,400 until issue 15 (+2.3 KB worker: the long-polling socket and the choice of
+  // transport with its probe and planned switch back; +0.15 KB tether.js, as the SDK).
+  'tether worker': 27_000,
+  'tether.js': 6_600,
 };
 export const TARGETS: Record<string, number> = { 'tether sdk': 4_096, 'tether worker': 12_288, 'tether.js': 4_096 };
 
