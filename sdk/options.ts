@@ -32,9 +32,10 @@ export interface ConnectOptions {
    * Which transports may carry the connection, in order of preference. By default a WebSocket,
    * and where one cannot get through (a proxy refuses or kills the upgrade) HTTP long polling to
    * the same URL, moving back to a WebSocket as soon as one gets through. `['websocket']` never
-   * falls back; `['long-polling']` never tries WebSockets (a network known to block them).
-   * `client.status` says which is in use (`transport`). Tabs of one browser share a connection
-   * per URL and transports.
+   * falls back; `['long-polling']` never tries WebSockets (a network known to block them);
+   * `['long-polling', 'websocket']` uses a WebSocket only while long polling fails.
+   * `client.status` says which is in use (`transport`). Tabs of one browser share one connection
+   * per URL: the first tab's choice holds (a tab asking otherwise gets a console warning).
    * @default ['websocket', 'long-polling']
    */
   transports?: TransportKind[];

@@ -81,11 +81,15 @@ export class ServerConnection {
   private readonly warn: (message: string) => void;
   private readonly mode: () => HostMode;
 
+  /** The transports this connection may use (undefined: the default). */
+  readonly transports: readonly TransportKind[] | undefined;
+
   constructor(
     readonly url: string,
     deps: EngineDeps,
   ) {
     const { database } = deps;
+    this.transports = deps.transports;
     this.warn = deps.warn ?? ((message) => console.warn(`[tether] ${message}`));
     this.mode = deps.mode ?? (() => 'shared-worker');
     this.tokens = new Tokens(url, database, () => this.publishStatus());
@@ -455,7 +459,7 @@ export class ServerConnection {
       for (const [tabId, state] of this.tabs) {
         const status = this.status(tabId);
         const last = state.lastStatus;
-        if (last && last.connection === status.connection && last.pending === status.pending && last.lastSyncAt === status.lastSyncAt && last.error === status.error && last.mode === status.mode) continue;
+        if (last && last.connection === status.connection && last.pending === status.pending && last.lastSyncAt === status.lastSyncAt && last.error === status.error && last.mode === status.mode && last.transport === status.transport) continue;
         state.lastStatus = status;
         // Fire and forget: a tab that died without detaching yet simply never reads it.
         void Promise.resolve(state.tab.onStatus(status)).catch(() => {});

@@ -18,12 +18,15 @@ export class Hub implements WorkerApi {
   async attach(registration: Registration, onStatus: StatusListener, getToken?: TokenProvider, onPublished?: PublishedListener): Promise<TabApi & Comlink.ProxyMarked> {
     const { tabId, url, lockName, transports } = registration;
     this.detach(tabId); // a re-attach replaces the old registration
-    // One connection per URL and choice of transports (tabs that force one get their own).
-    const key = transports === undefined ? url : `${url} ${transports.join(',')}`;
+    // One connection per URL: two would share one outbox and client id and send the same writes.
+    // The first tab's choice of transports holds until the connection closes.
+    const key = url;
     let connection = this.connections.get(key);
     if (!connection) {
       connection = new ServerConnection(url, { ...this.deps, ...(transports === undefined ? {} : { transports }) });
       this.connections.set(key, connection);
+    } else if (String(connection.transports ?? '') !== String(transports ?? '')) {
+      (this.deps.warn ?? console.warn)(`[tether] ${url}: this tab asked for transports ${JSON.stringify(transports ?? 'default')}, but the connection other tabs opened uses ${JSON.stringify(connection.transports ?? 'default')}; it is kept (one connection per server URL)`);
     }
     connection.add({ ...registration, onStatus, getToken, onPublished });
     this.tabUrls.set(tabId, key);

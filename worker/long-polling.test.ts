@@ -12,9 +12,13 @@ interface Request {
 }
 
 /** A fake server: records requests; polls take scripted answers in order, then hang until aborted. */
-function scriptedServer(polls: string[], { failSends = 0, open = () => new Response(JSON.stringify({ sid: 's1', pollMs: 20_000, maxBodyBytes: 1000 })) } = {}) {
+/** A session id as long as the server's (32 random bytes, base64url). */
+const SID = 'x'.repeat(43);
+
+function scriptedServer(polls: string[], { failSends = 0, failPolls = 0, open = () => new Response(JSON.stringify({ sid: SID, pollMs: 20_000, maxBodyBytes: 1000 })) } = {}) {
   const requests: Request[] = [];
   let sendFailures = failSends;
+  let pollFailures = failPolls;
   vi.stubGlobal('fetch', async (_url: string, init: RequestInit & { body: string; signal: AbortSignal }) => {
     const [head, ...frames] = init.body.split('\n');
     const request: Request = { envelope: JSON.parse(head!) as Request['envelope'], frames };
@@ -26,6 +30,7 @@ function scriptedServer(polls: string[], { failSends = 0, open = () => new Respo
         if (sendFailures-- > 0) throw new TypeError('network error (scripted)');
         return new Response('{"ok":true}');
       case 'poll': {
+        if (pollFailures-- > 0) return new Response('bad gateway', { status: 502 });
         const answer = polls.shift();
         if (answer !== undefined) return new Response(answer);
         return new Promise<Response>((_, reject) => init.signal.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError'))));
@@ -87,9 +92,10 @@ describe('long-polling socket', () => {
     const socket = new LongPollingSocket('ws://example.test/ws');
     const events = record(socket);
     await until(() => events.some((e) => e.type === 'open'));
-    const frames = Array.from({ length: 10 }, (_, i) => JSON.stringify({ type: 'ping', t: i, pad: 'é'.repeat(150) }));
+    // Sizes that vary (some not ASCII), so that some body ends within a few bytes of the bound.
+    const frames = Array.from({ length: 300 }, (_, i) => JSON.stringify({ type: 'ping', t: i, pad: (i % 3 === 0 ? 'é' : 'a').repeat((i * 37) % 251) }));
     for (const frame of frames) socket.send(frame);
-    await until(() => requests.filter((r) => r.envelope.op === 'send').flatMap((r) => r.frames).length === 10);
+    await until(() => requests.filter((r) => r.envelope.op === 'send').flatMap((r) => r.frames).length === 300);
     const sends = requests.filter((r) => r.envelope.op === 'send');
     expect(sends.length).toBeGreaterThan(1);
     expect(sends.map((r) => r.envelope.n)).toEqual(sends.map((_, i) => i));
@@ -106,6 +112,38 @@ describe('long-polling socket', () => {
     expect(events.map((e) => e.type)).toEqual(['open', 'message', 'close']);
     expect(events.at(-1)).toMatchObject({ code: 4001, reason: 'token expired' });
     expect(socket.readyState).toBe(socket.CLOSED);
+  });
+
+  it('a poll that failed on the way (a proxy 502) is sent again with the same ack; the session goes on', async () => {
+    const requests = scriptedServer(['{"from":1}\na', '{"from":2}\nb'], { failPolls: 2 });
+    const socket = new LongPollingSocket('ws://example.test/ws');
+    const events = record(socket);
+    await until(() => events.filter((e) => e.type === 'message').length === 2);
+    expect(requests.filter((r) => r.envelope.op === 'poll').map((r) => r.envelope.ack).slice(0, 4)).toEqual([0, 0, 0, 1]);
+    expect(events.map((e) => e.type)).toEqual(['open', 'message', 'message']);
+    socket.close();
+  });
+
+  it('a listener that throws does not stop the frames after it', async () => {
+    scriptedServer(['{"from":1}\na\nb', '{"from":3}\nc']);
+    const socket = new LongPollingSocket('ws://example.test/ws');
+    const seen: string[] = [];
+    const thrown: unknown[] = [];
+    const onError = (error: unknown) => thrown.push(error);
+    process.on('uncaughtException', onError);
+    try {
+      socket.addEventListener('message', (e) => {
+        if (e.type !== 'message') return;
+        seen.push(e.data);
+        if (e.data === 'a') throw new Error('a bug in a listener');
+      });
+      await until(() => seen.length === 3);
+      expect(seen).toEqual(['a', 'b', 'c']);
+      await until(() => thrown.length === 1);
+    } finally {
+      process.off('uncaughtException', onError);
+      socket.close();
+    }
   });
 
   it('an open refused says why (a proxy page or the server error), as an abnormal close', async () => {

@@ -16,12 +16,12 @@ export type LongPollingEvent =
   | { type: 'close'; code: number; reason: string; wasClean: boolean }
   | { type: 'error'; message: string };
 
-/** Upstream requests and the open request end within this time, or the attempt counts as failed. */
+/** Upstream requests and the open request are answered (headers) within this time, or they count as failed. */
 const REQUEST_TIMEOUT_MS = 15_000;
 /** A poll may be held this much longer than the server's own bound before it counts as lost. */
 const POLL_GRACE_MS = 10_000;
-/** A send that failed on the way is tried again this many times (with the same number) before the link is given up. */
-const SEND_RETRIES = 4;
+/** A send or poll that failed on the way is tried again this many times (the same request) before the link is given up. */
+const RETRIES = 3;
 /** Close code for a transport that failed (as a WebSocket reports an abnormal closure). */
 const ABNORMAL = 1006;
 
@@ -42,6 +42,13 @@ function utf8Length(text: string): number {
     else if (c >= 0x80) bytes += 1;
   }
   return bytes;
+}
+
+/** An answer, read whole. */
+interface Answer {
+  ok: boolean;
+  status: number;
+  text: string;
 }
 
 interface Opened {
@@ -67,8 +74,8 @@ function isPollHeader(value: unknown): value is PollHeader {
 }
 
 /** The error an answer carries (`{"error":{"code","message"}}`), for the close reason. */
-async function failure(response: Response): Promise<string> {
-  const text = await response.text().catch((error: unknown) => String(error));
+function failure(response: Answer): string {
+  const { text } = response;
   try {
     const parsed = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } };
     if (typeof parsed.error?.message === 'string') return `${response.status} ${String(parsed.error.code)}: ${parsed.error.message}`;
@@ -148,7 +155,16 @@ export class LongPollingSocket {
   }
 
   private emit(event: LongPollingEvent): void {
-    for (const listener of [...(this.listeners.get(event.type) ?? [])]) listener(event);
+    for (const listener of [...(this.listeners.get(event.type) ?? [])]) {
+      try {
+        listener(event);
+      } catch (error) {
+        // As EventTarget does: reported, and the other listeners and the poll loop go on.
+        queueMicrotask(() => {
+          throw error;
+        });
+      }
+    }
   }
 
   private finish(code: number, reason: string, wasClean: boolean): void {
@@ -159,27 +175,43 @@ export class LongPollingSocket {
     this.emit({ type: 'close', code, reason, wasClean });
   }
 
-  private async post(envelope: Record<string, unknown>, frames: string[], timeoutMs: number, bound = true): Promise<Response> {
+  /**
+   * Posts one request. `timeoutMs` bounds the wait for the answer's headers only: a large answer
+   * on a slow link may take longer to read (a link that stalls is found by the heartbeat, whose
+   * reconnect closes this socket and aborts the read).
+   */
+  private async post(envelope: Record<string, unknown>, frames: string[], timeoutMs: number, bound = true): Promise<Answer> {
     const body = frames.length === 0 ? JSON.stringify(envelope) : `${JSON.stringify(envelope)}\n${frames.join('\n')}`;
-    const signals = [AbortSignal.timeout(timeoutMs)];
-    if (bound) signals.push(this.aborter.signal);
-    // text/plain: a CORS "simple" request, no preflight round trip to another origin.
-    return fetch(this.endpoint, {
-      method: 'POST',
-      body,
-      headers: { 'content-type': 'text/plain;charset=UTF-8' },
-      cache: 'no-store',
-      credentials: 'omit',
-      signal: AbortSignal.any(signals),
-    });
+    // One controller for both reasons to stop (AbortSignal.any is missing in Safari < 17.4 and Firefox ESR 115).
+    const controller = new AbortController();
+    const stop = () => controller.abort();
+    if (bound) this.aborter.signal.addEventListener('abort', stop, { once: true });
+    let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(stop, timeoutMs);
+    try {
+      // text/plain: a CORS "simple" request, no preflight round trip to another origin.
+      const response = await fetch(this.endpoint, {
+        method: 'POST',
+        body,
+        headers: { 'content-type': 'text/plain;charset=UTF-8' },
+        cache: 'no-store',
+        credentials: 'omit',
+        signal: controller.signal,
+      });
+      clearTimeout(timer);
+      timer = undefined;
+      return { ok: response.ok, status: response.status, text: await response.text() };
+    } finally {
+      clearTimeout(timer);
+      this.aborter.signal.removeEventListener('abort', stop);
+    }
   }
 
   private async start(): Promise<void> {
     let opened: unknown;
     try {
       const response = await this.post({ op: 'open' }, [], REQUEST_TIMEOUT_MS);
-      if (!response.ok) return this.finish(ABNORMAL, `long polling refused: ${await failure(response)}`, false);
-      opened = await response.json();
+      if (!response.ok) return this.finish(ABNORMAL, `long polling refused: ${failure(response)}`, false);
+      opened = JSON.parse(response.text);
     } catch (error) {
       return this.finish(ABNORMAL, `long polling failed: ${String(error)}`, false);
     }
@@ -192,16 +224,25 @@ export class LongPollingSocket {
   }
 
   private async pollLoop(): Promise<void> {
+    let failures = 0;
     while (this.readyState === this.OPEN && this.session) {
       const { sid, pollMs } = this.session;
       let text: string;
       try {
         const response = await this.post({ op: 'poll', sid, ack: this.received }, [], pollMs + POLL_GRACE_MS);
-        if (!response.ok) return this.finish(ABNORMAL, `long polling ended: ${await failure(response)}`, false);
-        text = await response.text();
+        // The session is gone or refused the poll: this socket cannot go on.
+        if (!response.ok && response.status < 500) return this.finish(ABNORMAL, `long polling ended: ${failure(response)}`, false);
+        if (!response.ok) throw new Error(failure(response));
+        text = response.text;
       } catch (error) {
-        return this.finish(ABNORMAL, `long polling lost: ${String(error)}`, false);
+        if (this.readyState !== this.OPEN) return;
+        // A blip (a reset keep-alive connection, a proxy's 502): the same poll again — what
+        // it would have brought is still waiting, unacknowledged, on the server.
+        if (++failures > RETRIES) return this.finish(ABNORMAL, `long polling lost: ${String(error)}`, false);
+        await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** (failures - 1)));
+        continue;
       }
+      failures = 0;
       if (this.readyState !== this.OPEN) return;
       const lines = text.split('\n');
       let header: unknown;
@@ -229,8 +270,10 @@ export class LongPollingSocket {
     try {
       while (this.readyState === this.OPEN && this.outgoing.length > 0) {
         const { sid, maxBodyBytes } = this.session;
-        // As many frames as fit in one body (always at least one: the server refuses a frame too big on its own).
-        let bytes = 64;
+        // As many frames as fit in one body with its envelope (always at least one: the server
+        // refuses a frame too big on its own).
+        const envelope = utf8Length(JSON.stringify({ op: 'send', sid, n: this.sendNumber }));
+        let bytes = envelope;
         let count = 0;
         for (const frame of this.outgoing) {
           const size = utf8Length(frame) + 1;
@@ -241,7 +284,7 @@ export class LongPollingSocket {
         const frames = this.outgoing.slice(0, count);
         if (!(await this.sendOnce(sid, frames))) return;
         this.outgoing.splice(0, count);
-        this.bufferedAmount = Math.max(0, this.bufferedAmount - bytes + 64);
+        this.bufferedAmount = Math.max(0, this.bufferedAmount - (bytes - envelope - count));
         this.sendNumber++;
       }
     } finally {
@@ -258,16 +301,16 @@ export class LongPollingSocket {
         if (response.ok) return true;
         // The server refused (session gone, out of order, too big): this session cannot go on.
         if (response.status < 500) {
-          this.finish(ABNORMAL, `long polling send refused: ${await failure(response)}`, false);
+          this.finish(ABNORMAL, `long polling send refused: ${failure(response)}`, false);
           return false;
         }
-        if (attempt >= SEND_RETRIES) {
-          this.finish(ABNORMAL, `long polling send failed: ${await failure(response)}`, false);
+        if (attempt >= RETRIES) {
+          this.finish(ABNORMAL, `long polling send failed: ${failure(response)}`, false);
           return false;
         }
       } catch (error) {
         if (this.readyState !== this.OPEN) return false;
-        if (attempt >= SEND_RETRIES) {
+        if (attempt >= RETRIES) {
           this.finish(ABNORMAL, `long polling send failed: ${String(error)}`, false);
           return false;
         }

@@ -96,8 +96,9 @@ export class ServerLink {
     this.ws.addEventListener('open', () => void this.handshake());
     this.ws.addEventListener('message', (event) => this.receive(event.data));
     // Also fires for every failed attempt (code 1000, wasClean) — each one means "not online".
+    // Not after close(): a long-polling socket reports its close at once, inside close().
     this.ws.addEventListener('close', () => {
-      if (!this.switching) this.lost();
+      if (!this.switching && !this.closed) this.lost();
     });
   }
 

@@ -151,6 +151,32 @@ describe('back to WebSockets', () => {
     expect(attempt()).toBe('websocket');
   });
 
+  it('a WebSocket that gets through the probe but dies within seconds sends the link back at once, and the next probe waits longer (no flapping)', () => {
+    const { choice: c, upgrades, attempt } = onLongPolling();
+    const probeAfter: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      const since = Date.now();
+      const before = FakeSocket.made.length;
+      for (let waited = 0; FakeSocket.made.length === before; waited += 100) {
+        if (waited > 120_000) throw new Error(`no probe in round ${round}`);
+        vi.advanceTimersByTime(100);
+      }
+      probeAfter.push(Date.now() - since);
+      FakeSocket.made.at(-1)!.open();
+      vi.advanceTimersByTime(1001);
+      expect(upgrades).toHaveLength(round + 1);
+      c.ended(true);
+      expect(attempt()).toBe('websocket');
+      c.online();
+      vi.advanceTimersByTime(2000); // killed by the network 2 s after its welcome
+      c.ended(false);
+      expect(attempt()).toBe('long-polling'); // one failure is enough after a probe
+      c.online();
+    }
+    expect(probeAfter[1]!).toBeGreaterThan(probeAfter[0]! * 1.1);
+    expect(probeAfter[2]!).toBeGreaterThan(probeAfter[1]! * 1.1);
+  });
+
   it('a probe killed right after opening does not move the link; probes go on, further apart', () => {
     const { upgrades } = onLongPolling();
     const times: number[] = [];

@@ -87,10 +87,10 @@ export class TransportChoice {
     this.onlineSince = Date.now();
     if (this.current === 'long-polling') {
       this.prefer = 'long-polling';
-      if (this.allowed.includes('websocket') && this.WebSocketImpl) this.scheduleProbe();
+      // Only where WebSockets are preferred (`transports` lists them first) is one tried on the side.
+      if (this.allowed[0] === 'websocket' && this.WebSocketImpl) this.scheduleProbe();
     } else {
       this.stopProbe();
-      this.probeDelay = PROBE_FIRST_MS;
     }
   }
 
@@ -110,8 +110,11 @@ export class TransportChoice {
     this.onlineSince = 0;
     this.stopProbe();
     if (this.current === 'websocket') {
-      if (stable) this.webSocketFailures = 0;
-      else if (++this.webSocketFailures >= FAILURES_BEFORE_FALLBACK) this.prefer = 'long-polling';
+      if (stable) {
+        this.webSocketFailures = 0;
+        // Only a WebSocket that lasted proves the network lets them through: probes start over.
+        this.probeDelay = PROBE_FIRST_MS;
+      } else if (++this.webSocketFailures >= FAILURES_BEFORE_FALLBACK) this.prefer = 'long-polling';
     } else if (!stable) {
       // Long polling did not work either (the network is down, or the server): give the
       // WebSocket a turn, so whichever gets through first when it comes back wins.
@@ -161,8 +164,10 @@ export class TransportChoice {
         probe.close(1000, 'transport probe');
         this.probe = undefined;
         this.prefer = 'websocket';
-        this.webSocketFailures = 0;
-        this.probeDelay = PROBE_FIRST_MS;
+        // On probation: one failure of the WebSocket (a proxy that kills it after a few seconds)
+        // is enough to go back, and the next probe waits longer (the delay grows until a
+        // WebSocket stays up), so a network like that does not make the link flap.
+        this.webSocketFailures = FAILURES_BEFORE_FALLBACK - 1;
         this.options.upgrade();
       }, PROBE_HOLD_MS);
     });
