@@ -53,6 +53,7 @@ const Sid = v.pipe(v.string(), v.maxLength(100));
 const Count = v.pipe(v.number(), v.safeInteger(), v.minValue(0));
 const Envelope = v.variant('op', [
   v.object({ op: v.literal('open') }),
+  v.object({ op: v.literal('check') }),
   v.object({ op: v.literal('send'), sid: Sid, n: Count }),
   v.object({ op: v.literal('poll'), sid: Sid, ack: Count }),
   v.object({ op: v.literal('close'), sid: Sid }),
@@ -139,10 +140,10 @@ export function createLongPollingEndpoint(deps: LongPollingDeps): LongPollingEnd
       const issue = parsed.issues[0];
       const path = issue.path?.map((p) => String(p.key)).join('.');
       const op = typeof json === 'object' && json !== null && 'op' in json ? (json as { op: unknown }).op : undefined;
-      const known = ['open', 'send', 'poll', 'close'].includes(op as string);
+      const known = ['open', 'check', 'send', 'poll', 'close'].includes(op as string);
       throw new Refusal(400, 'invalid_message', known
         ? `bad ${String(op)} envelope: ${path ?? 'envelope'}: ${issue.message}`
-        : `unknown op ${JSON.stringify(op) ?? 'undefined'} (open, send, poll or close)`);
+        : `unknown op ${JSON.stringify(op) ?? 'undefined'} (open, check, send, poll or close)`);
     }
     if (parsed.output.op !== 'send' && frames.length > 0) throw new Refusal(400, 'invalid_message', `only send carries frames, not ${parsed.output.op}`);
     return { envelope: parsed.output, frames };
@@ -183,6 +184,9 @@ export function createLongPollingEndpoint(deps: LongPollingDeps): LongPollingEnd
     switch (envelope.op) {
       case 'open':
         return open(req, res);
+      case 'check':
+        // Is this server reachable over plain HTTP? (A client asks after a WebSocket failed.) No session.
+        return json(req, res, 200, { ok: true });
       case 'send':
         return send(req, res, envelope.sid, envelope.n, frames);
       case 'poll':

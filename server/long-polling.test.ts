@@ -279,6 +279,15 @@ describe('long polling: a session', () => {
     await anotherClientServed(server.port);
   });
 
+  it('answers a check (is plain HTTP reaching the server?) with ok and opens no session', async () => {
+    const before = await health(server.port);
+    const checked = await postJson(url, { op: 'check' });
+    expect(checked).toMatchObject({ status: 200, body: { ok: true } });
+    expect(checked.headers.get('cache-control')).toBe('no-store');
+    expect((await health(server.port)).connections).toBe(before.connections);
+    expect(await postJson(url, { op: 'check', sid: 'x' })).toMatchObject({ status: 200, body: { ok: true } });
+  });
+
   it('answers OPTIONS /ws with 204 and the preflight headers; GET /ws without Upgrade is not long polling', async () => {
     const res = await fetch(url, { method: 'OPTIONS', headers: { origin: 'https://elsewhere.example', 'access-control-request-method': 'POST' } });
     expect(res.status).toBe(204);

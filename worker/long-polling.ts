@@ -33,6 +33,30 @@ export function longPollingUrl(url: string): string {
   return parsed.toString();
 }
 
+/**
+ * Whether the server answers plain HTTP now (`{"op":"check"}`, no session): asked after a
+ * WebSocket failed, it tells "WebSockets are blocked here" from "the network is down".
+ */
+export async function httpReachable(url: string, timeoutMs = 4000): Promise<boolean> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    const response = await fetch(longPollingUrl(url), {
+      method: 'POST',
+      body: '{"op":"check"}',
+      headers: { 'content-type': 'text/plain;charset=UTF-8' },
+      cache: 'no-store',
+      credentials: 'omit',
+      signal: controller.signal,
+    });
+    return response.ok && ((await response.json()) as { ok?: unknown }).ok === true;
+  } catch {
+    return false; // unreachable (or not a Tether server): the answer is no
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** UTF-8 length of a string without encoding it. */
 function utf8Length(text: string): number {
   let bytes = text.length;

@@ -32,111 +32,147 @@ class FakeSocket extends EventTarget {
 /** An unreachable server: a long-polling attempt fails at once (and is not looked at). */
 const URL = 'ws://127.0.0.1:9/ws';
 
-function choice(transports?: TransportKind[]): { choice: TransportChoice; upgrades: number[]; attempt: () => TransportKind } {
+interface Made {
+  choice: TransportChoice;
+  upgrades: number[];
+  attempt: () => TransportKind;
+  /** Ends the current attempt and lets the reachability check answer. */
+  end: (planned: boolean) => Promise<void>;
+  /** What the reachability check answers (plain HTTP to the server works). */
+  http: { reachable: boolean };
+}
+
+function choice(transports?: TransportKind[]): Made {
   const upgrades: number[] = [];
-  const c = new TransportChoice({ WebSocket: FakeSocket as unknown as WebSocketClass, transports, upgrade: () => upgrades.push(Date.now()) });
+  const http = { reachable: true };
+  const c = new TransportChoice({ WebSocket: FakeSocket as unknown as WebSocketClass, transports, upgrade: () => upgrades.push(Date.now()), reachable: async () => http.reachable });
   return {
     choice: c,
     upgrades,
+    http,
     attempt: () => {
       new c.socketClass(URL);
       return c.current;
+    },
+    end: async (planned) => {
+      c.ended(planned);
+      for (let i = 0; i < 5; i++) await Promise.resolve();
     },
   };
 }
 
 beforeEach(() => {
   FakeSocket.made = [];
+  // Probe delays are jittered ±20%: fixed here, so "further apart" compares the schedule, not luck.
+  vi.spyOn(Math, 'random').mockReturnValue(0.5);
   vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
 });
-afterEach(() => vi.useRealTimers());
+afterEach(() => {
+  vi.useRealTimers();
+  vi.restoreAllMocks();
+});
 
 describe('which transport an attempt uses', () => {
-  it('WebSocket first; long polling after two failed WebSocket attempts in a row, not after one', () => {
-    const { choice: c, attempt } = choice();
+  it('WebSocket first; long polling after two failed WebSocket attempts in a row, not after one', async () => {
+    const { end, attempt } = choice();
     expect(attempt()).toBe('websocket');
-    c.ended(false);
+    await end(false);
     expect(attempt()).toBe('websocket');
-    c.ended(false);
+    await end(false);
     expect(attempt()).toBe('long-polling');
   });
 
-  it('an attempt ended several times counts once; a planned end (another token) counts never', () => {
-    const { choice: c, attempt } = choice();
+  it('an attempt ended several times counts once; a planned end (another token) counts never', async () => {
+    const { end, attempt } = choice();
     attempt();
-    c.ended(false);
-    c.ended(false);
-    c.ended(false);
+    await end(false);
+    await end(false);
+    await end(false);
     expect(attempt()).toBe('websocket');
-    c.ended(true);
+    await end(true);
     expect(attempt()).toBe('websocket');
-    c.ended(true);
+    await end(true);
     expect(attempt()).toBe('websocket');
   });
 
-  it('a WebSocket killed within seconds of coming online counts as failed; one that stayed resets the count', () => {
-    const { choice: c, attempt } = choice();
+  it('a WebSocket killed within seconds of coming online counts as failed; one that stayed resets the count', async () => {
+    const { choice: c, end, attempt } = choice();
     attempt();
     c.online();
     vi.advanceTimersByTime(1000);
-    c.ended(false);
+    await end(false);
     attempt();
     c.online();
     vi.advanceTimersByTime(6000); // stable: the network lets WebSockets through
-    c.ended(false);
+    await end(false);
     expect(attempt()).toBe('websocket');
     c.online();
     vi.advanceTimersByTime(500);
-    c.ended(false);
+    await end(false);
     expect(attempt()).toBe('websocket'); // one failure since the stable one
-    c.ended(false);
+    await end(false);
     expect(attempt()).toBe('long-polling');
   });
 
-  it('long polling failing too (the network is down) gives the WebSocket a turn, then long polling again', () => {
-    const { choice: c, attempt } = choice();
+  it('long polling failing too (the network is down) gives the WebSocket a turn, then long polling again', async () => {
+    const { choice: c, end, attempt } = choice();
     attempt();
-    c.ended(false);
+    await end(false);
     attempt();
-    c.ended(false);
+    await end(false);
     expect(attempt()).toBe('long-polling');
-    c.ended(false);
+    await end(false);
     expect(attempt()).toBe('websocket');
-    c.ended(false);
+    await end(false);
     expect(attempt()).toBe('long-polling');
     c.online();
     vi.advanceTimersByTime(10_000);
-    c.ended(false); // a long-polling connection that lasted: stay on it (WebSockets were blocked)
+    await end(false); // a long-polling connection that lasted: stay on it (WebSockets were blocked)
     expect(attempt()).toBe('long-polling');
   });
 
-  it('forced transports are kept to', () => {
+  it('an outage (plain HTTP does not reach the server either) never sends the link to long polling', async () => {
+    const { end, attempt, http } = choice();
+    http.reachable = false;
+    for (let i = 0; i < 6; i++) {
+      expect(attempt()).toBe('websocket');
+      await end(false);
+    }
+    http.reachable = true; // the network is back, WebSockets refused
+    expect(attempt()).toBe('websocket');
+    await end(false);
+    expect(attempt()).toBe('websocket');
+    await end(false);
+    expect(attempt()).toBe('long-polling');
+  });
+
+  it('forced transports are kept to', async () => {
     const ws = choice(['websocket']);
     for (let i = 0; i < 5; i++) {
       expect(ws.attempt()).toBe('websocket');
-      ws.choice.ended(false);
+      await ws.end(false);
     }
     const lp = choice(['long-polling']);
     expect(lp.attempt()).toBe('long-polling');
-    lp.choice.ended(false);
+    await lp.end(false);
     expect(lp.attempt()).toBe('long-polling');
   });
 });
 
 describe('back to WebSockets', () => {
-  function onLongPolling() {
+  async function onLongPolling() {
     const made = choice();
     made.attempt();
-    made.choice.ended(false);
+    await made.end(false);
     made.attempt();
-    made.choice.ended(false);
+    await made.end(false);
     expect(made.attempt()).toBe('long-polling');
     made.choice.online();
     return made;
   }
 
-  it('a probe socket that opens and stays open moves the link back (and the next attempt is a WebSocket)', () => {
-    const { choice: c, upgrades, attempt } = onLongPolling();
+  it('a probe socket that opens and stays open moves the link back (and the next attempt is a WebSocket)', async () => {
+    const { choice: c, end, upgrades, attempt } = await onLongPolling();
     const before = FakeSocket.made.length;
     vi.advanceTimersByTime(3700);
     expect(FakeSocket.made.length).toBe(before + 1);
@@ -147,12 +183,12 @@ describe('back to WebSockets', () => {
     vi.advanceTimersByTime(2);
     expect(upgrades).toHaveLength(1);
     expect(probe.closedWith).toBe(1000);
-    c.ended(true);
+    await end(true);
     expect(attempt()).toBe('websocket');
   });
 
-  it('a WebSocket that gets through the probe but dies within seconds sends the link back at once, and the next probe waits longer (no flapping)', () => {
-    const { choice: c, upgrades, attempt } = onLongPolling();
+  it('a WebSocket that gets through the probe but dies within seconds sends the link back at once, and the next probe waits longer (no flapping)', async () => {
+    const { choice: c, end, upgrades, attempt } = await onLongPolling();
     const probeAfter: number[] = [];
     for (let round = 0; round < 3; round++) {
       const since = Date.now();
@@ -165,11 +201,11 @@ describe('back to WebSockets', () => {
       FakeSocket.made.at(-1)!.open();
       vi.advanceTimersByTime(1001);
       expect(upgrades).toHaveLength(round + 1);
-      c.ended(true);
+      await end(true);
       expect(attempt()).toBe('websocket');
       c.online();
       vi.advanceTimersByTime(2000); // killed by the network 2 s after its welcome
-      c.ended(false);
+      await end(false);
       expect(attempt()).toBe('long-polling'); // one failure is enough after a probe
       c.online();
     }
@@ -177,8 +213,8 @@ describe('back to WebSockets', () => {
     expect(probeAfter[2]!).toBeGreaterThan(probeAfter[1]! * 1.1);
   });
 
-  it('a probe killed right after opening does not move the link; probes go on, further apart', () => {
-    const { upgrades } = onLongPolling();
+  it('a probe killed right after opening does not move the link; probes go on, further apart', async () => {
+    const { upgrades } = await onLongPolling();
     const times: number[] = [];
     const start = Date.now();
     for (let i = 0; i < 4; i++) {
@@ -198,11 +234,11 @@ describe('back to WebSockets', () => {
     expect(gaps[2]!).toBeGreaterThan(gaps[0]!);
   });
 
-  it('no probe once the link is offline (the probe is closed with it)', () => {
-    const { choice: c } = onLongPolling();
+  it('no probe once the link is offline (the probe is closed with it)', async () => {
+    const { end } = await onLongPolling();
     vi.advanceTimersByTime(3700);
     const probe = FakeSocket.made.at(-1)!;
-    c.ended(false);
+    await end(false);
     expect(probe.closedWith).toBe(1000);
     const count = FakeSocket.made.length;
     vi.advanceTimersByTime(60_000);

@@ -7,7 +7,7 @@
  * under its sequence numbers, subscriptions resume from their offsets), so the guarantees do not
  * depend on the transport.
  */
-import { LongPollingSocket } from './long-polling.js';
+import { httpReachable, LongPollingSocket } from './long-polling.js';
 
 import type { TransportKind } from './api.js';
 
@@ -34,6 +34,8 @@ export interface TransportChoiceOptions {
   transports?: readonly TransportKind[] | undefined;
   /** A WebSocket got through while on long polling: reconnect now (it will be a WebSocket). */
   upgrade: () => void;
+  /** Whether the server answers plain HTTP now. @default a `check` request (long-polling.ts) */
+  reachable?: (url: string) => Promise<boolean>;
 }
 
 export class TransportChoice {
@@ -43,6 +45,9 @@ export class TransportChoice {
   private webSocketFailures = 0;
   private onlineSince = 0;
   private attemptEnded = false;
+  /** Attempts made so far, and the last one whose failure was counted (checks answer out of order). */
+  private attempts = 0;
+  private failuresCounted = 0;
   private probeDelay = PROBE_FIRST_MS;
   private probeTimer: ReturnType<typeof setTimeout> | undefined;
   private probe: WebSocket | undefined;
@@ -62,6 +67,7 @@ export class TransportChoice {
       this.current = this.next();
       this.onlineSince = 0;
       this.attemptEnded = false;
+      this.attempts++;
       this.lastUrl = url;
       if (this.current === 'long-polling' || !this.WebSocketImpl) {
         this.current = 'long-polling';
@@ -114,7 +120,18 @@ export class TransportChoice {
         this.webSocketFailures = 0;
         // Only a WebSocket that lasted proves the network lets them through: probes start over.
         this.probeDelay = PROBE_FIRST_MS;
-      } else if (++this.webSocketFailures >= FAILURES_BEFORE_FALLBACK) this.prefer = 'long-polling';
+      } else if (this.allowed.includes('long-polling')) {
+        // A failure counts only if plain HTTP reaches the server meanwhile: WebSockets are blocked
+        // here. A network that is down (or a server that is) never sends the link to long polling,
+        // so after an outage it comes back on a WebSocket.
+        const url = this.lastUrl;
+        const attempt = this.attempts;
+        void (url === undefined ? Promise.resolve(false) : (this.options.reachable ?? httpReachable)(url)).then((reachable) => {
+          if (!reachable || this.closed || this.failuresCounted >= attempt) return;
+          this.failuresCounted = attempt;
+          if (++this.webSocketFailures >= FAILURES_BEFORE_FALLBACK) this.prefer = 'long-polling';
+        });
+      }
     } else if (!stable) {
       // Long polling did not work either (the network is down, or the server): give the
       // WebSocket a turn, so whichever gets through first when it comes back wins.
