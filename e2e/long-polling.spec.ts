@@ -49,6 +49,18 @@ for (const policy of ['refuse', 'kill'] as const) {
   });
 }
 
+test('the demo with ?transports=long-polling runs over long polling and says so', async ({ browser, server }) => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${server.httpUrl}/?transports=long-polling`);
+  await waitForConnection(page, 'online');
+  expect(await transportOf(page)).toBe('long-polling');
+  await expect(page.locator('#transport')).toHaveText('over long polling');
+  await page.getByRole('button', { name: 'Call' }).click();
+  await expect(page.locator('#rpc-result')).toHaveText('"Hello, world!"');
+  await context.close();
+});
+
 test('cut while on long polling: writes made offline are delivered once, in order; a subscriber misses nothing', async ({ browser, openTab, network, server }) => {
   network.upgradesWill('refuse');
   const { cl, cw, lp, watcher } = await longPollingAndWebSocket(browser, openTab);

@@ -42,7 +42,8 @@ describe('where WebSockets are blocked', { timeout: 60_000 }, () => {
       const wsTab = ws.attach();
       await eventually(() => ws.status(wsTab).connection === 'online');
       expect(ws.status(wsTab).transport).toBe('websocket');
-      const [atLp, atWs]: ChannelDelivery[][] = [[], []];
+      const atLp: ChannelDelivery[] = [];
+      const atWs: ChannelDelivery[] = [];
       await lp.connection.subscribe(tab.tabId, 's1', 'test', (d) => void atLp.push(d));
       await ws.connection.subscribe(wsTab.tabId, 's2', 'test', (d) => void atWs.push(d));
       await eventually(() => atLp.some((d) => d.kind === 'subscribed') && atWs.some((d) => d.kind === 'subscribed'));

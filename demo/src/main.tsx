@@ -8,7 +8,9 @@ const url = new URLSearchParams(location.search).get('ws') ?? `${location.protoc
 // The npm build finds its worker next to itself; an app bundle hosts it at a path of its own.
 // `?mode=leader-election` runs it as on a browser without SharedWorker (one tab holds the socket).
 const mode = new URLSearchParams(location.search).get('mode') === 'leader-election' ? 'leader-election' : 'auto';
-const client = connect({ url, workerUrl: '/tether-worker.js', mode });
+// `?transports=long-polling` carries it over HTTP long polling, as where WebSockets are blocked.
+const forced = new URLSearchParams(location.search).get('transports') === 'long-polling';
+const client = connect({ url, workerUrl: '/tether-worker.js', mode, ...(forced ? { transports: ['long-polling' as const] } : {}) });
 
 // The offline app shell: the page, /tether.js and the worker come from the cache without a network.
 registerSW({ immediate: true });
