@@ -38,22 +38,41 @@ export function longPollingUrl(url: string): string {
  * WebSocket failed, it tells "WebSockets are blocked here" from "the network is down".
  */
 export async function httpReachable(url: string, timeoutMs = 4000): Promise<boolean> {
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), timeoutMs);
   try {
-    const response = await fetch(longPollingUrl(url), {
+    const answer = await postText(longPollingUrl(url), '{"op":"check"}', timeoutMs);
+    return answer.ok && (JSON.parse(answer.text) as { ok?: unknown }).ok === true;
+  } catch {
+    return false; // unreachable (or not a Tether server): the answer is no
+  }
+}
+
+/**
+ * Posts one long-polling request and reads its answer whole. `timeoutMs` bounds the wait for the
+ * answer's headers only: a large answer on a slow link may take longer to read (a link that
+ * stalls is found by the heartbeat, whose reconnect aborts the read through `abortWith`).
+ */
+async function postText(endpoint: string, body: string, timeoutMs: number, abortWith?: AbortSignal): Promise<Answer> {
+  // One controller for both reasons to stop (AbortSignal.any is missing in Safari < 17.4 and Firefox ESR 115).
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  abortWith?.addEventListener('abort', stop, { once: true });
+  let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(stop, timeoutMs);
+  try {
+    // text/plain: a CORS "simple" request, no preflight round trip to another origin.
+    const response = await fetch(endpoint, {
       method: 'POST',
-      body: '{"op":"check"}',
+      body,
       headers: { 'content-type': 'text/plain;charset=UTF-8' },
       cache: 'no-store',
       credentials: 'omit',
       signal: controller.signal,
     });
-    return response.ok && ((await response.json()) as { ok?: unknown }).ok === true;
-  } catch {
-    return false; // unreachable (or not a Tether server): the answer is no
+    clearTimeout(timer);
+    timer = undefined;
+    return { ok: response.ok, status: response.status, text: await response.text() };
   } finally {
     clearTimeout(timer);
+    abortWith?.removeEventListener('abort', stop);
   }
 }
 
@@ -199,35 +218,10 @@ export class LongPollingSocket {
     this.emit({ type: 'close', code, reason, wasClean });
   }
 
-  /**
-   * Posts one request. `timeoutMs` bounds the wait for the answer's headers only: a large answer
-   * on a slow link may take longer to read (a link that stalls is found by the heartbeat, whose
-   * reconnect closes this socket and aborts the read).
-   */
-  private async post(envelope: Record<string, unknown>, frames: string[], timeoutMs: number, bound = true): Promise<Answer> {
+  /** Posts an envelope (and frames); `bound`: aborted when this socket closes. */
+  private post(envelope: Record<string, unknown>, frames: string[], timeoutMs: number, bound = true): Promise<Answer> {
     const body = frames.length === 0 ? JSON.stringify(envelope) : `${JSON.stringify(envelope)}\n${frames.join('\n')}`;
-    // One controller for both reasons to stop (AbortSignal.any is missing in Safari < 17.4 and Firefox ESR 115).
-    const controller = new AbortController();
-    const stop = () => controller.abort();
-    if (bound) this.aborter.signal.addEventListener('abort', stop, { once: true });
-    let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(stop, timeoutMs);
-    try {
-      // text/plain: a CORS "simple" request, no preflight round trip to another origin.
-      const response = await fetch(this.endpoint, {
-        method: 'POST',
-        body,
-        headers: { 'content-type': 'text/plain;charset=UTF-8' },
-        cache: 'no-store',
-        credentials: 'omit',
-        signal: controller.signal,
-      });
-      clearTimeout(timer);
-      timer = undefined;
-      return { ok: response.ok, status: response.status, text: await response.text() };
-    } finally {
-      clearTimeout(timer);
-      this.aborter.signal.removeEventListener('abort', stop);
-    }
+    return postText(this.endpoint, body, timeoutMs, bound ? this.aborter.signal : undefined);
   }
 
   private async start(): Promise<void> {
