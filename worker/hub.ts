@@ -20,16 +20,15 @@ export class Hub implements WorkerApi {
     this.detach(tabId); // a re-attach replaces the old registration
     // One connection per URL: two would share one outbox and client id and send the same writes.
     // The first tab's choice of transports holds until the connection closes.
-    const key = url;
-    let connection = this.connections.get(key);
+    let connection = this.connections.get(url);
     if (!connection) {
       connection = new ServerConnection(url, { ...this.deps, ...(transports === undefined ? {} : { transports }) });
-      this.connections.set(key, connection);
+      this.connections.set(url, connection);
     } else if (String(connection.transports ?? '') !== String(transports ?? '')) {
       (this.deps.warn ?? console.warn)(`[tether] ${url}: this tab asked for transports ${JSON.stringify(transports ?? 'default')}, but the connection other tabs opened uses ${JSON.stringify(connection.transports ?? 'default')}; it is kept (one connection per server URL)`);
     }
     connection.add({ ...registration, onStatus, getToken, onPublished });
-    this.tabUrls.set(tabId, key);
+    this.tabUrls.set(tabId, url);
     void navigator.locks.request(lockName, async () => this.detach(tabId));
     return Comlink.proxy(this.tabApi(tabId));
   }
@@ -64,12 +63,11 @@ export class Hub implements WorkerApi {
   }
 
   detach(tabId: string): void {
-    const key = this.tabUrls.get(tabId);
     const connection = this.connectionOf(tabId);
     this.tabUrls.delete(tabId);
-    if (key !== undefined && connection?.remove(tabId)) {
+    if (connection?.remove(tabId)) {
       connection.close();
-      this.connections.delete(key);
+      this.connections.delete(connection.url);
     }
   }
 

@@ -45,6 +45,8 @@ export class TransportChoice {
   private webSocketFailures = 0;
   private onlineSince = 0;
   private attemptEnded = false;
+  /** The URL of the last attempt: probes and reachability checks go there. */
+  private lastUrl: string | undefined;
   /** Attempts made so far, and the last one whose failure was counted (checks answer out of order). */
   private attempts = 0;
   private failuresCounted = 0;
@@ -192,9 +194,6 @@ export class TransportChoice {
     // A refused probe also reports an error; its close says the same (and `ws` throws on an unheard error).
     probe.addEventListener('error', () => undefined);
   }
-
-  /** The URL probes go to (the link's). */
-  lastUrl: string | undefined;
 
   private stopProbe(): void {
     clearTimeout(this.probeTimer);
