@@ -149,6 +149,30 @@ export const HistoryRequest = v.strictObject({
 
 export { MAX_WRITE_BATCH, WRITES_PER_RATE_TOKEN } from './constants.js';
 
+/** The largest presence state a connection may set, as JSON text. */
+export const PRESENCE_STATE_MAX_BYTES = 1024;
+/** Tabs one connection may count on one channel's presence. */
+export const PRESENCE_MAX_TABS = 1000;
+
+/**
+ * This connection's presence on `channel` (join, update, leave): how many of its tabs are there,
+ * and the app's state of its user there (typing, cursor…; the latest any of its tabs set).
+ * `tabs: 0` leaves. Not durable, not numbered: the latest frame wins. Needs the channel's
+ * subscribe grant; refused with `error` carrying `presence: channel`. A connection that has
+ * joined receives the channel's `presence` members after every change.
+ */
+export const PresenceSet = v.strictObject({
+  type: v.literal('presence'),
+  channel: ChannelName,
+  tabs: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(PRESENCE_MAX_TABS)),
+  state: v.optional(
+    v.pipe(
+      v.unknown(),
+      v.check((state) => (JSON.stringify(state) ?? '').length <= PRESENCE_STATE_MAX_BYTES, `presence state is at most ${PRESENCE_STATE_MAX_BYTES} bytes of JSON`),
+    ),
+  ),
+});
+
 /** One queued write, as sent alone or inside `writes`. */
 export const WriteMessage = v.variant('type', [Publish, Transact, Skip]);
 
@@ -163,7 +187,7 @@ export const WriteBatch = v.strictObject({
   writes: v.pipe(v.array(WriteMessage), v.minLength(1), v.maxLength(MAX_WRITE_BATCH)),
 });
 
-export const ClientMessage = v.variant('type', [Handshake, Ping, RpcRequest, Publish, Subscribe, Unsubscribe, Transact, DocOpen, DocClose, Skip, HistoryRequest, WriteBatch]);
+export const ClientMessage = v.variant('type', [Handshake, Ping, RpcRequest, Publish, Subscribe, Unsubscribe, Transact, DocOpen, DocClose, Skip, HistoryRequest, WriteBatch, PresenceSet]);
 
 // ---- server → client -------------------------------------------------------------------
 
@@ -283,6 +307,8 @@ export const ErrorMessage = v.strictObject({
   seq: v.optional(Seq),
   channel: v.optional(ChannelName),
   doc: v.optional(ChannelName),
+  /** The channel whose presence was refused (`forbidden`, `limit_exceeded`). */
+  presence: v.optional(ChannelName),
   code: v.picklist(ERROR_CODES),
   message: v.string(),
 });
@@ -309,7 +335,35 @@ export const Answers = v.strictObject({
   answers: v.array(v.variant('type', [Ack, Conflict, ErrorMessage])),
 });
 
-export const ServerMessage = v.variant('type', [Welcome, Pong, RpcResult, Ack, Subscribed, ChannelEvent, Reset, Conflict, DocState, ErrorMessage, Answers]);
+/** Members a `presence` frame lists at most (`total` counts them all). */
+export const PRESENCE_MAX_MEMBERS = 500;
+
+/**
+ * One person on a channel's presence: a user (token `sub`), or in development mode one anonymous
+ * browser (`id` is then `client:<clientId>`), with how many tabs and browsers (connections of
+ * distinct client ids) they have there.
+ */
+export const PresenceMember = v.strictObject({
+  id: v.string(),
+  user: v.nullable(v.string()),
+  tabs: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  devices: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  /** The state most recently set by any of their tabs (null: none). */
+  state: v.unknown(),
+  /** When they joined (server clock, ms since the epoch). */
+  since: v.number(),
+});
+
+/** A channel's presence after a change (or on joining): every member, oldest first. */
+export const PresenceMembers = v.strictObject({
+  type: v.literal('presence'),
+  channel: ChannelName,
+  members: v.array(PresenceMember),
+  /** Members in all (`members` holds the first PRESENCE_MAX_MEMBERS). */
+  total: v.pipe(v.number(), v.integer(), v.minValue(0)),
+});
+
+export const ServerMessage = v.variant('type', [Welcome, Pong, RpcResult, Ack, Subscribed, ChannelEvent, Reset, Conflict, DocState, ErrorMessage, Answers, PresenceMembers]);
 
 export type Handshake = v.InferOutput<typeof Handshake>;
 export type Ping = v.InferOutput<typeof Ping>;
@@ -340,3 +394,6 @@ export type ChannelEvent = v.InferOutput<typeof ChannelEvent>;
 export type Reset = v.InferOutput<typeof Reset>;
 export type ErrorMessage = v.InferOutput<typeof ErrorMessage>;
 export type ServerMessage = v.InferOutput<typeof ServerMessage>;
+export type PresenceSet = v.InferOutput<typeof PresenceSet>;
+export type PresenceMember = v.InferOutput<typeof PresenceMember>;
+export type PresenceMembers = v.InferOutput<typeof PresenceMembers>;

@@ -90,8 +90,80 @@ export type ChannelBatchListener = (deliveries: ChannelDelivery[]) => void;
  * still running (a deploy while tabs are open): it asks, and uses only what the worker has.
  *   1 — (no `apiVersion` method) the first API
  *   2 — `publishMany`; `subscribe(…, batched)`; `transact(…, local)` and `DocSnapshot.seen`
+ *   3 — `presenceJoin` / `presenceSet` / `presenceLeave`; `inspect` / `stopInspect`
  */
-export const TAB_API_VERSION = 2;
+export const TAB_API_VERSION = 3;
+
+/** One person on a channel's presence, as a tab sees it (protocol `PresenceMember`, plus `self`). */
+export interface PresenceMember {
+  /** The user (token `sub`); in development mode `client:<clientId>`, one per anonymous browser. */
+  id: string;
+  user: string | null;
+  /** Their tabs on the channel, over all their browsers. */
+  tabs: number;
+  /** Their browsers (devices) on the channel. */
+  devices: number;
+  /** The state most recently set by any of their tabs (`presence.set`), or null. */
+  state: unknown;
+  /** When they joined (server clock, ms since the epoch). */
+  since: number;
+  /** This member is the user of the tab that reads it. */
+  self: boolean;
+}
+
+/** What a tab's presence store holds. */
+export interface PresenceSnapshot {
+  channel: string;
+  /** The server has confirmed this connection's join and sent the members (false offline, or before). */
+  joined: boolean;
+  /** One entry per person, oldest first. Kept as last known while offline. */
+  members: PresenceMember[];
+  /** Members in all (more than `members.length` only on very large channels). */
+  total: number;
+  /** Why presence is refused (`forbidden`: no subscribe grant on the channel), or null. */
+  error: ErrorShape | null;
+}
+
+export type PresenceListener = (snapshot: PresenceSnapshot) => void;
+
+/** One write in the outbox, as the inspector shows it. */
+export interface InspectedWrite {
+  seq: number | null;
+  kind: 'publish' | 'transact';
+  /** The channel (publish) or document (transact). */
+  target: string;
+  createdAt: number;
+  /** How many times it was sent to a server (0: not yet). */
+  attempts: number;
+  bytes: number;
+}
+
+/** What the worker holds for one server URL, as `client.inspect()` shows it. */
+export interface Inspection {
+  /** When this snapshot was taken (ms since the epoch). */
+  at: number;
+  url: string;
+  mode: HostMode;
+  connection: ConnectionState;
+  transport: TransportKind | null;
+  /** The user of the socket (token `sub`; '' anonymous; null before any handshake). */
+  user: string | null;
+  clientId: string | null;
+  /** The server's session id of the current connection (null offline). */
+  session: string | null;
+  lastSyncAt: number | null;
+  error: ErrorShape | null;
+  tabs: number;
+  /** Per user (a browser may hold writes of several), oldest first. */
+  outbox: { user: string; writes: InspectedWrite[] }[];
+  subscriptions: { channel: string; offset: number | null; epoch: string | null; tabs: number; live: boolean }[];
+  documents: { doc: string; version: number; pending: number; conflicts: number; synced: boolean; tabs: number }[];
+  presence: { channel: string; tabs: number; members: number; joined: boolean }[];
+  /** The worker's last log lines, oldest first (at most a few hundred). */
+  log: { at: number; level: 'debug' | 'info' | 'warn' | 'error'; message: string }[];
+}
+
+export type InspectListener = (inspection: Inspection) => void;
 
 /** A write still waiting for the server's acknowledgement. */
 export type PendingWrite = { seq: number; createdAt: number } & (
@@ -192,6 +264,17 @@ export interface TabApi {
   ): Promise<Outcome<TransactOutcome>>;
   /** Forgets the conflicts reported on a document. */
   clearConflicts(doc: string): Promise<void>;
+  /**
+   * Joins `channel`'s presence from this tab (version 3); the listener gets the members now and
+   * after every change. `id` names this join for `presenceSet`/`presenceLeave`.
+   */
+  presenceJoin(id: string, channel: string, listener: PresenceListener): Promise<Outcome<null>>;
+  /** Sets the presence state of this tab's user on the join's channel (JSON, at most 1 KB). */
+  presenceSet(id: string, state: unknown): Promise<Outcome<null>>;
+  presenceLeave(id: string): void;
+  /** Sends what the worker holds to `listener` now and after every change, at most every 250 ms (version 3). */
+  inspect(listener: InspectListener): Promise<Outcome<null>>;
+  stopInspect(): void;
   /** Unregisters the tab and releases what it held (idempotent). */
   detach(): void;
 }
