@@ -67,14 +67,19 @@ export class Presence {
     entry.joins.add(id);
     entry.error = null;
     this.schedule(channel, entry);
-    listener(this.snapshot(channel, entry));
+    deliver(listener, this.snapshot(channel, entry));
     return { ok: true, value: null };
   }
 
   set(id: string, state: unknown): Outcome<null> {
     const join = this.joins.get(id);
     if (!join) return { ok: false, error: { code: 'closed', message: 'this presence was left; join the channel again' } };
-    const json = JSON.stringify(state ?? null);
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(state ?? null);
+    } catch (cause) {
+      return { ok: false, error: { code: 'invalid_argument', message: `presence state must be JSON (${String(cause)})` } };
+    }
     if (json === undefined) return { ok: false, error: { code: 'invalid_argument', message: 'presence state must be JSON' } };
     if (json.length > PRESENCE_STATE_MAX_BYTES) {
       return { ok: false, error: { code: 'message_too_big', message: `presence state is ${json.length} bytes of JSON; at most ${PRESENCE_STATE_MAX_BYTES}` } };
@@ -221,13 +226,17 @@ export class Presence {
     const snapshot = this.snapshot(channel, entry);
     for (const id of entry.joins) {
       const join = this.joins.get(id);
-      if (!join) continue;
-      try {
-        void Promise.resolve(join.listener(snapshot)).catch(() => {});
-      } catch {
-        // A tab that went away: its lock release detaches it.
-      }
+      if (join) deliver(join.listener, snapshot);
     }
     this.deps.changed?.();
+  }
+}
+
+/** Calls a tab's listener (a Comlink proxy): a tab that went away is detached by its lock, not here. */
+function deliver(listener: PresenceListener, snapshot: PresenceSnapshot): void {
+  try {
+    void Promise.resolve(listener(snapshot)).catch(() => {});
+  } catch {
+    // the tab is gone; its lock's release removes it
   }
 }
