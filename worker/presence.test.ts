@@ -99,9 +99,17 @@ describe('worker presence', () => {
     await vi.advanceTimersByTimeAsync(TAB_GONE_DELAY_MS / 2);
     presence.join('tab1b', 'a3', 'room', () => {}); // the reloaded page joins again
     await vi.advanceTimersByTimeAsync(100);
-    // Still two tabs, never one: the departed one counted until its delay, plus the new one = 3 at most.
-    expect(sent.slice(count).every((m) => m.tabs >= 2)).toBe(true);
     await vi.advanceTimersByTimeAsync(TAB_GONE_DELAY_MS);
+    // The reload neither dipped nor raised the count: nothing was sent at all.
+    expect(sent.length).toBe(count);
+    // A tab closed for good counts until its delay ends, then not.
+    presence.removeTab('tab2');
+    await vi.advanceTimersByTimeAsync(TAB_GONE_DELAY_MS - 100);
+    expect(sent.length).toBe(count);
+    await vi.advanceTimersByTimeAsync(200);
+    expect(sent.at(-1)).toMatchObject({ tabs: 1 });
+    presence.join('tab2b', 'b', 'room', () => {});
+    await vi.advanceTimersByTimeAsync(100);
     expect(sent.at(-1)).toMatchObject({ tabs: 2 });
     presence.leave('b');
     await vi.advanceTimersByTimeAsync(100);

@@ -29,8 +29,11 @@ interface Join {
 
 interface Channel {
   joins: Set<string>;
-  /** Joins counted although their tab is gone, until the delay ends (see TAB_GONE_DELAY_MS). */
-  departing: number;
+  /**
+   * The counts shown when tabs went away, each kept as a floor until its delay ends (see
+   * TAB_GONE_DELAY_MS): a reloading tab's replacement fills its place, with no dip and no rise.
+   */
+  floors: number[];
   /** What the server last confirmed, shown to the tabs. */
   members: PresenceMembers['members'];
   total: number;
@@ -57,11 +60,11 @@ export class Presence {
   constructor(private readonly deps: PresenceDeps) {}
 
   join(tabId: string, id: string, channel: string, listener: PresenceListener): Outcome<null> {
-    this.leave(id, false);
+    this.leave(id);
     this.joins.set(id, { tabId, channel, listener, state: null, setAt: 0 });
     let entry = this.channels.get(channel);
     if (!entry) {
-      entry = { joins: new Set(), departing: 0, members: [], total: 0, joined: false, error: null, sent: undefined, timer: undefined };
+      entry = { joins: new Set(), floors: [], members: [], total: 0, joined: false, error: null, sent: undefined, timer: undefined };
       this.channels.set(channel, entry);
     }
     entry.joins.add(id);
@@ -91,8 +94,8 @@ export class Presence {
     return { ok: true, value: null };
   }
 
-  /** `departed`: the tab went away (not `leave()`): it counts a little longer. */
-  leave(id: string, departed = false): void {
+  /** Leaves at once (the tab called `leave()`). */
+  leave(id: string): void {
     const join = this.joins.get(id);
     if (!join) return;
     this.joins.delete(id);
@@ -100,27 +103,27 @@ export class Presence {
     const entry = this.channels.get(join.channel);
     if (!entry) return;
     entry.joins.delete(id);
-    if (departed) {
-      entry.departing++;
-      setTimeout(() => {
-        entry.departing--;
-        this.schedule(join.channel, entry);
-      }, TAB_GONE_DELAY_MS);
-      // The state it set goes at once: the user is no longer typing in a closed tab.
-      if (join.setAt > 0) this.schedule(join.channel, entry);
-      return;
-    }
     this.schedule(join.channel, entry);
   }
 
+  /**
+   * The tab went away (closed, reloading, crashed): its joins go, but each channel keeps showing
+   * the count it had for TAB_GONE_DELAY_MS, so a reloading tab's replacement fills its place
+   * (no dip, no rise). The state it set goes at once: nobody is typing in a closed tab.
+   */
   removeTab(tabId: string): void {
     const gone = [...this.joins].filter(([, join]) => join.tabId === tabId);
-    // One departed tab per channel, however many joins it had there.
-    const counted = new Set<string>();
-    for (const [id, join] of gone) {
-      this.leave(id, !counted.has(join.channel));
-      counted.add(join.channel);
+    for (const channel of new Set(gone.map(([, join]) => join.channel))) {
+      const entry = this.channels.get(channel);
+      if (!entry) continue;
+      const floor = this.tabsOf(entry);
+      entry.floors.push(floor);
+      setTimeout(() => {
+        entry.floors.splice(entry.floors.indexOf(floor), 1);
+        this.schedule(channel, entry);
+      }, TAB_GONE_DELAY_MS);
     }
+    for (const [id] of gone) this.leave(id);
   }
 
   /** A new connection knows nothing of this one's presence: join again. */
@@ -182,7 +185,7 @@ export class Presence {
   }
 
   private flush(channel: string, entry: Channel): void {
-    const tabs = this.tabsOf(entry) + entry.departing;
+    const tabs = Math.max(this.tabsOf(entry), ...entry.floors);
     let latest: Join | undefined;
     for (const id of entry.joins) {
       const join = this.joins.get(id);
