@@ -176,7 +176,7 @@ export function createMetrics(): ServerMetrics {
 
   const closeCodes = [...new Set(Object.values(CloseCode))];
   const closes = new FixedCounter(registry, `${p}server_closes_total`,
-    'Connections the server closed, by close code (PROTOCOL.md): 4000–4002 are refused handshakes (no handshake first, bad token, wrong version), 4003/4004 silent clients, 4005 junk, 4006 slow consumers, 4007 rate limits, 1009 oversized frames, 1001 shutdown, 1011 events DB failures. Closes by clients are not counted.',
+    'Connections the server closed, by close code (PROTOCOL.md): 4000 no handshake first, 4001 unauthorized (a bad, expired or revoked token, or /api/disconnect), 4002 protocol version, 4003/4004 silent clients, 4005 junk, 4006 slow consumers, 4007 rate limits, 1009 oversized frames, 1001 shutdown, 1011 events DB failures. Closes by clients are not counted.',
     ['code'], each('code', closeCodes)).byValue();
 
   const received = new FixedCounter(registry, `${p}frames_received_total`,
