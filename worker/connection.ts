@@ -432,7 +432,8 @@ export class ServerConnection {
       error: status.error,
       tabs: this.tabs.size,
       outbox: this.writes.inspect(),
-      subscriptions: this.subscriptions.inspect(),
+      // A channel is live on the current connection only (its flag is reset at the next welcome).
+      subscriptions: this.subscriptions.inspect().map((sub) => ({ ...sub, live: sub.live && status.connection === 'online' })),
       documents: this.documents.inspect(),
       presence: this.inspectPresence(),
       log: this.log.list(),

@@ -130,7 +130,7 @@ describe('subscriptions and documents as the inspector shows them', () => {
     await eventually(() => engine.status(tab).connection === 'offline');
     void engine.connection.transact(tab.tabId, 'board', {}, { title: 'offline' }, true);
     await eventually(() => engine.connection.inspect().documents[0]?.pending === 1);
-    expect(engine.connection.inspect().subscriptions[0]).toMatchObject({ offset: 3, live: true });
+    expect(engine.connection.inspect().subscriptions[0]).toMatchObject({ offset: 3, live: false });
   });
 });
 
