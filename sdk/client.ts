@@ -10,6 +10,7 @@ import type { Publisher } from '../protocol/shapes.js';
 import type { ChannelDelivery, HostMode, Outcome, PendingWrite, Status, TabApi, WorkerApi } from '../worker/api.js';
 import { resolveOptions, type ConnectMode, type ConnectOptions } from './options.js';
 import { createDocStore, type DocStore } from './documents.js';
+import { createInspector, type InspectorStore } from './inspector.js';
 
 export interface RpcCallOptions {
   /** Reject with `timeout` if no answer arrives in time. @default the client's `timeoutMs` */
@@ -78,6 +79,13 @@ export interface TetherClient {
      */
     doc<T extends Record<string, unknown> = Record<string, unknown>>(name: string): DocStore<T>;
   };
+  /**
+   * What the worker holds for this server — connection, outbox, subscriptions, documents,
+   * presence, its last log lines — as a read-only store kept current (at most every 250 ms).
+   * Null until the first snapshot (and for good with an older worker: a console warning says so).
+   * `close()` it when done; `mountInspector` (`tether/inspector`) renders it.
+   */
+  inspect(): InspectorStore;
   /** Whether the browser agreed to keep this origin's storage under pressure (asked at connect). */
   readonly persistence: Promise<Persistence>;
   /** Detaches this tab from the worker; other tabs keep their connection. */
@@ -383,6 +391,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     rpc: { call },
     pubsub: { publish, subscribe, pending },
     state: { doc },
+    inspect: createInspector(attached, () => apiVersion),
     persistence,
     close() {
       if (closed) return;
