@@ -134,10 +134,15 @@ export function describePresence(name: string, harness: PresenceHarness): void {
       const hub = await open();
       const ch = channel();
       const log = new FrameLog(hub, ch);
-      hub.set(conn('alice', 'browser-1'), ch, 2, undefined);
+      const old = conn('alice', 'browser-1');
+      hub.set(old, ch, 2, undefined);
       await log.until((f) => expect(f.members).toMatchObject([{ id: 'alice', tabs: 2, devices: 1 }]));
       hub.set(conn('alice', 'browser-1'), ch, 3, undefined);
       await log.until((f) => expect(f.members).toMatchObject([{ id: 'alice', tabs: 3, devices: 1 }]));
+      // The old socket is seen closed at last: it lingers, but the live one of the device is what counts.
+      hub.disconnect(old.id);
+      await sleep(lingerMs / 2);
+      expect(log.last!.members).toMatchObject([{ id: 'alice', tabs: 3, devices: 1 }]);
     });
 
     it('anonymous members (development mode) are one per browser, keyed client:<clientId>', async () => {
@@ -176,6 +181,11 @@ export function describePresence(name: string, harness: PresenceHarness): void {
       // Falsy states are states.
       hub.set(phone, ch, 1, 0);
       await log.until((f) => expect(f.members[0]?.state).toBe(0));
+      // All within one millisecond: the order of the sets decides, and resending a state is no new set.
+      hub.set(laptop, ch, 1, 'first');
+      hub.set(phone, ch, 1, 'second');
+      hub.set(laptop, ch, 2, 'first');
+      await log.until((f) => expect(f.members[0]).toMatchObject({ tabs: 4, state: 'second' }));
     });
 
     it('no flapping: a connection that closes and comes back on the same device within the linger is never seen to leave; since is kept', async () => {

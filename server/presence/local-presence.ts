@@ -90,7 +90,7 @@ export class PresenceEngine {
     const seq = ++this.seq;
     if (mine) {
       const changed = JSON.stringify(mine.state) !== JSON.stringify(value);
-      Object.assign(mine, { tabs, state: value, at: now, seq, stateAt: changed ? now : mine.stateAt });
+      Object.assign(mine, { tabs, state: value, at: now, seq, ...(changed ? { stateAt: now, stateSeq: seq } : {}) });
       delete mine.until;
     } else {
       const since = sinceOf(this.all(name, ch.local, this.hooks.remote?.(name)), connection.member, now);
@@ -98,7 +98,7 @@ export class PresenceEngine {
       for (const [id, entry] of ch.local) {
         if (entry.until !== undefined && entry.member === connection.member && entry.device === connection.device) ch.local.delete(id);
       }
-      ch.local.set(connection.id, { member: connection.member, user: connection.user, device: connection.device, tabs, state: value, stateAt: value === null ? 0 : now, at: now, seq, since });
+      ch.local.set(connection.id, { member: connection.member, user: connection.user, device: connection.device, tabs, state: value, stateAt: value === null ? 0 : now, stateSeq: value === null ? 0 : seq, at: now, seq, since });
     }
     let channels = this.present.get(connection.id);
     if (!channels) this.present.set(connection.id, (channels = new Set()));

@@ -25,6 +25,8 @@ export interface Contribution {
   state: unknown;
   /** When the state was last set to something else (ms, never decreasing per process); 0: never set. */
   stateAt: number;
+  /** `seq` when the state was last set to something else: orders state changes within one millisecond. */
+  stateSeq: number;
   /** When the contribution was last set (ms, never decreasing per process). */
   at: number;
   /** Per process, increasing with every set: orders sets within one millisecond. */
@@ -46,13 +48,16 @@ export function counts(entry: Contribution, now: number): boolean {
   return entry.until === undefined || entry.until > now;
 }
 
-function later(a: Sourced, b: Sourced, time: (c: Contribution) => number): boolean {
-  const ta = time(a.entry);
-  const tb = time(b.entry);
+/** Whether `a` comes after `b`: by time, then process (ties across processes), then order within the process. */
+function later(a: Sourced, b: Sourced, order: (c: Contribution) => readonly [time: number, seq: number]): boolean {
+  const [ta, sa] = order(a.entry);
+  const [tb, sb] = order(b.entry);
   if (ta !== tb) return ta > tb;
   if (a.node !== b.node) return a.node > b.node;
-  return a.entry.seq > b.entry.seq;
+  return sa > sb;
 }
+const setOrder = (c: Contribution) => [c.at, c.seq] as const;
+const stateOrder = (c: Contribution) => [c.stateAt, c.stateSeq] as const;
 
 export interface Computed extends PresenceSnapshot {
   /** The earliest time a lingering contribution stops counting (recompute then), if any. */
@@ -73,7 +78,7 @@ export function computeMembers(all: Iterable<Sourced>, now: number): Computed {
     const current = member.devices.get(entry.device);
     const live = entry.until === undefined;
     const currentLive = current?.entry.until === undefined;
-    if (!current || (live && !currentLive) || (live === currentLive && later(sourced, current, (c) => c.at))) member.devices.set(entry.device, sourced);
+    if (!current || (live && !currentLive) || (live === currentLive && later(sourced, current, setOrder))) member.devices.set(entry.device, sourced);
   }
   const members: PresenceMember[] = [];
   for (const [id, member] of byMember) {
@@ -81,7 +86,7 @@ export function computeMembers(all: Iterable<Sourced>, now: number): Computed {
     let stateFrom: Sourced | undefined;
     for (const device of member.devices.values()) {
       tabs += device.entry.tabs;
-      if (device.entry.stateAt > 0 && (!stateFrom || later(device, stateFrom, (c) => c.stateAt))) stateFrom = device;
+      if (device.entry.stateAt > 0 && (!stateFrom || later(device, stateFrom, stateOrder))) stateFrom = device;
     }
     members.push({ id, user: member.user, tabs, devices: member.devices.size, state: stateFrom?.entry.state ?? null, since: member.since });
   }

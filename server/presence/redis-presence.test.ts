@@ -81,7 +81,7 @@ describe('Redis presence, Redis-only behaviour', () => {
     const prefix = newPrefix();
     const raw = new Redis(`redis://127.0.0.1:${REDIS_PORT}`);
     try {
-      await raw.hset(`${prefix}presence:junk-room`, 'intruder', 'not json', 'ghost', JSON.stringify({ entries: [{ member: 'ghost', user: 'ghost', device: 'g', tabs: 1, state: null, stateAt: 0, at: 1, seq: 1, since: 1 }] }));
+      await raw.hset(`${prefix}presence:junk-room`, 'intruder', 'not json', 'ghost', JSON.stringify({ entries: [{ member: 'ghost', user: 'ghost', device: 'g', tabs: 1, state: null, stateAt: 0, stateSeq: 0, at: 1, seq: 1, since: 1 }] }));
       const { hub } = await hubOn(prefix, TEST_OPTIONS);
       hubs.push(hub);
       const log = new FrameLog(hub, 'junk-room');

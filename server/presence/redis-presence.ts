@@ -55,7 +55,7 @@ function isContribution(value: unknown): value is Contribution {
   const c = value as Record<string, unknown>;
   const finite = (x: unknown) => typeof x === 'number' && Number.isFinite(x);
   return typeof c.member === 'string' && typeof c.device === 'string' && (c.user === null || typeof c.user === 'string')
-    && Number.isSafeInteger(c.tabs) && (c.tabs as number) >= 0 && finite(c.stateAt) && finite(c.at) && finite(c.seq) && finite(c.since)
+    && Number.isSafeInteger(c.tabs) && (c.tabs as number) >= 0 && finite(c.stateAt) && finite(c.stateSeq) && finite(c.at) && finite(c.seq) && finite(c.since)
     && (c.until === undefined || finite(c.until));
 }
 
