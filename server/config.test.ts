@@ -183,6 +183,9 @@ describe('numeric limits', () => {
     ['TETHER_MAX_SUBSCRIPTIONS', '100001'],
     ['TETHER_LONG_POLL_MS', '30000'],
     ['TETHER_LONG_POLL_MS', '999'],
+    ['TETHER_PRESENCE_LINGER_MS', '60001'],
+    ['TETHER_PRESENCE_LINGER_MS', '-1'],
+    ['TETHER_PRESENCE_LINGER_MS', '2.5'],
   ])('refuses %s=%s naming the setting', (name, value) => {
     expect(refusal({ [name]: value })).toMatch(new RegExp(`^${name} must be an integer between`));
   });
@@ -192,6 +195,13 @@ describe('numeric limits', () => {
       headersTimeoutMs: 1000, maxConnections: 5, maxConnectionsPerIp: 3, maxRpcInFlight: 4, maxDocBytes: 10_000, longPollMs: 25_000,
     });
     expect(loadConfig({}).longPollMs).toBe(20_000);
+  });
+
+  it('loads the presence linger from 0 (leave at once) to 60000, 5000 by default, and knows its name', () => {
+    expect(loadConfig({ TETHER_PRESENCE_LINGER_MS: '0' }).presenceLingerMs).toBe(0);
+    expect(loadConfig({ TETHER_PRESENCE_LINGER_MS: '60000' }).presenceLingerMs).toBe(60_000);
+    expect(loadConfig({}).presenceLingerMs).toBe(5000);
+    expect(unknownSettings({ TETHER_PRESENCE_LINGER_MS: '100' })).toEqual([]);
   });
 });
 

@@ -94,6 +94,12 @@ export interface ServerConfig {
    * 1000–25000: below Node's 30 s request timeout and the 30 s many proxies cut idle requests at). @default 20000
    */
   longPollMs: number;
+  /**
+   * How long a connection's presence lingers after it leaves a channel or closes
+   * (TETHER_PRESENCE_LINGER_MS, 0–60000): a reload or a reconnect of the same browser within it is
+   * not seen as a leave and a join. @default 5000
+   */
+  presenceLingerMs: number;
 }
 
 /** Patterns granted per operation; see README "Security". */
@@ -147,6 +153,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   maxDocBytes: 1024 * 1024,
   headersTimeoutMs: 10_000,
   longPollMs: 20_000,
+  presenceLingerMs: 5000,
 };
 
 /** Every setting read from the environment; any other TETHER_* variable is a typo. */
@@ -157,7 +164,7 @@ const KNOWN = new Set([
   'TETHER_DB', 'TETHER_DB_SYNC', 'TETHER_DATABASE_URL', 'TETHER_REDIS_URL', 'TETHER_REDIS_PREFIX', 'TETHER_HISTORY_MAX_EVENTS', 'TETHER_HISTORY_MAX_AGE_S', 'TETHER_ALLOWED_ORIGINS',
   'TETHER_MAX_SUBSCRIPTIONS', 'TETHER_RATE_LIMIT', 'TETHER_MAX_BUFFERED_BYTES', 'TETHER_MAX_CONNECTIONS',
   'TETHER_MAX_CONNECTIONS_PER_IP', 'TETHER_CONNECT_RATE_PER_IP', 'TETHER_TRUST_PROXY', 'TETHER_MAX_RPC_IN_FLIGHT', 'TETHER_MAX_DOC_BYTES', 'TETHER_HEADERS_TIMEOUT_MS',
-  'TETHER_LONG_POLL_MS',
+  'TETHER_LONG_POLL_MS', 'TETHER_PRESENCE_LINGER_MS',
 ]);
 
 /** Settings of other tools that share the prefix (tests, the CLI tools); not server settings. */
@@ -331,5 +338,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     maxDocBytes: integer(env, 'TETHER_MAX_DOC_BYTES', DEFAULT_CONFIG.maxDocBytes, 1024, 2 ** 30),
     headersTimeoutMs: integer(env, 'TETHER_HEADERS_TIMEOUT_MS', DEFAULT_CONFIG.headersTimeoutMs, 1000, 600_000),
     longPollMs: integer(env, 'TETHER_LONG_POLL_MS', DEFAULT_CONFIG.longPollMs, 1000, 25_000),
+    presenceLingerMs: integer(env, 'TETHER_PRESENCE_LINGER_MS', DEFAULT_CONFIG.presenceLingerMs, 0, 60_000),
   };
 }
