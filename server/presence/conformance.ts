@@ -53,11 +53,11 @@ export class FrameLog {
   }
 }
 
-export async function eventually<T>(check: () => T, timeoutMs = 5000): Promise<T> {
+export async function eventually<T>(check: () => T | Promise<T>, timeoutMs = 5000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      return check();
+      return await check();
     } catch (error) {
       if (Date.now() > deadline) throw error;
       await sleep(10);
@@ -274,6 +274,18 @@ export function describePresence(name: string, harness: PresenceHarness): void {
       await log.until((f) => expect(f.members[0]).toMatchObject({ state: { i: 200 }, tabs: 1 + (200 % 7) }));
       await sleep(TEST_OPTIONS.intervalMs * 3);
       expect(log.frames.length - before).toBeLessThanOrEqual(3);
+      // Changes spread over time: at most about one frame per interval.
+      const spreadStart = log.frames.length;
+      const startedAt = Date.now();
+      for (let i = 1; i <= 40; i++) {
+        hub.set(alice, ch, 1, { spread: i });
+        await sleep(4);
+      }
+      await log.until((f) => expect(f.members[0]?.state).toEqual({ spread: 40 }));
+      const intervals = (Date.now() - startedAt) / TEST_OPTIONS.intervalMs;
+      expect(log.frames.length - spreadStart).toBeLessThanOrEqual(Math.ceil(intervals) + 2);
+      hub.set(alice, ch, 1 + (200 % 7), { i: 200 });
+      await log.until((f) => expect(f.members[0]?.state).toEqual({ i: 200 }));
       const late = new FrameLog(hub, ch);
       await late.until((f) => expect(f.members[0]?.state).toEqual({ i: 200 }));
       await sleep(TEST_OPTIONS.intervalMs * 3);

@@ -77,6 +77,30 @@ describe('Redis presence, Redis-only behaviour', () => {
     for (const log of [onA, onB]) await log.until((f) => expect(f.members.map((m) => m.id).sort()).toEqual(['alice', 'bob', 'carol']));
   });
 
+  it('a process shutting down writes its connections as lingering, and keeps its node key for the linger', async () => {
+    const prefix = newPrefix();
+    const { hub } = await hubOn(prefix, { ...TEST_OPTIONS, lingerMs: 5000 });
+    const raw = new Redis(`redis://127.0.0.1:${REDIS_PORT}`);
+    try {
+      const log = new FrameLog(hub, 'shutdown-room');
+      hub.set(conn('alice'), 'shutdown-room', 2, { x: 1 });
+      await log.until((f) => expect(f.total).toBe(1));
+      await eventually(async () => expect(await raw.hlen(`${prefix}presence:shutdown-room`)).toBe(1));
+      const closing = Date.now();
+      await hub.close();
+      const fields = Object.values(await raw.hgetall(`${prefix}presence:shutdown-room`));
+      expect(fields).toHaveLength(1);
+      const { entries } = JSON.parse(fields[0]!) as { entries: { member: string; tabs: number; until?: number }[] };
+      expect(entries).toMatchObject([{ member: 'alice', tabs: 2 }]);
+      expect(entries[0]!.until).toBeGreaterThanOrEqual(closing + 5000);
+      const keys = await raw.keys(`${prefix}presence-node:*`);
+      expect(keys).toHaveLength(1);
+      expect(await raw.pttl(keys[0]!)).toBeGreaterThan(5000);
+    } finally {
+      raw.disconnect();
+    }
+  });
+
   it('junk on the prefix is ignored; a dead process\'s field is removed by the next reader', async () => {
     const prefix = newPrefix();
     const raw = new Redis(`redis://127.0.0.1:${REDIS_PORT}`);
