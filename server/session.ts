@@ -495,6 +495,8 @@ export class Session {
    * joined connection receives the channel's members after every change, its own presence included.
    */
   private setPresence({ channel, tabs, state }: PresenceSet): void {
+    // A frame handled after the close would join for ever: nothing would make it linger.
+    if (this.closing) return;
     const identity = (this.presenceIdentity ??= presenceIdentity({ id: this.id, user: this.user, clientId: this.clientId }));
     const unwatch = this.presence.get(channel);
     if (tabs === 0) {
