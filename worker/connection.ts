@@ -178,7 +178,13 @@ export class ServerConnection {
     }, deps.fence);
     this.subscriptions = new Subscriptions(url, database, send, (channel, since, limit) => this.history(channel, since, limit));
     this.documents = new Documents(url, database, send, () => this.writes.queueOf(this.viewUser()));
-    this.presence = new Presence({ send, selfId: () => this.selfId, changed: () => this.inspectChanged() });
+    this.presence = new Presence({
+      send,
+      selfId: () => this.selfId,
+      socketUser: () => this.handshakeUser,
+      note: (level, message) => this.log.add(level, message),
+      changed: () => this.inspectChanged(),
+    });
   }
 
   /** The status as the tab `tabId` sees it: `pending` counts its user's writes. */
@@ -208,6 +214,7 @@ export class ServerConnection {
       state.resolvedUser = user;
       await this.writes.writer(user).catch(() => undefined); // load its queue for `pending`
       this.followNewestUser();
+      this.presence.usersChanged();
       for (const doc of this.documents.open) this.documents.changed(doc);
       this.publishStatus();
       return user;
@@ -419,7 +426,7 @@ export class ServerConnection {
 
   /** Joins `channel`'s presence from a tab (worker/presence.ts). */
   presenceJoin(tabId: string, id: string, channel: string, listener: PresenceListener): Outcome<null> {
-    return this.presence.join(tabId, id, channel, listener);
+    return this.presence.join(tabId, id, channel, listener, () => this.tabs.get(tabId)?.resolvedUser);
   }
 
   presenceSet(id: string, state: unknown): Outcome<null> {

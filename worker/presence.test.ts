@@ -10,7 +10,7 @@ type Sent = { type: 'presence'; channel: string; tabs: number; state?: unknown }
 
 function setup(online = true) {
   const sent: Sent[] = [];
-  const state = { online, self: 'alice' as string | undefined };
+  const state = { online, self: 'alice' as string | undefined, socketUser: undefined as string | undefined };
   const presence = new Presence({
     send: (message) => {
       if (!state.online) return false;
@@ -18,6 +18,7 @@ function setup(online = true) {
       return true;
     },
     selfId: () => state.self,
+    socketUser: () => state.socketUser,
   });
   const seen = new Map<string, PresenceSnapshot[]>();
   const listener = (name: string) => (snapshot: PresenceSnapshot) => {
@@ -152,6 +153,66 @@ describe('worker presence', () => {
     // Errors about other things are not presence's.
     expect(presence.handle({ type: 'error', channel: 'room', code: 'forbidden', message: 'x' })).toBe(false);
     expect(presence.handle({ type: 'pong', t: 1 })).toBe(false);
+  });
+
+  it("a reload whose new tab joins before the old tab's lock is released does not raise the count (the floor is what was sent)", async () => {
+    const { presence, sent } = setup();
+    presence.join('old', 'a', 'room', () => {});
+    await vi.advanceTimersByTimeAsync(100);
+    expect(sent.map((m) => m.tabs)).toEqual([1]);
+    presence.join('new', 'b', 'room', () => {}); // the reloaded page joins a few ms before the old tab's lock goes
+    await vi.advanceTimersByTimeAsync(10);
+    presence.removeTab('old');
+    await vi.advanceTimersByTimeAsync(TAB_GONE_DELAY_MS + 500);
+    expect(sent.map((m) => m.tabs)).toEqual([1]); // others never see 2
+  });
+
+  it('close() stops everything: no frame after it, even from a tab that was still counted as departing', async () => {
+    const { presence, sent } = setup();
+    presence.join('t1', 'a', 'room', () => {});
+    presence.join('t2', 'b', 'room', () => {});
+    await vi.advanceTimersByTimeAsync(100);
+    presence.removeTab('t1');
+    await vi.advanceTimersByTimeAsync(100);
+    presence.set('b', { typing: true });
+    const before = sent.length;
+    presence.close();
+    await vi.advanceTimersByTimeAsync(TAB_GONE_DELAY_MS + 500);
+    expect(sent.length).toBe(before);
+  });
+
+  it("a tab of another user than the connection's is not counted and is told why; it counts once the connection is its user's", async () => {
+    const { presence, sent, state, listener, last } = setup();
+    const users: Record<string, string | undefined> = { alice: 'alice', bob: 'bob' };
+    state.socketUser = 'bob'; // Bob's tab is the newest: the connection is his
+    state.self = 'bob';
+    presence.join('tabA', 'a', 'room', listener('a'), () => users.alice);
+    presence.join('tabB', 'b', 'room', listener('b'), () => users.bob);
+    expect(presence.set('a', { typing: true })).toMatchObject({ ok: false, error: { code: 'unauthorized' } });
+    presence.set('b', { typing: false });
+    await vi.advanceTimersByTimeAsync(100);
+    expect(sent).toEqual([{ type: 'presence', channel: 'room', tabs: 1, state: { typing: false } }]);
+    expect(last('a')).toMatchObject({ joined: false, members: [], error: { code: 'unauthorized' } });
+    presence.handle({ type: 'presence', channel: 'room', members: [member('bob')], total: 1 });
+    expect(last('b')).toMatchObject({ joined: true, members: [{ id: 'bob', self: true }] });
+    expect(last('a')).toMatchObject({ joined: false, members: [], error: { code: 'unauthorized' } }); // never Bob's members as hers
+    // Bob's tab leaves; the connection becomes Alice's (a new welcome): her tab counts, and is told.
+    presence.leave('b');
+    state.socketUser = 'alice';
+    state.self = 'alice';
+    presence.offline();
+    presence.online();
+    await vi.advanceTimersByTimeAsync(100);
+    expect(sent.at(-1)).toEqual({ type: 'presence', channel: 'room', tabs: 1 });
+    expect(last('a')).toMatchObject({ error: null });
+    expect(presence.set('a', { typing: true })).toEqual({ ok: true, value: null });
+  });
+
+  it('after a refusal, set fails with the refusal instead of pretending', async () => {
+    const { presence } = setup();
+    presence.join('tab1', 'a', 'secret', () => {});
+    presence.handle({ type: 'error', presence: 'secret', code: 'forbidden', message: 'you may not join the presence of secret' });
+    expect(presence.set('a', { x: 1 })).toEqual({ ok: false, error: { code: 'forbidden', message: 'you may not join the presence of secret' } });
   });
 
   it('a listener that throws (a tab gone) does not stop the others', async () => {

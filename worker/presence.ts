@@ -6,6 +6,9 @@
  *
  * A tab that goes away (closed, reloaded) lowers the count only after a short delay, so a
  * reload does not make the count dip and rise for everyone else; an explicit leave is sent at once.
+ *
+ * The connection speaks for one user (the newest tab's, worker/connection.ts): a tab of another
+ * user on this browser is not counted, and is told so, until the connection is its user's again.
  */
 import type { ErrorShape } from '../protocol/errors.js';
 import { PRESENCE_STATE_MAX_BYTES } from '../protocol/constants.js';
@@ -18,29 +21,40 @@ export const TAB_GONE_DELAY_MS = 2000;
 /** Changes of one channel are sent together: a burst of `set` calls (a cursor) costs one frame per this. */
 const SEND_DELAY_MS = 50;
 
+const OTHER_USER: ErrorShape = {
+  code: 'unauthorized',
+  message: "this browser's connection is signed in as another user (the newest tab's): this tab's presence waits until it is this tab's user again",
+};
+
 interface Join {
   tabId: string;
   channel: string;
   listener: PresenceListener;
+  /** The user of the tab (undefined: not known yet). */
+  user: () => string | undefined;
   state: unknown;
   /** When this tab last set its state (0: never): the latest setter's state is the connection's. */
   setAt: number;
+  /** Whether it counted when its tab was last told (undefined: not told yet). */
+  counted: boolean | undefined;
 }
 
 interface Channel {
   joins: Set<string>;
   /**
-   * The counts shown when tabs went away, each kept as a floor until its delay ends (see
+   * The counts last sent when tabs went away, each kept as a floor until its delay ends (see
    * TAB_GONE_DELAY_MS): a reloading tab's replacement fills its place, with no dip and no rise.
    */
   floors: number[];
+  floorTimers: Set<ReturnType<typeof setTimeout>>;
   /** What the server last confirmed, shown to the tabs. */
   members: PresenceMembers['members'];
   total: number;
   joined: boolean;
   error: ErrorShape | null;
-  /** The last frame sent on this connection (undefined: none since it opened). */
+  /** The last frame sent on this connection, and its tab count (undefined: none since it opened). */
   sent: string | undefined;
+  sentTabs: number;
   timer: ReturnType<typeof setTimeout> | undefined;
 }
 
@@ -49,6 +63,10 @@ export interface PresenceDeps {
   send: (message: { type: 'presence'; channel: string; tabs: number; state?: unknown }) => boolean;
   /** The member id of this connection's user: `user`, else `client:<clientId>`, else `session:<id>`. */
   selfId: () => string | undefined;
+  /** The user the connection speaks for (undefined: not known: every tab counts). */
+  socketUser: () => string | undefined;
+  /** A line for the worker's log (refusals). */
+  note?: (level: 'info' | 'warn', message: string) => void;
   changed?: () => void;
 }
 
@@ -59,24 +77,29 @@ export class Presence {
 
   constructor(private readonly deps: PresenceDeps) {}
 
-  join(tabId: string, id: string, channel: string, listener: PresenceListener): Outcome<null> {
+  join(tabId: string, id: string, channel: string, listener: PresenceListener, user: () => string | undefined = () => undefined): Outcome<null> {
     this.leave(id);
-    this.joins.set(id, { tabId, channel, listener, state: null, setAt: 0 });
+    const join: Join = { tabId, channel, listener, user, state: null, setAt: 0, counted: undefined };
+    this.joins.set(id, join);
     let entry = this.channels.get(channel);
     if (!entry) {
-      entry = { joins: new Set(), floors: [], members: [], total: 0, joined: false, error: null, sent: undefined, timer: undefined };
+      entry = { joins: new Set(), floors: [], floorTimers: new Set(), members: [], total: 0, joined: false, error: null, sent: undefined, sentTabs: 0, timer: undefined };
       this.channels.set(channel, entry);
     }
     entry.joins.add(id);
     entry.error = null;
     this.schedule(channel, entry);
-    deliver(listener, this.snapshot(channel, entry));
+    join.counted = this.counts(join);
+    deliver(listener, this.snapshot(channel, entry, join));
     return { ok: true, value: null };
   }
 
   set(id: string, state: unknown): Outcome<null> {
     const join = this.joins.get(id);
     if (!join) return { ok: false, error: { code: 'closed', message: 'this presence was left; join the channel again' } };
+    const refused = this.channels.get(join.channel)?.error;
+    if (refused) return { ok: false, error: refused };
+    if (!this.counts(join)) return { ok: false, error: OTHER_USER };
     let json: string | undefined;
     try {
       json = JSON.stringify(state ?? null);
@@ -85,7 +108,7 @@ export class Presence {
     }
     if (json === undefined) return { ok: false, error: { code: 'invalid_argument', message: 'presence state must be JSON' } };
     if (json.length > PRESENCE_STATE_MAX_BYTES) {
-      return { ok: false, error: { code: 'message_too_big', message: `presence state is ${json.length} bytes of JSON; at most ${PRESENCE_STATE_MAX_BYTES}` } };
+      return { ok: false, error: { code: 'message_too_big', message: `presence state is ${json.length} characters of JSON; at most ${PRESENCE_STATE_MAX_BYTES}` } };
     }
     join.state = JSON.parse(json) as unknown;
     join.setAt = ++this.clock;
@@ -108,35 +131,44 @@ export class Presence {
 
   /**
    * The tab went away (closed, reloading, crashed): its joins go, but each channel keeps showing
-   * the count it had for TAB_GONE_DELAY_MS, so a reloading tab's replacement fills its place
+   * the count last sent for TAB_GONE_DELAY_MS, so a reloading tab's replacement fills its place
    * (no dip, no rise). The state it set goes at once: nobody is typing in a closed tab.
    */
   removeTab(tabId: string): void {
     const gone = [...this.joins].filter(([, join]) => join.tabId === tabId);
     for (const channel of new Set(gone.map(([, join]) => join.channel))) {
       const entry = this.channels.get(channel);
-      if (!entry) continue;
-      const floor = this.tabsOf(entry);
+      if (!entry || entry.sent === undefined) continue; // nothing shown to others: nothing to hold
+      const floor = entry.sentTabs;
       entry.floors.push(floor);
-      setTimeout(() => {
+      const timer = setTimeout(() => {
+        entry.floorTimers.delete(timer);
         entry.floors.splice(entry.floors.indexOf(floor), 1);
         this.schedule(channel, entry);
       }, TAB_GONE_DELAY_MS);
+      entry.floorTimers.add(timer);
     }
     for (const [id] of gone) this.leave(id);
   }
 
-  /** A new connection knows nothing of this one's presence: join again. */
+  /** A new connection knows nothing of this one's presence (and may be another user's): join again. */
   online(): void {
     for (const [channel, entry] of this.channels) {
       entry.sent = undefined;
+      entry.sentTabs = 0;
       this.schedule(channel, entry);
     }
+  }
+
+  /** A tab's user became known, or changed: which joins count may have changed. */
+  usersChanged(): void {
+    for (const [channel, entry] of this.channels) this.schedule(channel, entry);
   }
 
   offline(): void {
     for (const [channel, entry] of this.channels) {
       entry.sent = undefined;
+      entry.sentTabs = 0;
       if (!entry.joined) continue;
       entry.joined = false;
       this.tell(channel, entry);
@@ -155,6 +187,7 @@ export class Presence {
       return true;
     }
     if (message.type === 'error' && message.presence !== undefined) {
+      this.deps.note?.('warn', `presence on ${message.presence} refused: ${message.code}: ${message.message}`);
       const entry = this.channels.get(message.presence);
       if (!entry) return true;
       entry.error = { code: message.code, message: message.message };
@@ -172,8 +205,30 @@ export class Presence {
 
   close(): void {
     for (const id of [...this.joins.keys()]) this.leave(id);
-    for (const entry of this.channels.values()) clearTimeout(entry.timer);
+    for (const entry of this.channels.values()) {
+      clearTimeout(entry.timer);
+      entry.timer = undefined;
+      for (const timer of entry.floorTimers) clearTimeout(timer);
+      entry.floorTimers.clear();
+    }
     this.channels.clear();
+  }
+
+  /** Whether a join counts: its tab's user is the one the connection speaks for. */
+  private counts(join: Join): boolean {
+    const socketUser = this.deps.socketUser();
+    const user = join.user();
+    return socketUser === undefined || user === undefined || user === socketUser;
+  }
+
+  /** Tabs joined and counted (a tab that joined twice counts once). */
+  private tabsOf(entry: Channel): number {
+    const tabs = new Set<string>();
+    for (const id of entry.joins) {
+      const join = this.joins.get(id);
+      if (join && this.counts(join)) tabs.add(join.tabId);
+    }
+    return tabs.size;
   }
 
   private schedule(channel: string, entry: Channel): void {
@@ -189,32 +244,32 @@ export class Presence {
     let latest: Join | undefined;
     for (const id of entry.joins) {
       const join = this.joins.get(id);
-      if (join && join.setAt > (latest?.setAt ?? 0)) latest = join;
+      if (join && this.counts(join) && join.setAt > (latest?.setAt ?? 0)) latest = join;
     }
     const message = { type: 'presence' as const, channel, tabs, ...(latest ? { state: latest.state } : {}) };
     const frame = JSON.stringify(message);
-    if (tabs === 0) {
+    if (tabs === 0 && entry.joins.size === 0) {
       if (entry.sent !== undefined) this.deps.send(message);
       this.channels.delete(channel);
       this.deps.changed?.();
       return;
     }
-    if (frame === entry.sent) return;
-    if (this.deps.send(message)) entry.sent = frame;
+    // Joins whose counting changed (the connection changed users) are told, whatever the server says.
+    const switched = [...entry.joins].some((id) => {
+      const join = this.joins.get(id);
+      return join !== undefined && join.counted !== this.counts(join);
+    });
+    if (switched) this.tell(channel, entry);
+    if (frame === entry.sent || (tabs === 0 && entry.sent === undefined)) return;
+    if (this.deps.send(message)) {
+      entry.sent = frame;
+      entry.sentTabs = tabs;
+    }
     this.deps.changed?.();
   }
 
-  /** Tabs joined (a tab that joined twice counts once). */
-  private tabsOf(entry: Channel): number {
-    const tabs = new Set<string>();
-    for (const id of entry.joins) {
-      const join = this.joins.get(id);
-      if (join) tabs.add(join.tabId);
-    }
-    return tabs.size;
-  }
-
-  private snapshot(channel: string, entry: Channel): PresenceSnapshot {
+  private snapshot(channel: string, entry: Channel, join: Join): PresenceSnapshot {
+    if (!this.counts(join)) return { channel, joined: false, members: [], total: 0, error: OTHER_USER };
     const self = this.deps.selfId();
     return {
       channel,
@@ -226,10 +281,11 @@ export class Presence {
   }
 
   private tell(channel: string, entry: Channel): void {
-    const snapshot = this.snapshot(channel, entry);
     for (const id of entry.joins) {
       const join = this.joins.get(id);
-      if (join) deliver(join.listener, snapshot);
+      if (!join) continue;
+      join.counted = this.counts(join);
+      deliver(join.listener, this.snapshot(channel, entry, join));
     }
     this.deps.changed?.();
   }

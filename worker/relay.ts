@@ -368,31 +368,38 @@ export class TabRelay implements TabApi {
     return (join.sent ??= this.presenceOn(tab, id, join));
   }
 
-  /** Joins on `tab` (a new leader), with the state the tab set before. */
+  /** Joins on `tab` (a new leader), with the state the tab set last. */
   private async presenceOn(tab: Async<TabApi>, id: string, join: PresenceJoin): Promise<Outcome<null>> {
+    let outcome: Outcome<null>;
     try {
-      const outcome = await tab.presenceJoin(id, join.channel, join.forward);
-      if (!outcome.ok) {
-        if (this.presences.get(id) === join) this.presences.delete(id);
-        return outcome;
+      // A leader tab still running an older worker (a deploy while tabs are open) has no presence.
+      if ((await Promise.resolve(tab.apiVersion()).catch(() => 1)) < 3) {
+        outcome = { ok: false, error: { code: 'worker_unavailable', message: "the leader tab runs an older Tether worker without presence; it updates once every tab of this site was reloaded" } };
+      } else {
+        outcome = await tab.presenceJoin(id, join.channel, join.forward);
+        // The latest state the tab set, also one set while this join was on its way (see presenceSet).
+        if (outcome.ok && join.state !== undefined) await tab.presenceSet(id, join.state.value);
       }
-      if (join.state !== undefined) await tab.presenceSet(id, join.state.value);
-      return outcome;
     } catch {
       return { ok: true, value: null }; // the leader went away: the next one is asked again
     }
+    if (!outcome.ok && this.presences.get(id) === join) {
+      this.presences.delete(id);
+      this.leaderApi?.release?.(join.forward);
+    }
+    return outcome;
   }
 
   async presenceSet(id: string, state: unknown): Promise<Outcome<null>> {
     const join = this.presences.get(id);
     if (!join) return { ok: false, error: { code: 'closed', message: 'this presence was left; join the channel again' } };
-    if (!this.target) {
-      join.state = { value: state }; // set on the next leader after its join
-      return { ok: true, value: null };
-    }
-    const outcome = await Promise.resolve(this.target.presenceSet(id, state)).catch(() => ({ ok: true, value: null }) as const);
-    if (outcome.ok) join.state = { value: state };
-    return outcome;
+    // Recorded first: a join on its way to a new leader sets it after joining, never an older one.
+    join.state = { value: state };
+    const sent = join.sent;
+    if (sent) await sent;
+    const target = this.target;
+    if (!target || this.presences.get(id) !== join) return { ok: true, value: null }; // set on the next leader after its join
+    return Promise.resolve(target.presenceSet(id, state)).catch(() => ({ ok: true, value: null }) as const);
   }
 
   presenceLeave(id: string): void {
