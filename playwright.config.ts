@@ -24,13 +24,13 @@ export default defineConfig<Pick<Fixtures, 'hostMode' | 'transport'>>({
     // The core tests again on a browser without SharedWorker: one tab elected to hold the socket.
     {
       name: 'leader-election',
-      testMatch: /(pubsub|offline|documents|contention)\.spec\.ts$/,
+      testMatch: /(pubsub|offline|documents|contention|presence)\.spec\.ts$/,
       use: { hostMode: 'leader-election' },
     },
     // The core tests again where WebSockets are blocked (the proxy answers upgrades 403): long polling.
     {
       name: 'long-polling',
-      testMatch: /(pubsub|offline|documents)\.spec\.ts$/,
+      testMatch: /(pubsub|offline|documents|presence)\.spec\.ts$/,
       use: { transport: 'long-polling' },
     },
   ],

@@ -4,9 +4,12 @@
  * during a reload cannot pass unnoticed.
  */
 import type { BrowserContext, Page } from '@playwright/test';
-import type { PresenceSnapshot } from '../worker/api.js';
-import { test, expect, callFrom, openWithClient, signToken, waitForConnection, TOKEN_SECRET, PROCEDURES } from './fixtures/test.js';
+import type { PresenceSnapshot, TransportKind } from '../worker/api.js';
+import { test, expect, callFrom, openWithClient, signToken, waitForConnection, TOKEN_SECRET, PROCEDURES, type HostUnderTest } from './fixtures/test.js';
 import { E2E_API_KEY } from './fixtures/server-process.js';
+
+/** The proxy's port in the running test: tabs through it use the transport under test. */
+let proxyPort = 0;
 
 /** The server's linger (README: a person leaves this long after their last tab or connection went). */
 const LINGER_MS = 5000;
@@ -23,9 +26,26 @@ declare global {
   }
 }
 
+/** The host under test (a project option): every tab is checked to be in it. */
+let hostMode: HostUnderTest = 'shared-worker';
+/** What carries the tabs that go through the proxy (a project option). */
+let transport: TransportKind = 'websocket';
+test.beforeEach(({ hostMode: mode, transport: kind, network }) => {
+  proxyPort = network.port;
+  hostMode = mode;
+  transport = kind;
+});
+
+async function inModeUnderTest(page: Page): Promise<void> {
+  const mode = await page.evaluate(() => window.tether.status.getState().mode);
+  expect(mode === 'shared-worker' ? 'shared-worker' : 'leader-election').toBe(hostMode);
+}
+
 async function tabAs(context: BrowserContext, httpUrl: string, wsUrl: string, user: string, channels?: string[]): Promise<Page> {
   const page = await openWithClient(context, httpUrl, { url: wsUrl, token: await signToken(user, channels ? { channels } : {}) });
   await waitForConnection(page, 'online', 20_000);
+  await inModeUnderTest(page);
+  if (wsUrl.includes(`:${proxyPort}/`)) expect(await page.evaluate(() => window.tether.status.getState().transport)).toBe(transport);
   return page;
 }
 
@@ -38,6 +58,7 @@ async function reloadAs(page: Page, wsUrl: string, user: string): Promise<void> 
     window.tether = window.Tether.connect(o);
   }, { url: wsUrl, token });
   await waitForConnection(page, 'online', 20_000);
+  await inModeUnderTest(page);
 }
 
 /** Joins `channel`'s presence in the page and records every membership change. */
