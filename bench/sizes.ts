@@ -98,7 +98,8 @@ export const BUDGETS: Record<string, number> = {
   // 6,700 until issue 15 (+0.15 KB: the `transports` option, checked at connect()).
   // 6,900 (measured 6,828) until the inspector: client.inspect() (+0.24 KB, 7,068; the panel is
   // the separate `tether/inspector`, 3.0 KB gzip, shipped only by apps that import it).
-  'tether sdk': 7_150,
+  // 7,150 until presence: client.presence(channel) with its store, checks and messages (+0.5 KB, 7,574).
+  'tether sdk': 7_700,
   // 13,000 until the worker validated every server frame with the protocol's valibot schemas (+4.8 KB),
   // caught reloaded tabs up from the server's history (+0.6 KB) and paced writes below the rate limit;
   // 19,000 until it kept within the server's RPC in-flight limit and passed on event publishers (+0.3 KB).
@@ -119,8 +120,10 @@ export const BUDGETS: Record<string, number> = {
   // 27,400 / 6,600 (measured 27,231 / 6,525) until the inspector: +1.7 KB worker (the log ring and
   // its lines, the snapshot, pushes throttled to 250 ms, the relay forwarding it): 28,913;
   // +0.24 KB tether.js (client.inspect(); the panel is the add-on /tether-inspector.js): 6,763.
-  'tether worker': 29_000,
-  'tether.js': 6_850,
+  // 29,000 / 6,850 until presence: +1.9 KB worker (per-connection tab counts and state, the reload
+  // floor, users of the connection, rejoin, the relay's replay): 30,782; +0.45 KB tether.js: 7,207.
+  'tether worker': 31_000,
+  'tether.js': 7_350,
 };
 export const TARGETS: Record<string, number> = { 'tether sdk': 4_096, 'tether worker': 12_288, 'tether.js': 4_096 };
 
