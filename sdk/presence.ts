@@ -16,7 +16,7 @@ export type { PresenceMember, PresenceSnapshot } from '../worker/api.js';
 export interface PresenceStore extends ReadonlyStore<PresenceSnapshot> {
   readonly channel: string;
   /**
-   * Sets this user's presence state on the channel (any JSON value of at most 1 KB: typing, a
+   * Sets this user's presence state on the channel (any JSON value of at most 1,024 characters: typing, a
    * cursor, the card being edited). The latest set by any of the user's tabs is what others see.
    * Rejects with `message_too_big`, `invalid_argument` or `closed`.
    */
