@@ -119,3 +119,10 @@ export const MAX_JSON_DEPTH = 64;
 export const MAX_WRITE_BATCH = 100;
 /** A `writes` frame costs one rate-limit token per this many writes it carries (rounded up). */
 export const WRITES_PER_RATE_TOKEN = 10;
+
+/** The largest presence state a connection may set, as JSON text. */
+export const PRESENCE_STATE_MAX_BYTES = 1024;
+/** Tabs one connection may count on one channel's presence. */
+export const PRESENCE_MAX_TABS = 1000;
+/** Members a `presence` frame lists at most (its `total` counts them all). */
+export const PRESENCE_MAX_MEMBERS = 500;

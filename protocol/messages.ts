@@ -7,7 +7,7 @@
  * the types (`import type`), so valibot never reaches the browser bundle.
  */
 import * as v from 'valibot';
-import { CHANNEL_NAME, ERROR_CODES, MAX_DOC_KEY_LENGTH, MAX_WRITE_BATCH, UNSTORABLE_KEY_MESSAGE, storableText } from './constants.js';
+import { CHANNEL_NAME, ERROR_CODES, MAX_DOC_KEY_LENGTH, MAX_WRITE_BATCH, PRESENCE_MAX_TABS, PRESENCE_STATE_MAX_BYTES, UNSTORABLE_KEY_MESSAGE, storableText } from './constants.js';
 
 const RequestId = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(Number.MAX_SAFE_INTEGER));
 const MethodName = v.pipe(
@@ -147,12 +147,8 @@ export const HistoryRequest = v.strictObject({
   limit: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(HISTORY_PAGE_MAX)),
 });
 
-export { MAX_WRITE_BATCH, WRITES_PER_RATE_TOKEN } from './constants.js';
+export { MAX_WRITE_BATCH, PRESENCE_MAX_MEMBERS, PRESENCE_MAX_TABS, PRESENCE_STATE_MAX_BYTES, WRITES_PER_RATE_TOKEN } from './constants.js';
 
-/** The largest presence state a connection may set, as JSON text. */
-export const PRESENCE_STATE_MAX_BYTES = 1024;
-/** Tabs one connection may count on one channel's presence. */
-export const PRESENCE_MAX_TABS = 1000;
 
 /**
  * This connection's presence on `channel` (join, update, leave): how many of its tabs are there,
@@ -334,9 +330,6 @@ export const Answers = v.strictObject({
   type: v.literal('answers'),
   answers: v.array(v.variant('type', [Ack, Conflict, ErrorMessage])),
 });
-
-/** Members a `presence` frame lists at most (`total` counts them all). */
-export const PRESENCE_MAX_MEMBERS = 500;
 
 /**
  * One person on a channel's presence: a user (token `sub`), or in development mode one anonymous

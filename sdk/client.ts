@@ -10,6 +10,7 @@ import type { Publisher } from '../protocol/shapes.js';
 import type { ChannelDelivery, HostMode, Outcome, PendingWrite, Status, TabApi, WorkerApi } from '../worker/api.js';
 import { resolveOptions, type ConnectMode, type ConnectOptions } from './options.js';
 import { createDocStore, type DocStore } from './documents.js';
+import { createPresenceStore, type PresenceStore } from './presence.js';
 
 export interface RpcCallOptions {
   /** Reject with `timeout` if no answer arrives in time. @default the client's `timeoutMs` */
@@ -78,6 +79,13 @@ export interface TetherClient {
      */
     doc<T extends Record<string, unknown> = Record<string, unknown>>(name: string): DocStore<T>;
   };
+  /**
+   * Joins `channel`'s presence from this tab: a read-only zustand store of who is there — one
+   * member per person (per browser in development mode) with their tabs and browsers, and the
+   * state they set — with `set(state)` for yours and `leave()`. Needs the channel's subscribe
+   * grant (else the store's `error` is `forbidden`). Not durable: it is never queued offline.
+   */
+  presence(channel: string): PresenceStore;
   /** Whether the browser agreed to keep this origin's storage under pressure (asked at connect). */
   readonly persistence: Promise<Persistence>;
   /** Detaches this tab from the worker; other tabs keep their connection. */
@@ -378,15 +386,26 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     return store as unknown as DocStore<T>;
   }
 
+  const presences = new Set<PresenceStore>();
+  function presence(channel: string): PresenceStore {
+    if (closed) throw new TetherError('closed', 'the client was closed');
+    checkChannel('presence', channel);
+    const store: PresenceStore = createPresenceStore(channel, { attached, apiVersion: () => apiVersion }, () => presences.delete(store));
+    presences.add(store);
+    return store;
+  }
+
   return {
     status: readonly(status),
     rpc: { call },
     pubsub: { publish, subscribe, pending },
     state: { doc },
+    presence,
     persistence,
     close() {
       if (closed) return;
       closed = true;
+      for (const joined of [...presences]) joined.leave();
       if (typeof document !== 'undefined') {
         document.removeEventListener('freeze', frozen);
         document.removeEventListener('resume', active);

@@ -20,3 +20,4 @@ export type { Publisher } from '../protocol/shapes.js';
 export type { Status, ConnectionState, HostMode, TransportKind, PendingWrite, DocConflict } from '../worker/api.js';
 export type { ReadonlyStore } from './readonly-store.js';
 export type { DocStore, DocStatus, Transaction, TransactOptions } from './documents.js';
+export type { PresenceStore, PresenceMember, PresenceSnapshot } from './presence.js';

@@ -7,6 +7,7 @@ import type { IncomingMessage } from 'node:http';
 import type { ErrorCode } from '../protocol/constants.js';
 import { TokenBucket } from '../protocol/rate-limit.js';
 import type { Logger } from './log.js';
+import type { AdmissionRefusal } from './metrics.js';
 
 export interface AdmissionConfig {
   allowedOrigins: string[];
@@ -55,6 +56,8 @@ export function createAdmissions(options: {
   /** Connections open now, over both transports. */
   connections(): number;
   shuttingDown(): boolean;
+  /** Told the reason of each refusal (the server's metrics). */
+  refused?: (reason: AdmissionRefusal) => void;
 }): Admissions {
   const { config, log } = options;
   // No list: anything goes in development mode; with tokens checked, only this server's own pages
@@ -80,6 +83,10 @@ export function createAdmissions(options: {
   };
   const why = originPolicy === 'same-origin' ? 'only pages of this server may connect; set TETHER_ALLOWED_ORIGINS' : 'TETHER_ALLOWED_ORIGINS';
   const originRefusal = { ok: false, status: 403, code: 'forbidden', message: `origin not allowed (${why})` } as const;
+  const refuse = <R extends Extract<Admission, { ok: false }>>(reason: AdmissionRefusal, refusal: R): R => {
+    options.refused?.(reason);
+    return refusal;
+  };
   const perIp = new Map<string, number>();
   const connectsPerIp = new Map<string, TokenBucket>();
 
@@ -88,25 +95,25 @@ export function createAdmissions(options: {
     originAllowed,
     originRefusal,
     admit(req, kind) {
-      if (options.shuttingDown()) return { ok: false, status: 503, code: 'unavailable', message: 'shutting down' };
+      if (options.shuttingDown()) return refuse('shutting_down', { ok: false, status: 503, code: 'unavailable', message: 'shutting down' });
       if (!originAllowed(req)) {
         log.warn({ origin: req.headers.origin, transport: kind }, 'connection from a disallowed origin refused');
-        return originRefusal;
+        return refuse('origin', originRefusal);
       }
       if (options.connections() >= config.maxConnections) {
         log.warn({ max: config.maxConnections }, 'connection refused: the server is full');
-        return { ok: false, status: 503, code: 'unavailable', message: `the server holds its maximum of ${config.maxConnections} connections (TETHER_MAX_CONNECTIONS)` };
+        return refuse('capacity', { ok: false, status: 503, code: 'unavailable', message: `the server holds its maximum of ${config.maxConnections} connections (TETHER_MAX_CONNECTIONS)` });
       }
       const ip = clientAddress(req, config.trustProxy);
       let connects = connectsPerIp.get(ip);
       if (!connects) connectsPerIp.set(ip, (connects = new TokenBucket(config.connectRatePerIp, config.connectRatePerIp * 2)));
       if (!connects.take()) {
         log.debug({ ip }, 'connection refused: too many new connections from one address');
-        return { ok: false, status: 429, code: 'rate_limited', message: `at most ${config.connectRatePerIp} new connections per second per address (TETHER_CONNECT_RATE_PER_IP); retry later` };
+        return refuse('connect_rate', { ok: false, status: 429, code: 'rate_limited', message: `at most ${config.connectRatePerIp} new connections per second per address (TETHER_CONNECT_RATE_PER_IP); retry later` });
       }
       if ((perIp.get(ip) ?? 0) >= config.maxConnectionsPerIp) {
         log.warn({ ip, max: config.maxConnectionsPerIp }, 'connection refused: too many from one address');
-        return { ok: false, status: 429, code: 'limit_exceeded', message: `at most ${config.maxConnectionsPerIp} connections per address (TETHER_MAX_CONNECTIONS_PER_IP)` };
+        return refuse('per_address', { ok: false, status: 429, code: 'limit_exceeded', message: `at most ${config.maxConnectionsPerIp} connections per address (TETHER_MAX_CONNECTIONS_PER_IP)` });
       }
       return { ok: true, ip };
     },

@@ -183,6 +183,10 @@ describe('numeric limits', () => {
     ['TETHER_MAX_SUBSCRIPTIONS', '100001'],
     ['TETHER_LONG_POLL_MS', '30000'],
     ['TETHER_LONG_POLL_MS', '999'],
+    ['TETHER_METRICS_PORT', '65536'],
+    ['TETHER_METRICS_PORT', '-1'],
+    ['TETHER_METRICS_PORT', '9100.5'],
+    ['TETHER_METRICS_PORT', 'metrics'],
   ])('refuses %s=%s naming the setting', (name, value) => {
     expect(refusal({ [name]: value })).toMatch(new RegExp(`^${name} must be an integer between`));
   });
@@ -192,6 +196,14 @@ describe('numeric limits', () => {
       headersTimeoutMs: 1000, maxConnections: 5, maxConnectionsPerIp: 3, maxRpcInFlight: 4, maxDocBytes: 10_000, longPollMs: 25_000,
     });
     expect(loadConfig({}).longPollMs).toBe(20_000);
+  });
+
+  it('TETHER_METRICS_PORT: unset means no admin listener; set, on 127.0.0.1 unless TETHER_METRICS_HOST says otherwise', () => {
+    expect(loadConfig({})).toMatchObject({ metricsPort: undefined, metricsHost: '127.0.0.1' });
+    expect(loadConfig({ TETHER_METRICS_PORT: '' })).toMatchObject({ metricsPort: undefined });
+    expect(loadConfig({ TETHER_METRICS_PORT: '9100' })).toMatchObject({ metricsPort: 9100, metricsHost: '127.0.0.1' });
+    expect(loadConfig({ TETHER_METRICS_PORT: '0', TETHER_METRICS_HOST: ' 10.0.0.5 ' })).toMatchObject({ metricsPort: 0, metricsHost: '10.0.0.5' });
+    expect(unknownSettings({ TETHER_METRICS_PORT: '9100', TETHER_METRICS_HOST: '127.0.0.1' })).toEqual([]);
   });
 });
 

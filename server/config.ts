@@ -94,6 +94,13 @@ export interface ServerConfig {
    * 1000–25000: below Node's 30 s request timeout and the 30 s many proxies cut idle requests at). @default 20000
    */
   longPollMs: number;
+  /**
+   * A second listener serving GET /metrics without a key (TETHER_METRICS_PORT; 0 picks a free
+   * port); unset: /metrics only on the main port, behind TETHER_API_KEY.
+   */
+  metricsPort: number | undefined;
+  /** Address of that listener (TETHER_METRICS_HOST): keep it private. @default '127.0.0.1' */
+  metricsHost: string;
 }
 
 /** Patterns granted per operation; see README "Security". */
@@ -147,6 +154,8 @@ export const DEFAULT_CONFIG: ServerConfig = {
   maxDocBytes: 1024 * 1024,
   headersTimeoutMs: 10_000,
   longPollMs: 20_000,
+  metricsPort: undefined,
+  metricsHost: '127.0.0.1',
 };
 
 /** Every setting read from the environment; any other TETHER_* variable is a typo. */
@@ -157,7 +166,7 @@ const KNOWN = new Set([
   'TETHER_DB', 'TETHER_DB_SYNC', 'TETHER_DATABASE_URL', 'TETHER_REDIS_URL', 'TETHER_REDIS_PREFIX', 'TETHER_HISTORY_MAX_EVENTS', 'TETHER_HISTORY_MAX_AGE_S', 'TETHER_ALLOWED_ORIGINS',
   'TETHER_MAX_SUBSCRIPTIONS', 'TETHER_RATE_LIMIT', 'TETHER_MAX_BUFFERED_BYTES', 'TETHER_MAX_CONNECTIONS',
   'TETHER_MAX_CONNECTIONS_PER_IP', 'TETHER_CONNECT_RATE_PER_IP', 'TETHER_TRUST_PROXY', 'TETHER_MAX_RPC_IN_FLIGHT', 'TETHER_MAX_DOC_BYTES', 'TETHER_HEADERS_TIMEOUT_MS',
-  'TETHER_LONG_POLL_MS',
+  'TETHER_LONG_POLL_MS', 'TETHER_METRICS_PORT', 'TETHER_METRICS_HOST',
 ]);
 
 /** Settings of other tools that share the prefix (tests, the CLI tools); not server settings. */
@@ -331,5 +340,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     maxDocBytes: integer(env, 'TETHER_MAX_DOC_BYTES', DEFAULT_CONFIG.maxDocBytes, 1024, 2 ** 30),
     headersTimeoutMs: integer(env, 'TETHER_HEADERS_TIMEOUT_MS', DEFAULT_CONFIG.headersTimeoutMs, 1000, 600_000),
     longPollMs: integer(env, 'TETHER_LONG_POLL_MS', DEFAULT_CONFIG.longPollMs, 1000, 25_000),
+    metricsPort: text(env, 'TETHER_METRICS_PORT') === undefined ? undefined : integer(env, 'TETHER_METRICS_PORT', 0, 0, 65535),
+    metricsHost: text(env, 'TETHER_METRICS_HOST') ?? DEFAULT_CONFIG.metricsHost,
   };
 }

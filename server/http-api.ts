@@ -87,14 +87,17 @@ async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
   return body;
 }
 
-function checkKey(req: IncomingMessage, apiKey: string | undefined): void {
-  if (apiKey === undefined) throw new ApiError(401, 'unauthorized', 'the HTTP API is disabled: set TETHER_API_KEY on the server');
+/** Whether the request carries `Authorization: Bearer <apiKey>` (also the check of GET /metrics). */
+export function hasApiKey(req: IncomingMessage, apiKey: string): boolean {
   const header = req.headers.authorization ?? '';
   const match = /^Bearer (.+)$/.exec(header);
   // Compare digests: equal length, so timingSafeEqual leaks neither content nor length.
-  if (!match || !timingSafeEqual(digest(match[1]!), digest(apiKey))) {
-    throw new ApiError(401, 'unauthorized', 'missing or wrong API key (Authorization: Bearer <TETHER_API_KEY>)');
-  }
+  return match !== null && timingSafeEqual(digest(match[1]!), digest(apiKey));
+}
+
+function checkKey(req: IncomingMessage, apiKey: string | undefined): void {
+  if (apiKey === undefined) throw new ApiError(401, 'unauthorized', 'the HTTP API is disabled: set TETHER_API_KEY on the server');
+  if (!hasApiKey(req, apiKey)) throw new ApiError(401, 'unauthorized', 'missing or wrong API key (Authorization: Bearer <TETHER_API_KEY>)');
 }
 
 /** The optional `Idempotency-Key` header: a retried request with the same key is applied once. */

@@ -32,6 +32,8 @@ import { openPostgresStore } from './storage/postgres.js';
 import { WriteQueue } from './pubsub/write-queue.js';
 import type { EventStore } from './storage/event-store.js';
 import { openSqliteStore } from './storage/sqlite.js';
+import { createMetrics, httpRoute } from './metrics.js';
+import { createMetricsHandler, startAdminListener, type AdminListener } from './metrics-endpoint.js';
 
 export interface ServerOptions extends Partial<ServerConfig> {
   /** Extra procedures, added to (and overriding) the built-in ones. */
@@ -52,6 +54,8 @@ export interface TetherServer {
   readonly store: EventStore;
   /** Open connections, over both transports (WebSocket and long polling). */
   connectionCount(): number;
+  /** The port of the key-less metrics listener (TETHER_METRICS_PORT), if there is one. */
+  readonly metricsPort: number | undefined;
   close(): Promise<void>;
 }
 
@@ -106,19 +110,20 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   if (!hasClient) log.warn({ clientDir }, 'client files not found: run `npm run build` to serve the demo and /tether.js');
   const serveStatic = hasClient ? sirv(clientDir, { etag: true, dev: false }) : undefined;
 
+  const metrics = createMetrics();
   const retention = { maxEvents: config.historyMaxEvents, maxAgeMs: config.historyMaxAgeS * 1000 };
-  const store = options.store ?? (config.databaseUrl === undefined
+  const store = metrics.timeStore(options.store ?? (config.databaseUrl === undefined
     ? openSqliteStore({ path: config.db, synchronous: config.dbSync, maxDocBytes: config.maxDocBytes, retention })
-    : await openPostgresStore({ url: config.databaseUrl, maxDocBytes: config.maxDocBytes, retention }));
+    : await openPostgresStore({ url: config.databaseUrl, maxDocBytes: config.maxDocBytes, retention })));
   // A networked events DB (or Redis) needs the ordered broker: it checks positions against the
   // store, so a commit whose acknowledgement was lost, or another process's event, is never a gap.
   const broker = options.broker ?? (config.redisUrl === undefined && config.databaseUrl === undefined
     ? createLocalBroker()
-    : createOrderedBroker({ store, log, ...(config.redisUrl === undefined ? {} : { redis: { url: config.redisUrl, prefix: config.redisPrefix } }) }));
+    : createOrderedBroker({ store, log, metrics, ...(config.redisUrl === undefined ? {} : { redis: { url: config.redisUrl, prefix: config.redisPrefix } }) }));
   if (config.databaseUrl !== undefined && config.redisUrl === undefined) {
     log.warn('TETHER_DATABASE_URL without TETHER_REDIS_URL: events of other processes reach this one only by polling the events DB (every 2 s); set TETHER_REDIS_URL to run several processes');
   }
-  const writes = new WriteQueue(store, broker);
+  const writes = new WriteQueue(store, broker, metrics);
   const pingStore = async (): Promise<{ kind: EventStore['kind']; ok: boolean; detail?: string }> => {
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -152,13 +157,16 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   const sessions = new Set<Session>();
   const byTransport = { websocket: 0, longPolling: 0 };
   let shuttingDown = false;
-  const admissions = createAdmissions({ config, development: authenticate.development, log, connections: () => sessions.size, shuttingDown: () => shuttingDown });
+  const admissions = createAdmissions({ config, development: authenticate.development, log, connections: () => sessions.size, shuttingDown: () => shuttingDown, refused: metrics.admissionRefused });
+  metrics.connectionsFrom(() => ({ websocket: byTransport.websocket, 'long-polling': byTransport.longPolling }));
+  const serveMetrics = createMetricsHandler({ metrics, apiKey: config.apiKey, development: authenticate.development });
   const originPolicy = admissions.originPolicy;
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxMessageBytes });
 
   /** A new session over `transport`, counted against `ip` until the transport closes. */
   function startSession(transport: Transport, ip: string): Session {
-    const session = new Session(transport, { log, authenticate, revocations, procedures, store, writes, broker, heartbeatMs: config.heartbeatMs, idleHeartbeatMs: config.idleHeartbeatMs, maxMessageBytes: config.maxMessageBytes, limits });
+    const session = new Session(transport, { log, authenticate, revocations, procedures, store, writes, broker, heartbeatMs: config.heartbeatMs, idleHeartbeatMs: config.idleHeartbeatMs, maxMessageBytes: config.maxMessageBytes, limits, metrics });
+    metrics.sessionOpened(transport.kind);
     const kind = transport.kind === 'websocket' ? 'websocket' : 'longPolling';
     sessions.add(session);
     admissions.opened(ip);
@@ -206,6 +214,9 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
       return;
     }
     const path = url.pathname;
+    const route = httpRoute(path);
+    if (route !== undefined) res.once('finish', () => metrics.httpRequest(route, res.statusCode));
+    if (path === '/metrics') return serveMetrics(req, res);
     // A WebSocket is a GET with Upgrade (the 'upgrade' event); a POST to the same URL is long polling.
     if (path === '/ws' && (req.method === 'POST' || req.method === 'OPTIONS')) return longPolling.handle(req, res);
     if (await api(req, res, url)) return;
@@ -247,7 +258,11 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     if (!admission.ok) return refuse(`${admission.status} ${STATUS_CODES[admission.status]}`, admission.message);
     wss.handleUpgrade(req, socket, head, (ws) => {
       const session = startSession(new WebSocketTransport(ws), admission.ip);
-      ws.on('error', (err) => log.debug({ err, session: session.id }, 'socket error'));
+      ws.on('error', (err: Error & { code?: string }) => {
+        log.debug({ err, session: session.id }, 'socket error');
+        // ws closes a frame over maxPayload itself, without the session.
+        if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') metrics.closed(CloseCode.TooBig);
+      });
     });
   });
 
@@ -279,13 +294,21 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     http.listen(config.port, host, resolve);
   });
   const port = (http.address() as AddressInfo).port;
-  log.info({ port, host, mode, protocol: PROTOCOL_VERSION, db: options.store ? 'custom' : config.db }, 'listening');
+  let admin: AdminListener | undefined;
+  try {
+    admin = config.metricsPort === undefined ? undefined : await startAdminListener({ metrics, port: config.metricsPort, host: config.metricsHost, log });
+  } catch (error) {
+    await new Promise<void>((resolve) => http.close(() => resolve()));
+    throw error;
+  }
+  log.info({ port, host, mode, protocol: PROTOCOL_VERSION, db: options.store ? 'custom' : config.db, ...(admin ? { metricsPort: admin.port } : {}) }, 'listening');
 
   return {
     port,
     procedures,
     store,
     connectionCount: () => sessions.size,
+    metricsPort: admin?.port,
     async close() {
       // Stop taking connections first: a client that reconnects at once (they do, after 1001)
       // must not land in a server that waits for its connections to end.
@@ -299,6 +322,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
       await longPolling.close();
       http.closeAllConnections();
       await httpClosed;
+      await admin?.close();
       await broker.close();
       await store.close();
     },

@@ -12,6 +12,7 @@ import type { ClientMessage, DocOpen, Handshake, HistoryRequest, Publish, RpcReq
 import { MAX_WRITE_BATCH, WRITES_PER_RATE_TOKEN } from '../protocol/messages.js';
 import type { Authenticate } from './auth.js';
 import type { Logger } from './log.js';
+import type { ServerFrameType, SessionMetrics } from './metrics.js';
 import type { Broker } from './pubsub/broker.js';
 import { CatchUp, type HeldBudget } from './pubsub/catch-up.js';
 import { conflictFrame, docFrame, eventFrame, historyResultFrame } from './pubsub/frames.js';
@@ -46,6 +47,7 @@ export interface SessionDeps {
   idleHeartbeatMs: number;
   maxMessageBytes: number;
   limits: SessionLimits;
+  metrics: SessionMetrics;
 }
 
 /** Malformed frames tolerated before the connection is closed with 4005. */
@@ -63,7 +65,7 @@ const HISTORY_PAGE_BYTES = 256 * 1024;
 const CATCH_UP_LOW_WATER = 512 * 1024;
 
 /** Where the answer to a write goes: its own frame, or the `answers` of the `writes` frame it came in. */
-type Reply = (frame: string) => void;
+type Reply = (frame: string, type: ServerFrameType) => void;
 
 export class Session {
   readonly id = randomUUID();
@@ -109,6 +111,7 @@ export class Session {
   close(code: CloseCode, reason: string): void {
     if (this.closing) return;
     this.closing = true;
+    this.deps.metrics.closed(code);
     this.transport.close(code, reason);
     // A dead peer never completes the closing handshake: do not wait ws's 30 s for it.
     setTimeout(() => this.transport.terminate(), 1000).unref();
@@ -135,9 +138,10 @@ export class Session {
     this.openDocs.clear();
   }
 
-  private sendFrame(frame: string): void {
+  private sendFrame(frame: string, type: ServerFrameType): void {
     if (!this.transport.isOpen) return;
     this.transport.send(frame);
+    this.deps.metrics.frameSent(type);
     if (this.transport.bufferedAmount > this.deps.limits.maxBufferedBytes) {
       this.log.warn({ buffered: this.transport.bufferedAmount }, 'slow consumer dropped');
       this.close(CloseCode.SlowConsumer, 'slow consumer');
@@ -145,10 +149,11 @@ export class Session {
   }
 
   private send(message: ServerMessage): void {
-    this.sendFrame(encode(message));
+    this.sendFrame(encode(message), message.type);
   }
 
   private sendError(error: ErrorShape, about: { id?: number; seq?: number; channel?: string; doc?: string } = {}): void {
+    this.deps.metrics.errorSent(error.code);
     this.send({ type: 'error', ...about, ...error });
   }
 
@@ -159,8 +164,12 @@ export class Session {
       return this.close(CloseCode.RateLimited, 'rate limit exceeded');
     }
     if (this.handshaking) await this.handshaking;
-    if (isBinary) return this.refuse({ code: 'invalid_message', message: 'binary frames are not supported; send JSON text' });
+    if (isBinary) {
+      this.deps.metrics.frameReceived('invalid');
+      return this.refuse({ code: 'invalid_message', message: 'binary frames are not supported; send JSON text' });
+    }
     const frame = decodeClientFrames(text);
+    this.deps.metrics.frameReceived(frame.batch ? 'writes' : frame.decoded.ok ? frame.decoded.message.type : 'invalid');
     if (!frame.batch) return this.dispatch(frame.decoded);
     if (!this.welcomed) {
       this.sendError({ code: 'invalid_message', message: 'the first frame must be a handshake' });
@@ -177,7 +186,7 @@ export class Session {
     // their answers go back together, in one `answers` frame (they are stored in one commit).
     const answers: string[] = [];
     await Promise.all(frame.writes.map((decoded) => this.dispatch(decoded, (answer) => answers.push(answer))));
-    if (answers.length > 0) this.sendFrame(`{"type":"answers","answers":[${answers.join(',')}]}`);
+    if (answers.length > 0) this.sendFrame(`{"type":"answers","answers":[${answers.join(',')}]}`, 'answers');
   }
 
   /** Handles one decoded message (a frame, or one write of a `writes` frame: its answer goes to `reply`). */
@@ -340,7 +349,7 @@ export class Session {
     } catch {
       return this.sendError({ code: 'internal', message: `procedure ${method} returned a value that is not JSON` }, { id });
     }
-    this.sendFrame(frame);
+    this.sendFrame(frame, 'result');
   }
 
   private publish({ seq, channel, data }: Publish, reply?: Reply): Promise<void> {
@@ -372,7 +381,10 @@ export class Session {
    */
   private async write(seq: number, request: (clientId: string) => WriteRequest, reply: Reply = this.reply): Promise<void> {
     const clientId = this.clientId;
-    const error = (e: ErrorShape) => reply(encode({ type: 'error', seq, ...e }));
+    const error = (e: ErrorShape) => {
+      this.deps.metrics.errorSent(e.code);
+      reply(encode({ type: 'error', seq, ...e }), 'error');
+    };
     if (clientId === undefined) return error({ code: 'invalid_message', message: 'writes need a clientId in the handshake' });
     let outcome: WriteOutcome;
     try {
@@ -383,13 +395,13 @@ export class Session {
     }
     switch (outcome.status) {
       case 'stored':
-        return reply(encode({ type: 'ack', seq, offset: outcome.event.offset }));
+        return reply(encode({ type: 'ack', seq, offset: outcome.event.offset }), 'ack');
       case 'committed':
-        return reply(encode({ type: 'ack', seq, offset: outcome.change.version }));
+        return reply(encode({ type: 'ack', seq, offset: outcome.change.version }), 'ack');
       case 'duplicate':
-        return reply(encode({ type: 'ack', seq, offset: outcome.offset }));
+        return reply(encode({ type: 'ack', seq, offset: outcome.offset }), 'ack');
       case 'conflict':
-        return reply(conflictFrame(seq, outcome.doc, outcome.version, outcome.current));
+        return reply(conflictFrame(seq, outcome.doc, outcome.version, outcome.current), 'conflict');
       case 'refused':
         return error({ code: outcome.code, message: outcome.message });
       case 'out_of_order':
@@ -402,7 +414,7 @@ export class Session {
   }
 
   /** Answers a write on its own frame. */
-  private readonly reply: Reply = (frame) => this.sendFrame(frame);
+  private readonly reply: Reply = (frame, type) => this.sendFrame(frame, type);
 
   private async openDoc({ doc, since, epoch }: DocOpen): Promise<void> {
     if (!this.permissions.readDoc(doc)) return this.sendError({ code: 'forbidden', message: `you may not open ${doc}` }, { doc });
@@ -412,7 +424,7 @@ export class Session {
       return this.sendError({ code: 'limit_exceeded', message: `at most ${this.deps.limits.maxSubscriptions} open documents per connection` }, { doc });
     }
     // Listen first, hold changes while the state is read, so that none falls in between.
-    const feed = this.feed();
+    const feed = this.feed('doc');
     const subscription = this.deps.broker.subscribeDoc(doc, (change, frame) => feed.live(change.version, frame));
     const close = () => {
       subscription.unsubscribe();
@@ -430,7 +442,7 @@ export class Session {
         await subscription.ready;
         const state = await this.deps.store.document(doc, since, epoch);
         if (this.openDocs.get(doc) !== close || this.closing) return;
-        this.sendFrame(docFrame(state, state.full, state.epoch));
+        this.sendFrame(docFrame(state, state.full, state.epoch), 'doc');
         feed.skipTo(state.version);
         feed.release();
       } catch (error) {
@@ -443,8 +455,8 @@ export class Session {
   }
 
   /** Where live frames wait while the past is read; more than the send buffer bound of them is a slow consumer. */
-  private feed(): CatchUp {
-    return new CatchUp((frame) => this.sendFrame(frame), this.held, () => {
+  private feed(type: 'event' | 'doc'): CatchUp {
+    return new CatchUp((frame) => this.sendFrame(frame, type), this.held, () => {
       this.log.warn('slow consumer dropped: live frames held during a catch-up passed the bound');
       this.close(CloseCode.SlowConsumer, 'slow consumer');
     });
@@ -484,7 +496,9 @@ export class Session {
       try {
         await this.drained();
         const page = await this.deps.store.history(channel, since, limit, HISTORY_PAGE_BYTES);
-        if (!this.closing) this.sendFrame(historyResultFrame(id, page));
+        if (this.closing) return;
+        this.sendFrame(historyResultFrame(id, page), 'result');
+        this.deps.metrics.catchUpEvents('history', page.events.length);
       } catch (error) {
         this.log.error({ err: error, channel }, 'history failed');
         this.sendError({ code: 'internal', message: `could not read the history of ${channel}` }, { id });
@@ -505,7 +519,7 @@ export class Session {
       );
     }
     // Listen first and hold live events while the history is read, so none falls in between.
-    const feed = this.feed();
+    const feed = this.feed('event');
     const subscription = this.deps.broker.subscribe(channel, (event, frame) => feed.live(event.offset, frame));
     const unsubscribe = () => {
       subscription.unsubscribe();
@@ -539,6 +553,7 @@ export class Session {
         const head = page.head;
         while (since !== undefined || page.reset) {
           for (const event of page.events) feed.deliver(event.offset, eventFrame(channel, event.offset, event.data, event.publisher));
+          this.deps.metrics.catchUpEvents('subscribe', page.events.length);
           // Up to the head seen at the start; later events come live.
           if (page.events.length === 0 || feed.position >= head) break;
           await this.drained();

@@ -53,7 +53,7 @@ export class LeaderGone extends Error {
   }
 }
 
-const TAB_METHODS = ['status', 'call', 'apiVersion', 'publish', 'publishMany', 'subscribe', 'unsubscribe', 'pendingWrites', 'openDoc', 'closeDoc', 'transact', 'clearConflicts', 'detach'] as const satisfies readonly (keyof TabApi)[];
+const TAB_METHODS = ['status', 'call', 'apiVersion', 'publish', 'publishMany', 'subscribe', 'unsubscribe', 'pendingWrites', 'openDoc', 'closeDoc', 'transact', 'clearConflicts', 'presenceJoin', 'presenceSet', 'presenceLeave', 'inspect', 'stopInspect', 'detach'] as const satisfies readonly (keyof TabApi)[];
 
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);

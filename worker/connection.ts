@@ -9,11 +9,12 @@ import * as v from 'valibot';
 import { HistoryPage, type ServerMessage } from '../protocol/messages.js';
 import type { ReadVersion } from '../protocol/shapes.js';
 import type { LocalRead, NewWrite } from './outbox.js';
-import type { HostMode, CallOptions, ChannelBatchListener, ChannelListener, DocListener, Outcome, PendingWrite, Status, Tab, TabReadVersion, TransactOutcome } from './api.js';
+import type { HostMode, CallOptions, ChannelBatchListener, ChannelListener, DocListener, Outcome, PendingWrite, PresenceListener, Status, Tab, TabReadVersion, TransactOutcome } from './api.js';
 import type { Database } from './db.js';
 import { Documents } from './documents.js';
 import { release } from './release.js';
 import { PendingRequests } from './requests.js';
+import { Presence } from './presence.js';
 import { ServerLink, type WebSocketClass } from './socket.js';
 import type { TransportKind } from './transport-choice.js';
 import { Subscriptions, type ChannelPosition } from './subscriptions.js';
@@ -62,6 +63,9 @@ export class ServerConnection {
   private readonly tokens: Tokens;
   private readonly subscriptions: Subscriptions;
   private readonly documents: Documents;
+  private readonly presence: Presence;
+  /** This connection's member id on presence (from the welcome). */
+  private selfId: string | undefined;
   private settledWaiters: (() => void)[] = [];
   private statusTimer: ReturnType<typeof setTimeout> | undefined;
   private statusSentAt = 0;
@@ -109,6 +113,7 @@ export class ServerConnection {
           if (state === 'online') this.refusal = undefined;
           else {
             this.writes.offline();
+            this.presence.offline();
             // The server forgets the calls of a closed connection: their slots are free again.
             this.releaseRpcSlots(this.rpcOutstanding.size);
             this.rpcOutstanding.clear();
@@ -144,6 +149,7 @@ export class ServerConnection {
     }, deps.fence);
     this.subscriptions = new Subscriptions(url, database, send, (channel, since, limit) => this.history(channel, since, limit));
     this.documents = new Documents(url, database, send, () => this.writes.queueOf(this.viewUser()));
+    this.presence = new Presence({ send, selfId: () => this.selfId });
   }
 
   /** The status as the tab `tabId` sees it: `pending` counts its user's writes. */
@@ -186,6 +192,7 @@ export class ServerConnection {
       this.tabs.delete(tabId);
       this.subscriptions.removeTab(tabId);
       this.documents.removeTab(tabId);
+      this.presence.removeTab(tabId);
       // Its writes stay queued; how they end is now reported on the document, not to the tab.
       this.writes.forgetTab(tabId);
       this.followed.delete(tabId);
@@ -375,8 +382,22 @@ export class ServerConnection {
     this.subscriptions.remove(id);
   }
 
+  /** Joins `channel`'s presence from a tab (worker/presence.ts). */
+  presenceJoin(tabId: string, id: string, channel: string, listener: PresenceListener): Outcome<null> {
+    return this.presence.join(tabId, id, channel, listener);
+  }
+
+  presenceSet(id: string, state: unknown): Outcome<null> {
+    return this.presence.set(id, state);
+  }
+
+  presenceLeave(id: string): void {
+    this.presence.leave(id);
+  }
+
   close(): void {
     clearTimeout(this.statusTimer);
+    this.presence.close();
     this.link.close();
     this.writes.close();
     this.requests.failAll({ code: 'closed', message: 'the client was closed' });
@@ -385,10 +406,15 @@ export class ServerConnection {
   private receive(message: ServerMessage): void {
     if (this.subscriptions.handle(message)) return;
     if (this.writes.handle(message)) return;
+    if (this.presence.handle(message)) return;
     switch (message.type) {
       case 'welcome': {
         // The user of the hello this welcome answers (never of a handshake abandoned meanwhile).
         this.handshakeUser = this.link.sentUser;
+        // As the server keys presence members: the user, else this browser's client id.
+        const clientId = this.link.sentClientId;
+        this.selfId = message.user ?? (clientId === undefined ? `session:${message.session}` : `client:${clientId}`);
+        this.presence.online();
         this.rpcLimit = message.maxRpcInFlight ?? Number.POSITIVE_INFINITY;
         void this.writes.online(this.handshakeUser, message).then(() => this.publishStatus());
         this.followNewestUser();

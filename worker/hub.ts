@@ -58,6 +58,9 @@ export class Hub implements WorkerApi {
       closeDoc: (id) => this.connectionOf(tabId)?.closeDoc(id),
       transact: (doc, reads, writes, final, local) => on((c) => c.transact(tabId, doc, reads, writes, final, local)),
       clearConflicts: async (doc) => this.connectionOf(tabId)?.clearConflicts(doc),
+      presenceJoin: (id, channel, listener) => on(async (c) => c.presenceJoin(tabId, id, channel, listener)),
+      presenceSet: (id, state) => on(async (c) => c.presenceSet(id, state)),
+      presenceLeave: (id) => this.connectionOf(tabId)?.presenceLeave(id),
       detach: () => this.detach(tabId),
     };
   }

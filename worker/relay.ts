@@ -9,7 +9,7 @@
  *   so none is stored twice and none is lost;
  * - calls in flight fail with `connection_lost` (they may or may not have run): never a hang.
  */
-import { TAB_API_VERSION, type ChannelBatchListener, type ChannelDelivery, type ChannelListener, type DocListener, type HostMode, type Outcome, type PendingWrite, type PublishedListener, type Registration, type Status, type StatusListener, type TabApi, type TabReadVersion, type TokenProvider, type TransactOutcome } from './api.js';
+import { TAB_API_VERSION, type ChannelBatchListener, type ChannelDelivery, type ChannelListener, type DocListener, type HostMode, type Outcome, type PendingWrite, type PresenceListener, type PublishedListener, type Registration, type Status, type StatusListener, type TabApi, type TabReadVersion, type TokenProvider, type TransactOutcome } from './api.js';
 import type { Async, LeaderApi } from './bus.js';
 import { returning } from './bus.js';
 import { release } from './release.js';
@@ -41,6 +41,15 @@ interface OpenDoc {
   sent?: Promise<Outcome<null>>;
 }
 
+interface PresenceJoin {
+  channel: string;
+  listener: PresenceListener;
+  forward: PresenceListener;
+  /** The state the tab set last (given to the next leader after the join). */
+  state: { value: unknown } | undefined;
+  sent?: Promise<Outcome<null>>;
+}
+
 type WaitingWrite =
   | { kind: 'publish'; id: number; channel: string; data: unknown }
   | { kind: 'transact'; args: Parameters<TabApi['transact']>; settle: (outcome: Outcome<TransactOutcome>) => void };
@@ -53,6 +62,7 @@ export class TabRelay implements TabApi {
   private mode: HostMode = 'follower';
   private readonly subscriptions = new Map<string, Subscription>();
   private readonly docs = new Map<string, OpenDoc>();
+  private readonly presences = new Map<string, PresenceJoin>();
   /** Writes not settled yet, in the order the tab made them. */
   private readonly writes = new Map<number, WaitingWrite>();
   private nextWrite = 0;
@@ -104,6 +114,7 @@ export class TabRelay implements TabApi {
     // Asked again in the order the tab asked: writes keep their order, subscriptions their place.
     for (const [id, sub] of this.subscriptions) sub.sent = this.subscribeOn(tab, id, sub);
     for (const [id, open] of this.docs) open.sent = this.openOn(tab, id, open);
+    for (const [id, join] of this.presences) join.sent = this.presenceOn(tab, id, join);
     let publishes: { id: number; channel: string; data: unknown }[] = [];
     const flush = () => {
       if (publishes.length > 0) void Promise.resolve(tab.publishMany(publishes)).catch(() => {});
@@ -345,6 +356,51 @@ export class TabRelay implements TabApi {
     await Promise.resolve(tab?.clearConflicts(doc)).catch(() => {});
   }
 
+  async presenceJoin(id: string, channel: string, listener: PresenceListener): Promise<Outcome<null>> {
+    const join: PresenceJoin = { channel, listener, forward: (snapshot) => listener(snapshot), state: undefined };
+    this.presences.set(id, join);
+    if (this.target) return (join.sent = this.presenceOn(this.target, id, join));
+    const tab = await this.bound();
+    if (!tab || this.presences.get(id) !== join) return { ok: true, value: null };
+    return (join.sent ??= this.presenceOn(tab, id, join));
+  }
+
+  /** Joins on `tab` (a new leader), with the state the tab set before. */
+  private async presenceOn(tab: Async<TabApi>, id: string, join: PresenceJoin): Promise<Outcome<null>> {
+    try {
+      const outcome = await tab.presenceJoin(id, join.channel, join.forward);
+      if (!outcome.ok) {
+        if (this.presences.get(id) === join) this.presences.delete(id);
+        return outcome;
+      }
+      if (join.state !== undefined) await tab.presenceSet(id, join.state.value);
+      return outcome;
+    } catch {
+      return { ok: true, value: null }; // the leader went away: the next one is asked again
+    }
+  }
+
+  async presenceSet(id: string, state: unknown): Promise<Outcome<null>> {
+    const join = this.presences.get(id);
+    if (!join) return { ok: false, error: { code: 'closed', message: 'this presence was left; join the channel again' } };
+    if (!this.target) {
+      join.state = { value: state }; // set on the next leader after its join
+      return { ok: true, value: null };
+    }
+    const outcome = await Promise.resolve(this.target.presenceSet(id, state)).catch(() => ({ ok: true, value: null }) as const);
+    if (outcome.ok) join.state = { value: state };
+    return outcome;
+  }
+
+  presenceLeave(id: string): void {
+    const join = this.presences.get(id);
+    this.presences.delete(id);
+    if (!join) return;
+    release(join.listener);
+    this.leaderApi?.release?.(join.forward);
+    if (this.target) void Promise.resolve(this.target.presenceLeave(id)).catch(() => {});
+  }
+
   detach(): void {
     if (this.detached) return;
     this.detached = true;
@@ -354,6 +410,7 @@ export class TabRelay implements TabApi {
     for (const wake of this.bindWaiters.splice(0)) wake();
     for (const sub of this.subscriptions.values()) release(sub.listener);
     for (const { listener } of this.docs.values()) release(listener);
+    for (const { listener } of this.presences.values()) release(listener);
     release(this.onStatus);
     if (this.getToken) release(this.getToken);
     if (this.onPublished) release(this.onPublished);

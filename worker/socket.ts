@@ -69,6 +69,8 @@ export class ServerLink {
    * A handshake abandoned for a newer one never sets it, so `welcome` always pairs with its hello.
    */
   sentUser: string | undefined;
+  /** The clientId that hello carried (undefined: none). */
+  sentClientId: string | undefined;
   /** `close()` was called: nothing may open the socket again (a late timer would revive it). */
   private closed = false;
   private heartbeatMs = 0;
@@ -153,6 +155,7 @@ export class ServerLink {
       ...(clientId === undefined || firstSeq === undefined ? {} : { firstSeq }),
     };
     this.sentUser = clientId === undefined ? undefined : user;
+    this.sentClientId = clientId;
     this.ws.send(JSON.stringify(hello));
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = setTimeout(() => {

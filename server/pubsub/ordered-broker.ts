@@ -12,8 +12,10 @@
  * Document notifications from other processes are only hints: the change itself is read from
  * the store. Channel notifications carry the event and are checked against the channel's epoch.
  */
+import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
+import type { BrokerMetrics } from '../metrics.js';
 import type { DocChange, EventStore, StoredEvent } from '../storage/event-store.js';
 import type { Broker, BrokerHealth, ChannelReset, DocListener, EventListener, Subscription } from './broker.js';
 import { docFrame, eventFrame } from './frames.js';
@@ -34,6 +36,8 @@ export interface OrderedBrokerOptions {
   degradedPollMs?: number;
   /** A Redis connection that does not answer a ping in this time is taken for down and reconnected. @default 1000 */
   pingTimeoutMs?: number;
+  /** Told how long each Redis notification took from its publisher to this process. */
+  metrics?: BrokerMetrics;
 }
 
 /** Events read per store round trip while filling a gap. */
@@ -57,6 +61,15 @@ export function createOrderedBroker(options: OrderedBrokerOptions): Broker {
   const { store, log } = options;
   const prefix = options.redis?.prefix ?? '';
   let closed = false;
+  /**
+   * Notifications carry when (`t`, ms since the epoch) and by which process (`o`) they were
+   * published, for the delivery lag metric; other fields are what they always were.
+   */
+  const origin = randomUUID();
+  const lag = (message: { t?: unknown; o?: unknown }) => {
+    if (options.metrics === undefined || typeof message.t !== 'number') return;
+    options.metrics.deliveryLag(message.o === origin ? 'self' : 'other', Math.max(0, Date.now() - message.t) / 1000);
+  };
 
   const channels = new OrderedStreams<ChannelItem>(
     {
@@ -231,14 +244,18 @@ export function createOrderedBroker(options: OrderedBrokerOptions): Broker {
     subscriber.on('message', (topic: string, message: string) => {
       try {
         if (topic.startsWith(`${prefix}ch:`)) {
-          const event = JSON.parse(message) as StoredEvent;
-          const valid = channelTopic(event.channel) === topic && Number.isSafeInteger(event.offset) && typeof event.data === 'string'
-            && typeof event.epoch === 'string' && (event.publisher === null || typeof event.publisher === 'string');
+          const notice = JSON.parse(message) as StoredEvent & { t?: unknown; o?: unknown };
+          const valid = channelTopic(notice.channel) === topic && Number.isSafeInteger(notice.offset) && typeof notice.data === 'string'
+            && typeof notice.epoch === 'string' && (notice.publisher === null || typeof notice.publisher === 'string');
           if (!valid) throw new TypeError('not a stored event');
+          lag(notice);
+          const event: StoredEvent = { channel: notice.channel, offset: notice.offset, epoch: notice.epoch, data: notice.data, publisher: notice.publisher };
           channels.offer(event.channel, { event });
         } else if (topic.startsWith(`${prefix}doc:`)) {
-          const { doc, version } = JSON.parse(message) as { doc: unknown; version: unknown };
+          const notice = JSON.parse(message) as { doc: unknown; version: unknown; t?: unknown; o?: unknown };
+          const { doc, version } = notice;
           if (typeof doc !== 'string' || docTopic(doc) !== topic || !Number.isSafeInteger(version)) throw new TypeError('not a document change');
+          lag(notice);
           docs.known(doc, version as number);
         }
       } catch (error) {
@@ -296,13 +313,13 @@ export function createOrderedBroker(options: OrderedBrokerOptions): Broker {
     publish(event) {
       // The other processes first (delivering to this one's subscribers can take milliseconds the
       // PUBLISH would wait behind), then this process's subscribers; the echo from Redis is dropped as seen.
-      redis?.publish(channelTopic(event.channel), JSON.stringify(event));
+      redis?.publish(channelTopic(event.channel), JSON.stringify({ channel: event.channel, offset: event.offset, epoch: event.epoch, data: event.data, publisher: event.publisher, t: Date.now(), o: origin }));
       channels.offer(event.channel, { event });
     },
     subscribe: (channel, listener) => eventFanOut.subscribe(channel, listener),
     publishDoc(change) {
       // Other processes read the change from the store: the notification says only where it is.
-      redis?.publish(docTopic(change.doc), JSON.stringify({ doc: change.doc, version: change.version }));
+      redis?.publish(docTopic(change.doc), JSON.stringify({ doc: change.doc, version: change.version, t: Date.now(), o: origin }));
       docs.offer(change.doc, { change, full: false });
     },
     subscribeDoc: (doc, listener) => docFanOut.subscribe(doc, listener),

@@ -2,7 +2,9 @@
  * Group commit: every write submitted during one turn of the event loop is applied in one
  * durable transaction, then fanned out in order. One batch at a time keeps per-client order.
  */
+import { performance } from 'node:perf_hooks';
 import type { Broker } from './broker.js';
+import type { WriteMetrics } from '../metrics.js';
 import type { EventStore, WriteOutcome, WriteRequest } from '../storage/event-store.js';
 
 interface Pending {
@@ -18,6 +20,8 @@ export class WriteQueue {
   constructor(
     private readonly store: EventStore,
     private readonly broker: Broker,
+    /** Counts each write's outcome and times each hand-over to the broker. */
+    private readonly metrics?: WriteMetrics,
   ) {}
 
   submit(request: WriteRequest): Promise<WriteOutcome> {
@@ -36,9 +40,15 @@ export class WriteQueue {
       this.queue = [];
       try {
         const outcomes = await this.store.write(batch.map((p) => p.request));
+        const metrics = this.metrics;
         outcomes.forEach((outcome, i) => {
+          const start = metrics ? performance.now() : 0;
           if (outcome.status === 'stored') this.broker.publish(outcome.event);
           else if (outcome.status === 'committed') this.broker.publishDoc(outcome.change);
+          if (metrics) {
+            if (outcome.status === 'stored' || outcome.status === 'committed') metrics.published(outcome.status === 'stored' ? 'event' : 'doc', (performance.now() - start) / 1000);
+            metrics.decided(batch[i]!.request, outcome);
+          }
           batch[i]!.resolve(outcome);
         });
       } catch (error) {

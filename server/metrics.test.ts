@@ -1,0 +1,332 @@
+/**
+ * GET /metrics against a live server: the counters move by exactly the traffic made (over both
+ * transports, through the HTTP API, with refusals and bad frames), labels stay bounded, and the
+ * endpoint is protected as documented (README "Metrics").
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { SignJWT } from 'jose';
+import { pino } from 'pino';
+import { startServer, type TetherServer } from './server.js';
+import { RawClient } from './testing/raw-client.js';
+import { LongPollClient } from './testing/long-poll-client.js';
+import { parsePrometheusText, sampleValue, type Family } from './testing/prometheus-text.js';
+
+const silent = pino({ level: 'silent' });
+const API_KEY = 'metrics-test-key';
+const SECRET = 'unit-test-secret-of-at-least-32-characters';
+
+afterEach(() => {
+  for (const c of RawClient.all) c.ws.terminate();
+});
+
+type Scrape = Map<string, Family>;
+
+async function scrape(url: string, headers: Record<string, string> = { authorization: `Bearer ${API_KEY}` }): Promise<Scrape> {
+  const res = await fetch(url, { headers });
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
+  return parsePrometheusText(await res.text());
+}
+
+/** Families of this server's own metrics (not Node's process metrics, whose series come and go with GC kinds and handle types). */
+function tetherFamilies(families: Scrape): Family[] {
+  return [...families.values()].filter((f) => !/^tether_(process|nodejs)_/.test(f.name));
+}
+
+describe('metrics count the traffic (development mode, with an API key)', () => {
+  let server: TetherServer;
+  let ws: string;
+  let metricsUrl: string;
+
+  beforeAll(async () => {
+    server = await startServer({
+      port: 0, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', db: ':memory:',
+      apiKey: API_KEY, maxMessageBytes: 1024, allowedOrigins: ['http://app.example'],
+    });
+    ws = `ws://127.0.0.1:${server.port}/ws`;
+    metricsUrl = `http://127.0.0.1:${server.port}/metrics`;
+  });
+  afterAll(() => server.close());
+
+  it('every counter moves by exactly what the clients did', async () => {
+    const before = await scrape(metricsUrl);
+
+    // A: a well-behaved client, and a few mistakes.
+    const a = await new RawClient(ws).open();
+    a.send({ type: 'handshake', v: 1, clientId: 'metrics-a' });
+    expect(await a.next()).toMatchObject({ type: 'welcome' });
+    a.send({ type: 'rpc', id: 1, method: 'hello', args: ['world'] });
+    expect(await a.answerTo(1)).toMatchObject({ type: 'result', value: 'Hello, world!' });
+    for (let seq = 1; seq <= 5; seq++) a.send({ type: 'publish', seq, channel: 'room', data: seq });
+    for (let seq = 1; seq <= 5; seq++) expect(await a.next()).toMatchObject({ type: 'ack', seq, offset: seq });
+    a.send({ type: 'publish', seq: 3, channel: 'room', data: 3 }); // a resend: acknowledged again, not stored again
+    expect(await a.next()).toMatchObject({ type: 'ack', seq: 3, offset: 3 });
+    a.send({ type: 'transact', seq: 6, doc: 'board', reads: { k: 0 }, writes: { k: 1 } });
+    expect(await a.next()).toMatchObject({ type: 'ack', seq: 6 });
+    a.send({ type: 'transact', seq: 7, doc: 'board', reads: { k: 0 }, writes: { k: 2 } }); // read a stale version
+    expect(await a.next()).toMatchObject({ type: 'conflict', seq: 7 });
+    const { epoch } = await server.store.history('room', undefined, 0);
+    a.send({ type: 'subscribe', channel: 'room', since: { offset: 2, epoch } });
+    expect(await a.next()).toMatchObject({ type: 'subscribed', channel: 'room' });
+    for (const offset of [3, 4, 5]) expect(await a.next()).toMatchObject({ type: 'event', offset });
+    a.send({ type: 'history', id: 2, channel: 'room', since: { offset: 0, epoch }, limit: 10 });
+    expect(((await a.answerTo(2)).value as { events: unknown[] }).events).toHaveLength(5);
+    a.send('not json');
+    expect(await a.next()).toMatchObject({ type: 'error', code: 'invalid_message' });
+    a.send({ type: 'nope' });
+    expect(await a.next()).toMatchObject({ type: 'error', code: 'invalid_message' });
+    a.send({ type: 'publish', seq: 8, channel: 'not a channel!', data: 1 }); // malformed write: refused and recorded
+    expect(await a.next()).toMatchObject({ type: 'error', seq: 8, code: 'invalid_message' });
+    a.send({ type: 'rpc', id: 3, method: 'missing', args: [] });
+    expect(await a.answerTo(3)).toMatchObject({ type: 'error', code: 'not_found' });
+    a.send({ type: 'writes', writes: [{ type: 'publish', seq: 9, channel: 'other', data: 9 }, { type: 'publish', seq: 10, channel: 'other', data: 10 }] });
+    expect(await a.next()).toMatchObject({ type: 'answers', answers: [{ type: 'ack', seq: 9 }, { type: 'ack', seq: 10 }] });
+
+    // B: a frame before the handshake (4000). C: a protocol version the server does not speak (4002).
+    const b = await new RawClient(ws).open();
+    b.send({ type: 'ping', t: 1 });
+    expect((await b.closed).code).toBe(4000);
+    const c = await new RawClient(ws).open();
+    c.send({ type: 'handshake', v: 99 });
+    expect((await c.closed).code).toBe(4002);
+    // E: a frame over TETHER_MAX_MESSAGE_BYTES (ws closes it with 1009).
+    const e = await new RawClient(ws).open();
+    e.send({ type: 'handshake', v: 1, pad: 'x'.repeat(2000) });
+    expect((await e.closed).code).toBe(1009);
+    // A page of another site: refused before any session.
+    const evil = new RawClient(ws, { origin: 'http://evil.example' });
+    await expect(evil.open()).rejects.toThrow(/403/);
+
+    // D: long polling.
+    const d = await LongPollClient.handshaken(ws.replace('ws:', 'http:'));
+    await d.send({ type: 'rpc', id: 1, method: 'hello', args: ['poll'] });
+    expect(await d.answerTo(1)).toMatchObject({ type: 'result', value: 'Hello, poll!' });
+
+    // The backend: one publish, one with a wrong key.
+    const api = (key: string) => fetch(`http://127.0.0.1:${server.port}/api/publish`, {
+      method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ channel: 'news', data: 1 }),
+    });
+    expect((await api(API_KEY)).status).toBe(200);
+    expect((await api('wrong')).status).toBe(401);
+
+    // Closed connections leave the gauge once the server has seen them go.
+    let after = await scrape(metricsUrl);
+    for (let i = 0; i < 50 && sampleValue(after, 'tether_connections', { transport: 'websocket' }) !== 1; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      after = await scrape(metricsUrl);
+    }
+    const delta = (name: string, labels: Record<string, string> = {}) => sampleValue(after, name, labels) - sampleValue(before, name, labels);
+
+    expect(sampleValue(after, 'tether_connections', { transport: 'websocket' })).toBe(1);
+    expect(sampleValue(after, 'tether_connections', { transport: 'long-polling' })).toBe(1);
+    expect(delta('tether_sessions_opened_total', { transport: 'websocket' })).toBe(4);
+    expect(delta('tether_sessions_opened_total', { transport: 'long-polling' })).toBe(1);
+
+    /** Every series of `family` moved by `expected[value of label]`, and the others not at all. */
+    const moved = (family: string, label: string, expected: Record<string, number>) => {
+      const series = after.get(family)!.samples;
+      expect(series.length).toBeGreaterThanOrEqual(Object.keys(expected).length);
+      const actual: Record<string, number> = {};
+      for (const s of series) {
+        const d = s.value - sampleValue(before, family, s.labels);
+        if (d !== 0) actual[s.labels[label]!] = d;
+      }
+      expect(actual).toEqual(expected);
+    };
+    moved('tether_frames_received_total', 'type', { handshake: 3, ping: 1, rpc: 3, publish: 6, transact: 2, subscribe: 1, history: 1, invalid: 3, writes: 1 });
+    moved('tether_frames_sent_total', 'type', { welcome: 2, result: 3, ack: 7, conflict: 1, subscribed: 1, event: 3, error: 6, answers: 1 });
+    moved('tether_errors_sent_total', 'code', { invalid_message: 4, unsupported_version: 1, not_found: 1 });
+    moved('tether_server_closes_total', 'code', { 4000: 1, 4002: 1, 1009: 1 });
+    moved('tether_writes_refused_total', 'code', { invalid_message: 1 });
+    moved('tether_catch_up_events_total', 'via', { subscribe: 3, history: 5 });
+    moved('tether_admissions_refused_total', 'reason', { origin: 1 });
+    expect(delta('tether_writes_acknowledged_total', { kind: 'publish', source: 'client' })).toBe(7);
+    expect(delta('tether_writes_acknowledged_total', { kind: 'transact', source: 'client' })).toBe(1);
+    expect(delta('tether_writes_acknowledged_total', { kind: 'publish', source: 'api' })).toBe(1);
+    expect(delta('tether_writes_acknowledged_total', { kind: 'transact', source: 'api' })).toBe(0);
+    expect(delta('tether_writes_duplicate_total', { source: 'client' })).toBe(1);
+    expect(delta('tether_writes_duplicate_total', { source: 'api' })).toBe(0);
+    expect(delta('tether_transaction_conflicts_total', { source: 'client' })).toBe(1);
+
+    // Histograms: one observation per hand-over to the broker, one store handshake (only A had a clientId).
+    expect(delta('tether_broker_publish_seconds_count', { kind: 'event' })).toBe(8);
+    expect(delta('tether_broker_publish_seconds_count', { kind: 'doc' })).toBe(1);
+    expect(delta('tether_store_seconds_count', { operation: 'handshake' })).toBe(1);
+    expect(delta('tether_store_seconds_count', { operation: 'write' })).toBeGreaterThanOrEqual(1);
+    expect(delta('tether_store_seconds_count', { operation: 'history' })).toBeGreaterThanOrEqual(3);
+    expect(delta('tether_store_seconds_sum', { operation: 'write' })).toBeGreaterThan(0);
+
+    // HTTP: the first scrape's own request is counted once it finished (this one's is not yet).
+    expect(delta('tether_http_requests_total', { route: '/api/publish', status: '200' })).toBe(1);
+    expect(delta('tether_http_requests_total', { route: '/api/publish', status: '401' })).toBe(1);
+    expect(delta('tether_http_requests_total', { route: '/metrics', status: '200' })).toBeGreaterThanOrEqual(1);
+
+    // The process metrics are there, under the same prefix.
+    expect(sampleValue(after, 'tether_process_cpu_user_seconds_total')).toBeGreaterThan(0);
+    expect(after.get('tether_nodejs_eventloop_lag_seconds')?.type).toBe('gauge');
+    await d.close();
+  });
+
+  it('series stay bounded: traffic on 500 channels, 50 documents and 50 API routes adds none, and no label names them', async () => {
+    const before = await scrape(metricsUrl);
+    const count = (families: Scrape) => tetherFamilies(families).reduce((n, f) => n + f.samples.length, 0);
+
+    const a = await new RawClient(ws).open();
+    a.send({ type: 'handshake', v: 1, clientId: 'metrics-bounded' });
+    expect(await a.next()).toMatchObject({ type: 'welcome' });
+    for (let frame = 0; frame < 50; frame++) {
+      a.send({ type: 'writes', writes: Array.from({ length: 10 }, (_, i) => ({ type: 'publish', seq: frame * 10 + i + 1, channel: `chan-${frame * 10 + i}`, data: i })) });
+      expect(await a.next()).toMatchObject({ type: 'answers' });
+    }
+    for (let i = 0; i < 50; i++) a.send({ type: 'subscribe', channel: `chan-${i}` });
+    for (let i = 0; i < 50; i++) a.send({ type: 'doc_open', doc: `doc-${i}` });
+    await a.until((f) => f.type === 'doc' && f.doc === 'doc-49');
+    for (let i = 0; i < 50; i++) {
+      const res = await fetch(`http://127.0.0.1:${server.port}/api/docs/doc-${i}`, { headers: { authorization: `Bearer ${API_KEY}` } });
+      expect(res.status).toBe(200);
+      await res.arrayBuffer();
+    }
+
+    const after = await scrape(metricsUrl);
+    expect(sampleValue(after, 'tether_writes_acknowledged_total', { kind: 'publish', source: 'client' }) - sampleValue(before, 'tether_writes_acknowledged_total', { kind: 'publish', source: 'client' })).toBe(500);
+    expect(count(after)).toBe(count(before));
+    const values = tetherFamilies(after).flatMap((f) => f.samples.flatMap((s) => Object.values(s.labels)));
+    expect(values.filter((v) => /chan-|doc-|metrics-bounded/.test(v))).toEqual([]);
+    // Fixed series only: a few hundred, whatever the traffic.
+    expect(count(after)).toBeLessThan(1000);
+  });
+});
+
+describe('two processes over Redis (the Redis at 127.0.0.1:6379, one SQLite file)', () => {
+  const servers: TetherServer[] = [];
+  afterAll(() => Promise.all(servers.map((s) => s.close())));
+
+  it('the delivery lag is observed once per notification received: the publisher\'s own echo as self, the other\'s as other', async () => {
+    const db = join(mkdtempSync(join(tmpdir(), 'tether-metrics-')), 'events.db');
+    const redisPrefix = `tether-metrics-${randomBytes(4).toString('hex')}:`;
+    for (let i = 0; i < 2; i++) {
+      servers.push(await startServer({ port: 0, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', db, redisUrl: 'redis://127.0.0.1:6379', redisPrefix }));
+    }
+    const [one, two] = servers as [TetherServer, TetherServer];
+    for (const server of servers) {
+      await expect.poll(async () => ((await (await fetch(`http://127.0.0.1:${server.port}/api/health`)).json()) as { broker: { ok: boolean } }).broker.ok).toBe(true);
+    }
+    const subscriber = async (server: TetherServer) => {
+      const c = await new RawClient(`ws://127.0.0.1:${server.port}/ws`).open();
+      c.send({ type: 'handshake', v: 1 });
+      await c.until((f) => f.type === 'welcome');
+      c.send({ type: 'subscribe', channel: 'lag' });
+      await c.until((f) => f.type === 'subscribed');
+      return c;
+    };
+    const [a, b] = [await subscriber(one), await subscriber(two)];
+    const url = (server: TetherServer) => `http://127.0.0.1:${server.port}/metrics`;
+    const count = (families: Scrape, origin: string) => sampleValue(families, 'tether_broker_delivery_lag_seconds_count', { origin });
+    const before = [await scrape(url(one)), await scrape(url(two))] as const;
+
+    const writer = await new RawClient(`ws://127.0.0.1:${one.port}/ws`).open();
+    writer.send({ type: 'handshake', v: 1, clientId: 'metrics-lag' });
+    await writer.until((f) => f.type === 'welcome');
+    writer.send({ type: 'publish', seq: 1, channel: 'lag', data: 'hi' });
+    await writer.until((f) => f.type === 'ack');
+    await a.until((f) => f.type === 'event');
+    await b.until((f) => f.type === 'event');
+    // Process one delivered from its own commit; its echo from Redis comes (and is counted) right after.
+    await expect.poll(async () => count(await scrape(url(one)), 'self') - count(before[0], 'self')).toBe(1);
+    const after = [await scrape(url(one)), await scrape(url(two))] as const;
+    expect(count(after[0], 'other') - count(before[0], 'other')).toBe(0);
+    expect(count(after[1], 'other') - count(before[1], 'other')).toBe(1);
+    expect(count(after[1], 'self') - count(before[1], 'self')).toBe(0);
+    expect(sampleValue(after[1], 'tether_broker_delivery_lag_seconds_sum', { origin: 'other' })).toBeLessThan(5);
+  });
+});
+
+describe('GET /metrics protection', () => {
+  const servers: TetherServer[] = [];
+  afterAll(() => Promise.all(servers.map((s) => s.close())));
+  const start = async (options: Parameters<typeof startServer>[0]) => {
+    const server = await startServer({ port: 0, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', db: ':memory:', ...options });
+    servers.push(server);
+    return server;
+  };
+  const get = async (url: string, headers: Record<string, string> = {}) => {
+    const res = await fetch(url, { headers });
+    return { status: res.status, type: res.headers.get('content-type'), text: await res.text() };
+  };
+
+  it('secure mode with an API key: the key is required on the main port; the admin port serves it without one; clients go on', async () => {
+    const server = await start({ tokenSecret: SECRET, apiKey: API_KEY, metricsPort: 0 });
+    const url = `http://127.0.0.1:${server.port}/metrics`;
+    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setExpirationTime('1h').sign(new TextEncoder().encode(SECRET));
+    const client = await new RawClient(`ws://127.0.0.1:${server.port}/ws`).open();
+    client.send({ type: 'handshake', v: 1, token });
+    const welcome = await client.next();
+    expect(welcome, JSON.stringify(welcome)).toMatchObject({ type: 'welcome', user: 'alice' });
+
+    const missing = await get(url);
+    expect(missing.status).toBe(401);
+    expect(missing.type).toBe('application/json');
+    expect(JSON.parse(missing.text)).toEqual({ error: { code: 'unauthorized', message: 'missing or wrong API key (Authorization: Bearer <TETHER_API_KEY>)' } });
+    expect((await get(url, { authorization: 'Bearer wrong' })).status).toBe(401);
+    expect((await get(url, { authorization: API_KEY })).status).toBe(401); // no scheme
+    expect((await get(`${url}?key=${API_KEY}`)).status).toBe(401); // never from the query string
+    const right = await get(url, { authorization: `Bearer ${API_KEY}` });
+    expect(right.status).toBe(200);
+    expect(sampleValue(parsePrometheusText(right.text), 'tether_connections', { transport: 'websocket' })).toBe(1);
+    expect((await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}` } })).status).toBe(405);
+
+    expect(server.metricsPort).toBeGreaterThan(0);
+    const admin = `http://127.0.0.1:${server.metricsPort}`;
+    const open = await get(`${admin}/metrics`);
+    expect(open.status).toBe(200);
+    const families = parsePrometheusText(open.text);
+    expect(sampleValue(families, 'tether_http_requests_total', { route: '/metrics', status: '401' })).toBe(4);
+    expect((await get(`${admin}/api/health`)).status).toBe(404);
+
+    // The client was served all along.
+    client.send({ type: 'rpc', id: 1, method: 'hello', args: ['still here'] });
+    expect(await client.answerTo(1)).toMatchObject({ type: 'result', value: 'Hello, still here!' });
+  });
+
+  it('secure mode without an API key: refused, saying how to enable it', async () => {
+    const server = await start({ tokenSecret: SECRET });
+    const answer = await get(`http://127.0.0.1:${server.port}/metrics`);
+    expect(answer.status).toBe(401);
+    const { error } = JSON.parse(answer.text) as { error: { code: string; message: string } };
+    expect(error.code).toBe('unauthorized');
+    expect(error.message).toMatch(/TETHER_API_KEY/);
+    expect(error.message).toMatch(/TETHER_METRICS_PORT/);
+  });
+
+  it('development mode without an API key: open (the server listens on 127.0.0.1 by default)', async () => {
+    const server = await start({});
+    const answer = await get(`http://127.0.0.1:${server.port}/metrics`);
+    expect(answer.status).toBe(200);
+    expect(parsePrometheusText(answer.text).get('tether_frames_received_total')?.type).toBe('counter');
+  });
+
+  it('the admin listener closes with the server', async () => {
+    const server = await start({ metricsPort: 0 });
+    const admin = `http://127.0.0.1:${server.metricsPort}/metrics`;
+    expect((await get(admin)).status).toBe(200);
+    await server.close();
+    servers.splice(servers.indexOf(server), 1);
+    await expect(fetch(admin)).rejects.toThrow();
+  });
+
+  it('the parser refuses what is not the text format', () => {
+    expect(() => parsePrometheusText('a_total 1\n')).not.toThrow();
+    expect(() => parsePrometheusText('a_total{x="1"} one\n')).toThrow(/not a float/);
+    expect(() => parsePrometheusText('a_total{x=1} 1\n')).toThrow(/not quoted/);
+    expect(() => parsePrometheusText('a_total{x="\\q"} 1\n')).toThrow(/bad escape/);
+    expect(() => parsePrometheusText('a_total 1\na_total 2\n')).toThrow(/twice/);
+    expect(() => parsePrometheusText('a 1\nb 1\na{x="y"} 1\n')).toThrow(/not together/);
+    expect(() => parsePrometheusText('# TYPE h histogram\nh_bucket{le="1"} 2\nh_bucket{le="+Inf"} 1\nh_sum 1\nh_count 1\n')).toThrow(/cumulative/);
+    expect(() => parsePrometheusText('# TYPE h histogram\nh_bucket{le="+Inf"} 2\nh_sum 1\nh_count 1\n')).toThrow(/_count/);
+    expect(() => parsePrometheusText('a 1')).toThrow(/newline/);
+  });
+});

@@ -1,0 +1,245 @@
+/**
+ * Presence in the worker: the tabs of this browser that joined a channel's presence are one
+ * connection's contribution (`tabs`, and the state its user set), sent to the server; the
+ * members the server sends back go to every joined tab. Nothing here touches the outbox:
+ * presence is not durable, and after a reconnect the worker simply joins again.
+ *
+ * A tab that goes away (closed, reloaded) lowers the count only after a short delay, so a
+ * reload does not make the count dip and rise for everyone else; an explicit leave is sent at once.
+ */
+import type { ErrorShape } from '../protocol/errors.js';
+import { PRESENCE_STATE_MAX_BYTES } from '../protocol/constants.js';
+import type { PresenceMembers, ServerMessage } from '../protocol/messages.js';
+import type { Outcome, PresenceListener, PresenceSnapshot } from './api.js';
+import { release } from './release.js';
+
+/** How long a departed tab still counts (a reload comes back within it). */
+export const TAB_GONE_DELAY_MS = 2000;
+/** Changes of one channel are sent together: a burst of `set` calls (a cursor) costs one frame per this. */
+const SEND_DELAY_MS = 50;
+
+interface Join {
+  tabId: string;
+  channel: string;
+  listener: PresenceListener;
+  state: unknown;
+  /** When this tab last set its state (0: never): the latest setter's state is the connection's. */
+  setAt: number;
+}
+
+interface Channel {
+  joins: Set<string>;
+  /**
+   * The counts shown when tabs went away, each kept as a floor until its delay ends (see
+   * TAB_GONE_DELAY_MS): a reloading tab's replacement fills its place, with no dip and no rise.
+   */
+  floors: number[];
+  /** What the server last confirmed, shown to the tabs. */
+  members: PresenceMembers['members'];
+  total: number;
+  joined: boolean;
+  error: ErrorShape | null;
+  /** The last frame sent on this connection (undefined: none since it opened). */
+  sent: string | undefined;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+export interface PresenceDeps {
+  /** Sends a frame if online; false when it could not. */
+  send: (message: { type: 'presence'; channel: string; tabs: number; state?: unknown }) => boolean;
+  /** The member id of this connection's user: `user`, else `client:<clientId>`, else `session:<id>`. */
+  selfId: () => string | undefined;
+  changed?: () => void;
+}
+
+export class Presence {
+  private readonly joins = new Map<string, Join>();
+  private readonly channels = new Map<string, Channel>();
+  private clock = 0;
+
+  constructor(private readonly deps: PresenceDeps) {}
+
+  join(tabId: string, id: string, channel: string, listener: PresenceListener): Outcome<null> {
+    this.leave(id);
+    this.joins.set(id, { tabId, channel, listener, state: null, setAt: 0 });
+    let entry = this.channels.get(channel);
+    if (!entry) {
+      entry = { joins: new Set(), floors: [], members: [], total: 0, joined: false, error: null, sent: undefined, timer: undefined };
+      this.channels.set(channel, entry);
+    }
+    entry.joins.add(id);
+    entry.error = null;
+    this.schedule(channel, entry);
+    deliver(listener, this.snapshot(channel, entry));
+    return { ok: true, value: null };
+  }
+
+  set(id: string, state: unknown): Outcome<null> {
+    const join = this.joins.get(id);
+    if (!join) return { ok: false, error: { code: 'closed', message: 'this presence was left; join the channel again' } };
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(state ?? null);
+    } catch (cause) {
+      return { ok: false, error: { code: 'invalid_argument', message: `presence state must be JSON (${String(cause)})` } };
+    }
+    if (json === undefined) return { ok: false, error: { code: 'invalid_argument', message: 'presence state must be JSON' } };
+    if (json.length > PRESENCE_STATE_MAX_BYTES) {
+      return { ok: false, error: { code: 'message_too_big', message: `presence state is ${json.length} bytes of JSON; at most ${PRESENCE_STATE_MAX_BYTES}` } };
+    }
+    join.state = JSON.parse(json) as unknown;
+    join.setAt = ++this.clock;
+    const entry = this.channels.get(join.channel);
+    if (entry) this.schedule(join.channel, entry);
+    return { ok: true, value: null };
+  }
+
+  /** Leaves at once (the tab called `leave()`). */
+  leave(id: string): void {
+    const join = this.joins.get(id);
+    if (!join) return;
+    this.joins.delete(id);
+    release(join.listener);
+    const entry = this.channels.get(join.channel);
+    if (!entry) return;
+    entry.joins.delete(id);
+    this.schedule(join.channel, entry);
+  }
+
+  /**
+   * The tab went away (closed, reloading, crashed): its joins go, but each channel keeps showing
+   * the count it had for TAB_GONE_DELAY_MS, so a reloading tab's replacement fills its place
+   * (no dip, no rise). The state it set goes at once: nobody is typing in a closed tab.
+   */
+  removeTab(tabId: string): void {
+    const gone = [...this.joins].filter(([, join]) => join.tabId === tabId);
+    for (const channel of new Set(gone.map(([, join]) => join.channel))) {
+      const entry = this.channels.get(channel);
+      if (!entry) continue;
+      const floor = this.tabsOf(entry);
+      entry.floors.push(floor);
+      setTimeout(() => {
+        entry.floors.splice(entry.floors.indexOf(floor), 1);
+        this.schedule(channel, entry);
+      }, TAB_GONE_DELAY_MS);
+    }
+    for (const [id] of gone) this.leave(id);
+  }
+
+  /** A new connection knows nothing of this one's presence: join again. */
+  online(): void {
+    for (const [channel, entry] of this.channels) {
+      entry.sent = undefined;
+      this.schedule(channel, entry);
+    }
+  }
+
+  offline(): void {
+    for (const [channel, entry] of this.channels) {
+      entry.sent = undefined;
+      if (!entry.joined) continue;
+      entry.joined = false;
+      this.tell(channel, entry);
+    }
+  }
+
+  handle(message: ServerMessage): boolean {
+    if (message.type === 'presence') {
+      const entry = this.channels.get(message.channel);
+      if (!entry) return true; // left meanwhile
+      entry.members = message.members;
+      entry.total = message.total;
+      entry.joined = entry.joins.size > 0;
+      entry.error = null;
+      this.tell(message.channel, entry);
+      return true;
+    }
+    if (message.type === 'error' && message.presence !== undefined) {
+      const entry = this.channels.get(message.presence);
+      if (!entry) return true;
+      entry.error = { code: message.code, message: message.message };
+      entry.joined = false;
+      this.tell(message.presence, entry);
+      return true;
+    }
+    return false;
+  }
+
+  /** The channels this worker is present on, for the inspector. */
+  inspect(): { channel: string; tabs: number; members: number; joined: boolean }[] {
+    return [...this.channels].map(([channel, entry]) => ({ channel, tabs: this.tabsOf(entry), members: entry.total, joined: entry.joined }));
+  }
+
+  close(): void {
+    for (const id of [...this.joins.keys()]) this.leave(id);
+    for (const entry of this.channels.values()) clearTimeout(entry.timer);
+    this.channels.clear();
+  }
+
+  private schedule(channel: string, entry: Channel): void {
+    if (entry.timer !== undefined) return;
+    entry.timer = setTimeout(() => {
+      entry.timer = undefined;
+      this.flush(channel, entry);
+    }, SEND_DELAY_MS);
+  }
+
+  private flush(channel: string, entry: Channel): void {
+    const tabs = Math.max(this.tabsOf(entry), ...entry.floors);
+    let latest: Join | undefined;
+    for (const id of entry.joins) {
+      const join = this.joins.get(id);
+      if (join && join.setAt > (latest?.setAt ?? 0)) latest = join;
+    }
+    const message = { type: 'presence' as const, channel, tabs, ...(latest ? { state: latest.state } : {}) };
+    const frame = JSON.stringify(message);
+    if (tabs === 0) {
+      if (entry.sent !== undefined) this.deps.send(message);
+      this.channels.delete(channel);
+      this.deps.changed?.();
+      return;
+    }
+    if (frame === entry.sent) return;
+    if (this.deps.send(message)) entry.sent = frame;
+    this.deps.changed?.();
+  }
+
+  /** Tabs joined (a tab that joined twice counts once). */
+  private tabsOf(entry: Channel): number {
+    const tabs = new Set<string>();
+    for (const id of entry.joins) {
+      const join = this.joins.get(id);
+      if (join) tabs.add(join.tabId);
+    }
+    return tabs.size;
+  }
+
+  private snapshot(channel: string, entry: Channel): PresenceSnapshot {
+    const self = this.deps.selfId();
+    return {
+      channel,
+      joined: entry.joined,
+      members: entry.members.map((member) => ({ ...member, self: member.id === self })),
+      total: entry.total,
+      error: entry.error,
+    };
+  }
+
+  private tell(channel: string, entry: Channel): void {
+    const snapshot = this.snapshot(channel, entry);
+    for (const id of entry.joins) {
+      const join = this.joins.get(id);
+      if (join) deliver(join.listener, snapshot);
+    }
+    this.deps.changed?.();
+  }
+}
+
+/** Calls a tab's listener (a Comlink proxy): a tab that went away is detached by its lock, not here. */
+function deliver(listener: PresenceListener, snapshot: PresenceSnapshot): void {
+  try {
+    void Promise.resolve(listener(snapshot)).catch(() => {});
+  } catch {
+    // the tab is gone; its lock's release removes it
+  }
+}
