@@ -5,6 +5,8 @@
  *   global → sdk/dist/tether.js         (IIFE for <script src>, defines window.Tether)
  *   sdk    → sdk/dist/index.js          (ESM for npm; types come from tsconfig.lib.json)
  *   react  → sdk/dist/react.js          (the optional `tether/react` bindings)
+ *   inspector        → sdk/dist/inspector.js         (the `tether/inspector` panel)
+ *   inspector-global → sdk/dist/tether-inspector.js  (IIFE: adds Tether.mountInspector)
  *   demo   → server/dist/client/        (the page the reference server serves; the build copies
  *                                        tether.js and the worker there first)
  */
@@ -52,6 +54,10 @@ export default defineConfig(({ mode }): UserConfig => {
       return library('sdk/index.ts', 'sdk/dist', 'index.js', 'es');
     case 'react':
       return library('sdk/react.ts', 'sdk/dist', 'react.js', 'es');
+    case 'inspector':
+      return library('sdk/inspector-panel.ts', 'sdk/dist', 'inspector.js', 'es');
+    case 'inspector-global':
+      return library('sdk/inspector-global.ts', 'sdk/dist', 'tether-inspector.js', 'iife', 'TetherInspector');
     default:
       return {
         root: 'demo',

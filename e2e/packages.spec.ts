@@ -166,7 +166,7 @@ test.afterAll(async () => {
 
 test('the SDK tarball holds the built package and nothing of the sources or tests', async () => {
   const files = await tarballFiles(sdkTarball);
-  for (const required of ['index.js', 'react.js', 'tether-worker.js', 'tether.js', 'types/sdk/index.d.ts', 'types/sdk/react.d.ts']) {
+  for (const required of ['index.js', 'react.js', 'inspector.js', 'tether-worker.js', 'tether.js', 'tether-inspector.js', 'types/sdk/index.d.ts', 'types/sdk/react.d.ts', 'types/sdk/inspector-panel.d.ts']) {
     expect(files, required).toContain(`package/dist/${required}`);
   }
   expect(files).toEqual(expect.arrayContaining(['package/package.json', 'package/README.md', 'package/LICENSE']));

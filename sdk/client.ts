@@ -11,6 +11,7 @@ import type { ChannelDelivery, HostMode, Outcome, PendingWrite, Status, TabApi, 
 import { resolveOptions, type ConnectMode, type ConnectOptions } from './options.js';
 import { createDocStore, type DocStore } from './documents.js';
 import { createPresenceStore, type PresenceStore } from './presence.js';
+import { createInspector, type InspectorStore } from './inspector.js';
 
 export interface RpcCallOptions {
   /** Reject with `timeout` if no answer arrives in time. @default the client's `timeoutMs` */
@@ -86,6 +87,13 @@ export interface TetherClient {
    * grant (else the store's `error` is `forbidden`). Not durable: it is never queued offline.
    */
   presence(channel: string): PresenceStore;
+  /**
+   * What the worker holds for this server — connection, outbox, subscriptions, documents,
+   * presence, its last log lines — as a read-only store kept current (at most every 250 ms).
+   * Null until the first snapshot (and for good with an older worker: a console warning says so).
+   * `close()` it when done; `mountInspector` (`tether/inspector`) renders it.
+   */
+  inspect(): InspectorStore;
   /** Whether the browser agreed to keep this origin's storage under pressure (asked at connect). */
   readonly persistence: Promise<Persistence>;
   /** Detaches this tab from the worker; other tabs keep their connection. */
@@ -401,6 +409,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     pubsub: { publish, subscribe, pending },
     state: { doc },
     presence,
+    inspect: createInspector(attached, () => apiVersion),
     persistence,
     close() {
       if (closed) return;

@@ -19,5 +19,7 @@ export type { TetherClient, RpcCallOptions, EventMeta, SubscribeOptions, Persist
 export type { Publisher } from '../protocol/shapes.js';
 export type { Status, ConnectionState, HostMode, TransportKind, PendingWrite, DocConflict } from '../worker/api.js';
 export type { ReadonlyStore } from './readonly-store.js';
+export type { InspectorStore } from './inspector.js';
+export type { Inspection, InspectedWrite } from '../worker/api.js';
 export type { DocStore, DocStatus, Transaction, TransactOptions } from './documents.js';
 export type { PresenceStore, PresenceMember, PresenceSnapshot } from './presence.js';

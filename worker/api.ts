@@ -154,8 +154,11 @@ export interface Inspection {
   lastSyncAt: number | null;
   error: ErrorShape | null;
   tabs: number;
-  /** Per user (a browser may hold writes of several), oldest first. */
-  outbox: { user: string; writes: InspectedWrite[] }[];
+  /**
+   * Per user (a browser may hold writes of several): `count` writes wait, the oldest of them (at
+   * most 200, so a burst of thousands does not make every snapshot megabytes) in `writes`.
+   */
+  outbox: { user: string; count: number; writes: InspectedWrite[] }[];
   subscriptions: { channel: string; offset: number | null; epoch: string | null; tabs: number; live: boolean }[];
   documents: { doc: string; version: number; pending: number; conflicts: number; synced: boolean; tabs: number }[];
   presence: { channel: string; tabs: number; members: number; joined: boolean }[];

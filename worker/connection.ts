@@ -9,9 +9,10 @@ import * as v from 'valibot';
 import { HistoryPage, type ServerMessage } from '../protocol/messages.js';
 import type { ReadVersion } from '../protocol/shapes.js';
 import type { LocalRead, NewWrite } from './outbox.js';
-import type { HostMode, CallOptions, ChannelBatchListener, ChannelListener, DocListener, Outcome, PendingWrite, PresenceListener, Status, Tab, TabReadVersion, TransactOutcome } from './api.js';
+import type { HostMode, CallOptions, ChannelBatchListener, ChannelListener, DocListener, InspectListener, Inspection, Outcome, PendingWrite, PresenceListener, Status, Tab, TabReadVersion, TransactOutcome } from './api.js';
 import type { Database } from './db.js';
 import { Documents } from './documents.js';
+import { LogRing, type LogLevel } from './log.js';
 import { release } from './release.js';
 import { PendingRequests } from './requests.js';
 import { Presence } from './presence.js';
@@ -41,6 +42,10 @@ export interface EngineDeps {
 
 /** Statuses are sent to the tabs at most this often. */
 const STATUS_INTERVAL_MS = 16;
+/** Inspections are sent to the tabs at most this often… */
+const INSPECT_INTERVAL_MS = 250;
+/** …and again this often while writes wait (their ages and attempts change without an event). */
+const INSPECT_REFRESH_MS = 1000;
 /** How long one page of a catch-up may take before it is tried again on the next connection. */
 const HISTORY_TIMEOUT_MS = 10_000;
 
@@ -84,6 +89,15 @@ export class ServerConnection {
   private readonly followed = new Set<string>();
   private readonly warn: (message: string) => void;
   private readonly mode: () => HostMode;
+  /** The inspector's log of this engine (worker/log.ts). */
+  private readonly log = new LogRing(undefined, () => this.inspectChanged());
+  /** Per tab, its inspector (`TabApi.inspect`). */
+  private readonly inspectors = new Map<string, InspectListener>();
+  private inspectTimer: ReturnType<typeof setTimeout> | undefined;
+  private inspectRefresh: ReturnType<typeof setTimeout> | undefined;
+  private inspectSentAt = 0;
+  /** The current connection's welcome (session null while not online). */
+  private welcomed: { session: string | null; user: string } | undefined;
 
   /** The transports this connection may use (undefined: the default). */
   readonly transports: readonly TransportKind[] | undefined;
@@ -94,9 +108,17 @@ export class ServerConnection {
   ) {
     const { database } = deps;
     this.transports = deps.transports;
-    this.warn = deps.warn ?? ((message) => console.warn(`[tether] ${message}`));
+    const warn = deps.warn ?? ((message) => console.warn(`[tether] ${message}`));
+    this.warn = (message) => {
+      this.log.add('warn', message);
+      warn(message);
+    };
     this.mode = deps.mode ?? (() => 'shared-worker');
-    this.tokens = new Tokens(url, database, () => this.publishStatus());
+    this.tokens = new Tokens(url, database, () => {
+      if (this.tokens.error) this.log.add('warn', `token: ${this.tokens.error.message}`);
+      else this.log.add('info', 'token: the token function works again');
+      this.publishStatus();
+    });
     this.link = new ServerLink(
       url,
       {
@@ -112,6 +134,10 @@ export class ServerConnection {
         onState: (state) => {
           if (state === 'online') this.refusal = undefined;
           else {
+            if (this.welcomed) this.welcomed.session = null;
+            const why = this.link.lastClose;
+            this.link.lastClose = undefined;
+            this.log.add(state === 'offline' ? 'warn' : 'info', `${state}${why === undefined ? '' : ` (${why})`}`);
             this.writes.offline();
             this.presence.offline();
             // The server forgets the calls of a closed connection: their slots are free again.
@@ -127,7 +153,9 @@ export class ServerConnection {
         },
         onMessage: (message) => this.receive(message),
         onInvalid: (error) => this.warn(`${url}: ${error.message}`),
+        log: (level, message) => this.log.add(level, message),
         onRefused: (error) => {
+          this.log.add('error', `the server refused the handshake: ${error.code}: ${error.message}`);
           this.refusal = error;
           this.publishStatus();
         },
@@ -145,11 +173,12 @@ export class ServerConnection {
       committed: (entry, version) => this.documents.committed(entry.doc, entry.writes, version, entry),
       rejected: (conflict, entry, reportable) => this.documents.rejected(conflict, entry, reportable),
       warn: this.warn,
+      log: (level, message) => this.log.add(level, message),
       attached: (tabId) => this.tabs.has(tabId),
     }, deps.fence);
     this.subscriptions = new Subscriptions(url, database, send, (channel, since, limit) => this.history(channel, since, limit));
     this.documents = new Documents(url, database, send, () => this.writes.queueOf(this.viewUser()));
-    this.presence = new Presence({ send, selfId: () => this.selfId });
+    this.presence = new Presence({ send, selfId: () => this.selfId, changed: () => this.inspectChanged() });
   }
 
   /** The status as the tab `tabId` sees it: `pending` counts its user's writes. */
@@ -174,6 +203,7 @@ export class ServerConnection {
    */
   add(tab: Tab): void {
     const state: TabState = { tab, user: Promise.resolve(''), resolvedUser: undefined, published: [] };
+    this.log.add('info', `tab ${tab.tabId.slice(0, 8)} attached (${this.tabs.size + 1} in all)`);
     state.user = this.tokens.userOfNewTab(tab).then(async (user) => {
       state.resolvedUser = user;
       await this.writes.writer(user).catch(() => undefined); // load its queue for `pending`
@@ -190,6 +220,8 @@ export class ServerConnection {
     const state = this.tabs.get(tabId);
     if (state) {
       this.tabs.delete(tabId);
+      this.log.add('info', `tab ${tabId.slice(0, 8)} detached (${this.tabs.size} left)`);
+      this.stopInspect(tabId);
       this.subscriptions.removeTab(tabId);
       this.documents.removeTab(tabId);
       this.presence.removeTab(tabId);
@@ -326,7 +358,10 @@ export class ServerConnection {
     const state = this.tabs.get(tabId);
     if (!state) return { ok: false, error: { code: 'closed', message: 'this tab is not attached (was the client closed?)' } };
     const refused = this.writes.refusal(write); // at once, before waiting for the tab's user
-    if (refused) return { ok: false, error: refused };
+    if (refused) {
+      this.log.add('warn', `a ${write.op} to ${write.op === 'publish' ? write.channel : write.doc} was refused before it was queued: ${refused.code}: ${refused.message}`);
+      return { ok: false, error: refused };
+    }
     return this.writes.enqueue(await state.user, tabId, write, final, options);
   }
 
@@ -395,7 +430,82 @@ export class ServerConnection {
     this.presence.leave(id);
   }
 
+  /** A line for the inspector's log (`warn` also goes to the console, as every warning). */
+  note(level: LogLevel, message: string): void {
+    if (level === 'warn') this.warn(message);
+    else this.log.add(level, message);
+  }
+
+  /** What this engine holds now, as `client.inspect()` shows it. */
+  inspect(): Inspection {
+    const status = this.status();
+    return {
+      at: Date.now(),
+      url: this.url,
+      mode: status.mode,
+      connection: status.connection,
+      transport: status.transport,
+      user: this.welcomed?.user ?? null,
+      clientId: this.writes.clientIdOf(this.handshakeUser ?? this.viewUser()) ?? null,
+      session: this.welcomed?.session ?? null,
+      lastSyncAt: status.lastSyncAt,
+      error: status.error,
+      tabs: this.tabs.size,
+      outbox: this.writes.inspect(),
+      // A channel is live on the current connection only (its flag is reset at the next welcome).
+      subscriptions: this.subscriptions.inspect().map((sub) => ({ ...sub, live: sub.live && status.connection === 'online' })),
+      documents: this.documents.inspect(),
+      presence: this.inspectPresence(),
+      log: this.log.list(),
+    };
+  }
+
+  /** Presence as the inspector shows it: filled in by the presence engine (worker/presence.ts). */
+  private inspectPresence(): Inspection['presence'] {
+    return this.presence.inspect();
+  }
+
+  /** Sends `listener` the inspection now and after changes (at most every INSPECT_INTERVAL_MS); replaces the tab's previous one. */
+  startInspect(tabId: string, listener: InspectListener): void {
+    this.stopInspect(tabId);
+    this.inspectors.set(tabId, listener);
+    void Promise.resolve(listener(this.inspect())).catch(() => {});
+    this.inspected();
+  }
+
+  stopInspect(tabId: string): void {
+    const listener = this.inspectors.get(tabId);
+    if (!listener) return;
+    this.inspectors.delete(tabId);
+    release(listener);
+  }
+
+  /**
+   * Something an inspector shows changed: one snapshot for the whole burst, taken when it is sent
+   * (so the last change of a burst is never lost), at most every INSPECT_INTERVAL_MS.
+   */
+  private inspectChanged(): void {
+    if (this.inspectors.size === 0 || this.inspectTimer !== undefined) return;
+    const wait = Math.max(0, this.inspectSentAt + INSPECT_INTERVAL_MS - Date.now());
+    this.inspectTimer = setTimeout(() => {
+      this.inspectTimer = undefined;
+      const inspection = this.inspect();
+      for (const listener of this.inspectors.values()) void Promise.resolve(listener(inspection)).catch(() => {});
+      this.inspected();
+    }, wait);
+  }
+
+  /** An inspection went out: the next one waits INSPECT_INTERVAL_MS, or INSPECT_REFRESH_MS with nothing new while writes wait. */
+  private inspected(): void {
+    this.inspectSentAt = Date.now();
+    clearTimeout(this.inspectRefresh);
+    this.inspectRefresh = this.inspectors.size > 0 && this.writes.busy() ? setTimeout(() => this.inspectChanged(), INSPECT_REFRESH_MS) : undefined;
+  }
+
   close(): void {
+    clearTimeout(this.inspectTimer);
+    clearTimeout(this.inspectRefresh);
+    for (const tabId of [...this.inspectors.keys()]) this.stopInspect(tabId);
     clearTimeout(this.statusTimer);
     this.presence.close();
     this.link.close();
@@ -404,6 +514,9 @@ export class ServerConnection {
   }
 
   private receive(message: ServerMessage): void {
+    if (message.type === 'reset') this.log.add('warn', `${message.channel}: events up to offset ${message.offset} cannot be recovered (history retention or a reset history; epoch ${message.epoch})`);
+    else if (message.type === 'error' && message.channel !== undefined && message.id === undefined && message.seq === undefined) this.log.add('warn', `subscription to ${message.channel} refused: ${message.code}: ${message.message}`);
+    if (message.type === 'event' || message.type === 'subscribed' || message.type === 'reset' || message.type === 'doc') this.inspectChanged();
     if (this.subscriptions.handle(message)) return;
     if (this.writes.handle(message)) return;
     if (this.presence.handle(message)) return;
@@ -415,6 +528,8 @@ export class ServerConnection {
         const clientId = this.link.sentClientId;
         this.selfId = message.user ?? (clientId === undefined ? `session:${message.session}` : `client:${clientId}`);
         this.presence.online();
+        this.welcomed = { session: message.session, user: message.user ?? '' };
+        this.log.add('info', `online over ${this.link.attempted}: session ${message.session}, user ${message.user === null ? '(anonymous)' : message.user}`);
         this.rpcLimit = message.maxRpcInFlight ?? Number.POSITIVE_INFINITY;
         void this.writes.online(this.handshakeUser, message).then(() => this.publishStatus());
         this.followNewestUser();
@@ -475,6 +590,7 @@ export class ServerConnection {
    * twice per write, and a message to every tab each time would cost more than the writes.
    */
   private publishStatus(): void {
+    this.inspectChanged();
     if (this.statusTimer !== undefined) return;
     // At most one status per animation frame: nobody sees more, and a tab's main thread is not a free queue.
     const wait = Math.max(0, this.statusSentAt + STATUS_INTERVAL_MS - Date.now());

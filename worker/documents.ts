@@ -4,7 +4,7 @@
  * confirmed state with this client's pending transactions replayed on top, in order.
  */
 import type { ClientMessage, Conflict, DocState, KeyState } from '../protocol/messages.js';
-import type { DocConflict, DocListener, DocSnapshot } from './api.js';
+import type { DocConflict, DocListener, DocSnapshot, Inspection } from './api.js';
 import type { Database, OutboxEntry, ReadVersion } from './db.js';
 import { release } from './release.js';
 
@@ -68,6 +68,19 @@ export class Documents {
     } catch {
       // Not pruned this time: the cache is only a cache.
     }
+  }
+
+  /** Each open document's state, for the inspector. */
+  inspect(): Inspection['documents'] {
+    const pending = this.pending();
+    return [...this.docs].map(([doc, d]) => ({
+      doc,
+      version: d.version,
+      pending: pending.filter((entry) => entry.op === 'transact' && entry.doc === doc).length,
+      conflicts: d.conflicts.length,
+      synced: d.synced,
+      tabs: new Set([...d.listeners.values()].map((l) => l.tabId)).size,
+    }));
   }
 
   get open(): string[] {

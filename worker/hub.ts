@@ -25,7 +25,7 @@ export class Hub implements WorkerApi {
       connection = new ServerConnection(url, { ...this.deps, ...(transports === undefined ? {} : { transports }) });
       this.connections.set(url, connection);
     } else if (String(connection.transports ?? '') !== String(transports ?? '')) {
-      (this.deps.warn ?? console.warn)(`[tether] ${url}: this tab asked for transports ${JSON.stringify(transports ?? 'default')}, but the connection other tabs opened uses ${JSON.stringify(connection.transports ?? 'default')}; it is kept (one connection per server URL)`);
+      connection.note('warn', `${url}: this tab asked for transports ${JSON.stringify(transports ?? 'default')}, but the connection other tabs opened uses ${JSON.stringify(connection.transports ?? 'default')}; it is kept (one connection per server URL)`);
     }
     connection.add({ ...registration, onStatus, getToken, onPublished });
     this.tabUrls.set(tabId, url);
@@ -61,6 +61,8 @@ export class Hub implements WorkerApi {
       presenceJoin: (id, channel, listener) => on(async (c) => c.presenceJoin(tabId, id, channel, listener)),
       presenceSet: (id, state) => on(async (c) => c.presenceSet(id, state)),
       presenceLeave: (id) => this.connectionOf(tabId)?.presenceLeave(id),
+      inspect: (listener) => on(async (c) => (c.startInspect(tabId, listener), { ok: true, value: null })),
+      stopInspect: () => this.connectionOf(tabId)?.stopInspect(tabId),
       detach: () => this.detach(tabId),
     };
   }

@@ -9,7 +9,7 @@
  *   so none is stored twice and none is lost;
  * - calls in flight fail with `connection_lost` (they may or may not have run): never a hang.
  */
-import { TAB_API_VERSION, type ChannelBatchListener, type ChannelDelivery, type ChannelListener, type DocListener, type HostMode, type Outcome, type PendingWrite, type PresenceListener, type PublishedListener, type Registration, type Status, type StatusListener, type TabApi, type TabReadVersion, type TokenProvider, type TransactOutcome } from './api.js';
+import { TAB_API_VERSION, type ChannelBatchListener, type ChannelDelivery, type ChannelListener, type DocListener, type HostMode, type InspectListener, type Outcome, type PendingWrite, type PresenceListener, type PublishedListener, type Registration, type Status, type StatusListener, type TabApi, type TabReadVersion, type TokenProvider, type TransactOutcome } from './api.js';
 import type { Async, LeaderApi } from './bus.js';
 import { returning } from './bus.js';
 import { release } from './release.js';
@@ -75,6 +75,8 @@ export class TabRelay implements TabApi {
   private readonly bindWaiters: (() => void)[] = [];
   private detached = false;
   private latest: Status | undefined;
+  /** The tab's inspector, asked again of every new leader; `forward` is what the leader gets. */
+  private inspector: { listener: InspectListener; forward: InspectListener } | undefined;
 
   constructor(
     private readonly registration: Registration,
@@ -115,6 +117,7 @@ export class TabRelay implements TabApi {
     for (const [id, sub] of this.subscriptions) sub.sent = this.subscribeOn(tab, id, sub);
     for (const [id, open] of this.docs) open.sent = this.openOn(tab, id, open);
     for (const [id, join] of this.presences) join.sent = this.presenceOn(tab, id, join);
+    if (this.inspector) void this.inspectOn(tab, this.inspector.forward);
     let publishes: { id: number; channel: string; data: unknown }[] = [];
     const flush = () => {
       if (publishes.length > 0) void Promise.resolve(tab.publishMany(publishes)).catch(() => {});
@@ -401,8 +404,32 @@ export class TabRelay implements TabApi {
     if (this.target) void Promise.resolve(this.target.presenceLeave(id)).catch(() => {});
   }
 
+  async inspect(listener: InspectListener): Promise<Outcome<null>> {
+    this.stopInspect();
+    // The leader's engine reports its own mode: this tab's is said here, as in its statuses.
+    const forward: InspectListener = (inspection) => listener({ ...inspection, mode: this.mode });
+    this.inspector = { listener, forward };
+    // Not bound: asked of the leader once there is one (see bind).
+    return this.target ? this.inspectOn(this.target, forward) : { ok: true, value: null };
+  }
+
+  private inspectOn(tab: Async<TabApi>, forward: InspectListener): Promise<Outcome<null>> {
+    // A leader that went away (or an older one without `inspect`): the next one is asked again.
+    return Promise.resolve(tab.inspect(forward)).catch(() => ({ ok: true, value: null }) as const);
+  }
+
+  stopInspect(): void {
+    const inspector = this.inspector;
+    this.inspector = undefined;
+    if (!inspector) return;
+    release(inspector.listener);
+    this.leaderApi?.release?.(inspector.forward);
+    if (this.target) void Promise.resolve(this.target.stopInspect()).catch(() => {});
+  }
+
   detach(): void {
     if (this.detached) return;
+    this.stopInspect();
     this.detached = true;
     if (this.target) void Promise.resolve(this.target.detach()).catch(() => {});
     this.target = undefined;

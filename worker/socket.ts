@@ -28,6 +28,8 @@ export interface LinkEvents {
   busy: () => boolean;
   /** No call waits for an answer: a planned reconnect (back to a WebSocket) fails none. */
   quiet: () => boolean;
+  /** A line for the inspector's log. */
+  log?: (level: 'info' | 'warn', message: string) => void;
 }
 
 /** While a planned switch of transport waits for calls to be answered, look again this often. */
@@ -86,6 +88,8 @@ export class ServerLink {
   /** Set while a planned switch of transport closes the old socket (its close is not a loss). */
   private switching = false;
   private readonly transports: TransportChoice;
+  /** Why the link last went down (close code and reason, or a timeout), for the inspector's log. */
+  lastClose: string | undefined;
 
   constructor(
     readonly url: string,
@@ -93,20 +97,27 @@ export class ServerLink {
     socketClass?: WebSocketClass,
     allowed?: readonly TransportKind[],
   ) {
-    this.transports = new TransportChoice({ WebSocket: socketClass, transports: allowed, upgrade: () => this.upgrade() });
+    this.transports = new TransportChoice({ WebSocket: socketClass, transports: allowed, upgrade: () => this.upgrade(), log: events.log });
     this.ws = new ReconnectingWebSocket(url, [], reconnectOptions(this.transports.socketClass));
     this.ws.addEventListener('open', () => void this.handshake());
     this.ws.addEventListener('message', (event) => this.receive(event.data));
     // Also fires for every failed attempt (code 1000, wasClean) — each one means "not online".
     // Not after close(): a long-polling socket reports its close at once, inside close().
-    this.ws.addEventListener('close', () => {
-      if (!this.switching && !this.closed) this.lost();
+    this.ws.addEventListener('close', (event) => {
+      if (this.switching || this.closed) return;
+      this.lastClose = `${this.transports.current} closed, code ${event.code}${event.reason ? ` (${event.reason})` : ''}`;
+      this.lost();
     });
   }
 
   /** The transport carrying the connection while online; null otherwise. */
   get transport(): TransportKind | null {
     return this.state === 'online' ? this.transports.current : null;
+  }
+
+  /** The transport of the latest attempt (online or not). */
+  get attempted(): TransportKind {
+    return this.transports.current;
   }
 
   /** Sends a message if the link is online; returns false otherwise (nothing is queued). */
@@ -120,6 +131,7 @@ export class ServerLink {
   reconnect(): void {
     if (this.closed) return;
     this.transports.ended(true);
+    this.lastClose = "reconnecting with another user's token";
     this.lost();
     this.ws.reconnect(1000, 'reconnecting with another token');
   }
@@ -159,7 +171,9 @@ export class ServerLink {
     this.ws.send(JSON.stringify(hello));
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = setTimeout(() => {
-      if (generation === this.generation) this.ws.reconnect();
+      if (generation !== this.generation) return;
+      this.events.log?.('warn', `no welcome within ${HANDSHAKE_TIMEOUT_MS} ms of the handshake: connecting again`);
+      this.ws.reconnect();
     }, HANDSHAKE_TIMEOUT_MS);
   }
 
@@ -201,6 +215,7 @@ export class ServerLink {
     const interval = busy ? this.heartbeatMs : this.idleHeartbeatMs;
     if (now - Math.max(this.lastHeard, this.busySince) > interval * 2) {
       if (this.closed) return;
+      this.lastClose = `heartbeat timeout: nothing heard from the server for ${now - Math.max(this.lastHeard, this.busySince)} ms`;
       this.lost();
       this.ws.reconnect(4000, 'heartbeat timeout');
       return;

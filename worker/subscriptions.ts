@@ -7,7 +7,7 @@
  */
 import { release } from './release.js';
 import { HISTORY_PAGE_MAX, type ClientMessage, type HistoryPage, type ServerMessage } from '../protocol/messages.js';
-import type { ChannelBatchListener, ChannelDelivery, ChannelListener, Outcome } from './api.js';
+import type { ChannelBatchListener, ChannelDelivery, ChannelListener, Inspection, Outcome } from './api.js';
 import type { Database } from './db.js';
 
 interface Listener {
@@ -74,6 +74,17 @@ export class Subscriptions {
   /** Channels whose server subscription is live on the current connection. */
   get live(): string[] {
     return [...this.channels].filter(([, c]) => c.live).map(([name]) => name);
+  }
+
+  /** Each channel's position and who listens, for the inspector. */
+  inspect(): Inspection['subscriptions'] {
+    return [...this.channels].map(([channel, c]) => ({
+      channel,
+      offset: c.offset ?? null,
+      epoch: c.epoch ?? null,
+      tabs: new Set([...c.listeners.values()].map((l) => l.tabId)).size,
+      live: c.live,
+    }));
   }
 
   /**

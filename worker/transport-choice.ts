@@ -36,6 +36,8 @@ export interface TransportChoiceOptions {
   upgrade: () => void;
   /** Whether the server answers plain HTTP now. @default a `check` request (long-polling.ts) */
   reachable?: (url: string) => Promise<boolean>;
+  /** A line for the inspector's log (a switch of transport). */
+  log?: ((level: 'info' | 'warn', message: string) => void) | undefined;
 }
 
 export class TransportChoice {
@@ -131,12 +133,16 @@ export class TransportChoice {
         void (url === undefined ? Promise.resolve(false) : (this.options.reachable ?? httpReachable)(url)).then((reachable) => {
           if (!reachable || this.closed || this.failuresCounted >= attempt) return;
           this.failuresCounted = attempt;
-          if (++this.webSocketFailures >= FAILURES_BEFORE_FALLBACK) this.prefer = 'long-polling';
+          if (++this.webSocketFailures >= FAILURES_BEFORE_FALLBACK && this.prefer !== 'long-polling') {
+            this.prefer = 'long-polling';
+            this.options.log?.('warn', 'WebSockets fail while plain HTTP reaches the server (blocked by a proxy?): the next attempts use long polling');
+          }
         });
       }
     } else if (!stable) {
       // Long polling did not work either (the network is down, or the server): give the
       // WebSocket a turn, so whichever gets through first when it comes back wins.
+      if (this.prefer !== 'websocket' && this.allowed.includes('websocket')) this.options.log?.('info', 'long polling failed too: the next attempt uses a WebSocket');
       this.prefer = 'websocket';
     }
   }
@@ -187,6 +193,7 @@ export class TransportChoice {
         // is enough to go back, and the next probe waits longer (the delay grows until a
         // WebSocket stays up), so a network like that does not make the link flap.
         this.webSocketFailures = FAILURES_BEFORE_FALLBACK - 1;
+        this.options.log?.('info', 'a WebSocket got through again: moving back from long polling');
         this.options.upgrade();
       }, PROBE_HOLD_MS);
     });

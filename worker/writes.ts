@@ -19,6 +19,7 @@ import type { Database, OutboxEntry } from './db.js';
 import { clientIdentity, type Identity } from './identity.js';
 import { Outbox, type NewWrite } from './outbox.js';
 import type { WriteOp } from '../protocol/shapes.js';
+import type { InspectedWrite } from './api.js';
 
 /** Writes sent and not yet answered, at most. */
 const SEND_WINDOW = 1000;
@@ -42,6 +43,8 @@ export interface WriteEvents {
   rejected(conflict: Conflict, entry: TransactEntry, reportable: boolean): void;
   /** Something the developer should know about (a write refused with nobody left to tell). */
   warn(message: string): void;
+  /** A line for the inspector's log (never a write's data). */
+  log?(level: 'info' | 'warn', message: string): void;
   /** Whether the tab is still attached (its caller can still hear how its write ended). */
   attached(tabId: string): boolean;
 }
@@ -102,7 +105,17 @@ function writeFrame(entry: OutboxEntry): WriteMessage {
     : { type: 'transact', seq: entry.seq, doc: entry.doc, reads: entry.reads, writes: entry.writes };
 }
 
+/** Writes per user the inspector lists, at most (a burst of 10,000 would make every snapshot megabytes). */
+export const INSPECTED_WRITES = 200;
+
+/** What the inspector shows of a write, without its data. */
+function describeWrite(entry: OutboxEntry): string {
+  return entry.op === 'publish' ? `publish #${entry.seq} to ${entry.channel}` : `transaction #${entry.seq} on ${entry.doc}`;
+}
+
 export class Writes {
+  /** Per queued write: how many times it was sent (in memory: a new worker counts from 0) and its frame's JSON length. */
+  private readonly sends = new WeakMap<OutboxEntry, { attempts: number; bytes: number }>();
   private readonly writers = new Map<string, Promise<Writer>>();
   private readonly loaded = new Map<string, Writer>();
   private readonly waiters = new Map<string, Waiter>();
@@ -180,6 +193,29 @@ export class Writes {
     return writer;
   }
 
+  private sent(entry: OutboxEntry): { attempts: number; bytes: number } {
+    let sent = this.sends.get(entry);
+    if (!sent) this.sends.set(entry, (sent = { attempts: 0, bytes: JSON.stringify(writeFrame(entry)).length }));
+    return sent;
+  }
+
+  /** The queued writes per user, oldest first (the first INSPECTED_WRITES of each), for the inspector. */
+  inspect(): { user: string; count: number; writes: InspectedWrite[] }[] {
+    return [...this.loaded].map(([user, writer]) => ({
+      user,
+      count: writer.queue.length,
+      writes: writer.queue.slice(0, INSPECTED_WRITES).map((entry) => {
+        const { attempts, bytes } = this.sent(entry);
+        return { seq: entry.seq, kind: entry.op, target: entry.op === 'publish' ? entry.channel : entry.doc, createdAt: entry.createdAt, attempts, bytes };
+      }),
+    }));
+  }
+
+  /** The client id of `user`'s outbox (undefined until loaded). */
+  clientIdOf(user: string | undefined): string | undefined {
+    return user === undefined ? undefined : this.loaded.get(user)?.identity.clientId;
+  }
+
   /** Writes wait for the server's answer (or to be sent): the link is watched closely meanwhile. */
   busy(): boolean {
     for (const writer of this.loaded.values()) if (writer.queue.length > 0) return true;
@@ -239,7 +275,9 @@ export class Writes {
       }
       entry = await writer.outbox.add(write, options.local, key);
     } catch (error) {
-      return { ok: false, error: error instanceof TetherError ? error.toJSON() : { code: 'internal', message: `the write could not be stored (${String(error)}); nothing was sent` } };
+      const failure: ErrorShape = error instanceof TetherError ? error.toJSON() : { code: 'internal', message: `the write could not be stored (${String(error)}); nothing was sent` };
+      this.events.log?.('warn', `a ${write.op} was not stored: ${failure.code}: ${failure.message}`);
+      return { ok: false, error: failure };
     }
     // A tab closed while its write was being stored has nobody to tell: no waiter, so the
     // outcome is reported on the document (a conflict) or warned (a refusal), as for any closed tab.
@@ -329,6 +367,7 @@ export class Writes {
       case 'conflict':
         if (sender) {
           this.settle(sender, message.seq, { conflict: true }, (canRetry, entry) => {
+            this.events.log?.('info', `${describeWrite(entry)} conflicted: ${canRetry ? 'its tab runs it again' : 'listed on the document'}`);
             if (entry.op === 'transact') this.events.rejected(message, entry, !canRetry);
           });
           this.pump();
@@ -362,6 +401,7 @@ export class Writes {
     if (!writer || this.resendTimer !== undefined) return;
     const first = writer.queue[0]?.seq ?? 0;
     let batch: WriteMessage[] = [];
+    let entries: OutboxEntry[] = [];
     let batchBytes = 0;
     let batchLast = this.lastSent;
     // Room for the `{"type":"writes","writes":[…]}` envelope.
@@ -377,8 +417,10 @@ export class Writes {
         return false;
       }
       if (!this.events.send(batch.length === 1 ? batch[0]! : { type: 'writes', writes: batch })) return false;
+      for (const entry of entries) this.sent(entry).attempts++;
       this.lastSent = batchLast;
       batch = [];
+      entries = [];
       batchBytes = 0;
       return true;
     };
@@ -402,6 +444,7 @@ export class Writes {
         if (!flush()) return;
       }
       batch.push(frame);
+      entries.push(entry);
       batchBytes += bytes + 1;
       batchLast = entry.seq;
     }
@@ -419,8 +462,9 @@ export class Writes {
   private failed(writer: Writer, seq: number, error: ErrorShape): void {
     if (error.code === 'out_of_order' || error.code === 'internal') return this.scheduleResend(writer, error.code);
     // Refused for good (forbidden, invalid, too big…): the server moved past it; its caller learns why.
-    this.settle(writer, seq, { ok: false, error }, (canRetry) => {
+    this.settle(writer, seq, { ok: false, error }, (canRetry, entry) => {
       if (!canRetry) this.events.warn(`a queued write to ${this.url} was refused: ${error.code}: ${error.message}`);
+      else this.events.log?.('warn', `${describeWrite(entry)} was refused: ${error.code}: ${error.message}`);
     });
     this.pump();
   }
