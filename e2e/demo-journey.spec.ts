@@ -1,7 +1,7 @@
 /**
  * A walk through the demo as a team uses it, two people in two browsers: choose a name, fill the
- * board, chat, lose the network (pending badges), come back (badges go, a conflict is resolved by
- * re-running). It writes the README's screenshots to docs/screenshots/ at fixed viewport sizes.
+ * board, chat, lose the network (pending badges, the inspector's outbox), come back (badges go, a
+ * conflict is resolved by re-running). It writes the README's screenshots to docs/screenshots/ at fixed viewport sizes.
  */
 import { fileURLToPath } from 'node:url';
 import type { BrowserContext, Page } from '@playwright/test';
@@ -71,6 +71,7 @@ test('a team day on the demo: names, board, chat, an outage with pending badges,
   await expect(messages(alice)).toHaveText(['Morning! The board is up to date.', 'Thanks, I will take the roadmap.', 'Great, I am on the changelog.']);
   await expect(messages(bob)).toHaveText(['Morning! The board is up to date.', 'Thanks, I will take the roadmap.', 'Great, I am on the changelog.']);
   await expect(alice.locator('#chat-log li.msg.mine')).toHaveCount(2);
+
   await expect(alice.locator('#status')).toHaveAttribute('data-state', 'online');
   await expect(alice.locator('.badge-pending')).toHaveCount(0);
   await card(alice, 'Write the changelog').hover(); // its actions show
@@ -99,6 +100,16 @@ test('a team day on the demo: names, board, chat, an outage with pending badges,
   await bob.getByRole('button', { name: 'Save' }).click();
   await expect(bob.locator('.badge-pending')).toHaveCount(0); // Bob is online: acknowledged at once
   await shot(alice, 'offline-pending');
+
+  // The inspector, one click away: the worker's outbox holds exactly those four writes.
+  await alice.getByRole('button', { name: 'Inspector' }).click();
+  const inspector = alice.locator('#inspector');
+  await expect(inspector.locator('[data-field="connection"]')).toContainText('offline');
+  await expect(inspector.locator('section[data-section="outbox"] h3 .badge')).toHaveText('4');
+  await expect(inspector.locator('section[data-section="outbox"] tbody tr')).toHaveCount(4);
+  await shot(alice, 'inspector-offline');
+  await alice.getByRole('button', { name: 'Close the inspector' }).click();
+  await expect(inspector).toHaveCount(0);
 
   // Back online: sent once, the badges go, and Alice's edit met Bob's: re-run on the latest version.
   await network.restore();

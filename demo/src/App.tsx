@@ -2,6 +2,7 @@ import type { TetherClient } from '../../sdk/index.js';
 import { Board } from './Board.js';
 import { Chat } from './Chat.js';
 import { Hello } from './Hello.js';
+import { InspectorButton } from './Inspector.js';
 import { Toasts } from './notices.js';
 import { ProfileChip, WelcomeBanner } from './Profile.js';
 import { OfflineBanner, StatusBar } from './StatusBar.js';
@@ -25,6 +26,7 @@ export function App({ client }: { client: TetherClient }) {
         </div>
         <div className="topbar-end">
           <StatusBar client={client} />
+          <InspectorButton client={client} />
           <ProfileChip />
         </div>
       </header>

@@ -3,6 +3,10 @@ import type { EventMeta, TetherClient } from '../../sdk/index.js';
 import { colorOf, getIdentity, useIdentity } from './identity.js';
 import { pendingTracker, usePendingPublishes } from './pending.js';
 import { Avatar, Icon, PendingBadge } from './ui.js';
+import { PresenceBar, TypingLine, usePresence } from './Presence.js';
+
+/** How long after the last keystroke "typing" is cleared. */
+const TYPING_IDLE_MS = 4000;
 
 /** What the demo publishes on `chat` (older demos sent `{ text }` only; the HTTP API anything). */
 interface ChatData {
@@ -50,6 +54,22 @@ export function Chat({ client }: { client: TetherClient }) {
   const [note, setNote] = useState('');
   const log = useRef<HTMLOListElement>(null);
   const waiting = usePendingPublishes(client, 'chat').map(asChatData);
+  // Typing: while the composer has focus and text, until a few seconds without a keystroke or a send.
+  const [typing, setTyping] = useState(false);
+  const idle = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
+  const here = usePresence(client, 'chat', { typing });
+  const stopTyping = () => {
+    clearTimeout(idle.current);
+    setTyping(false);
+  };
+  const typed = (text: string) => {
+    setDraft(text);
+    if (!text.trim()) return stopTyping();
+    setTyping(true);
+    clearTimeout(idle.current);
+    idle.current = setTimeout(() => setTyping(false), TYPING_IDLE_MS);
+  };
+  useEffect(() => () => clearTimeout(idle.current), []);
 
   useEffect(
     () =>
@@ -110,6 +130,7 @@ export function Chat({ client }: { client: TetherClient }) {
     const text = draft.trim();
     if (!text) return;
     setDraft('');
+    stopTyping();
     const { name, color, uid } = getIdentity();
     const data: ChatData = { id: crypto.randomUUID(), text, name, color, uid, at: Date.now() };
     const id = data.id!;
@@ -158,6 +179,7 @@ export function Chat({ client }: { client: TetherClient }) {
     <section className="panel chat-panel" aria-labelledby="chat-title">
       <div className="panel-head">
         <h2 id="chat-title">Team chat</h2>
+        <PresenceBar store={here} label="Chat" />
       </div>
       <ol id="chat-log" className="chat" ref={log} aria-live="polite" aria-relevant="additions">
         {count === 0 && <li className="chat-empty">No messages yet. Say hello to the team.</li>}
@@ -172,11 +194,12 @@ export function Chat({ client }: { client: TetherClient }) {
         )}
         {ours.map((o) => bubble(`p${o.data.id}`, o.data, { state: o.state, error: o.error }))}
       </ol>
+      <TypingLine store={here} />
       <form id="chat-form" className="composer chat-composer" onSubmit={send}>
         <label className="sr-only" htmlFor="chat-input">
           message
         </label>
-        <input id="chat-input" className="field" placeholder={`Message the team as ${me.name}`} autoComplete="off" maxLength={500} value={draft} onChange={(e) => setDraft(e.target.value)} />
+        <input id="chat-input" className="field" placeholder={`Message the team as ${me.name}`} autoComplete="off" maxLength={500} value={draft} onChange={(e) => typed(e.target.value)} onBlur={stopTyping} onFocus={(e) => typed(e.target.value)} />
         <button type="submit" className="btn btn-primary" disabled={!draft.trim()}>
           <Icon name="send" /> Send
         </button>
