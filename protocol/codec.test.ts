@@ -94,3 +94,32 @@ describe('reserved document keys', () => {
     expect(decoded.ok && JSON.stringify(decoded.message)).toBe('{"type":"publish","seq":1,"channel":"c","data":{"__proto__":{"x":1},"constructor":2}}');
   });
 });
+
+describe('presence frames', () => {
+  it.each([
+    { type: 'presence', channel: 'room:1', tabs: 2 },
+    { type: 'presence', channel: 'room:1', tabs: 0 },
+    { type: 'presence', channel: 'room:1', tabs: 1, state: { typing: true } },
+    { type: 'presence', channel: 'room:1', tabs: 1, state: null },
+    { type: 'presence', channel: 'room:1', tabs: 1, state: 'x'.repeat(1022) },
+  ] as ClientMessage[])('takes %j', (message) => {
+    expect(decodeClientFrame(encode(message))).toEqual({ ok: true, message });
+  });
+
+  it('refuses a state over 1 KB of JSON as message_too_big, naming the channel', () => {
+    const frame = JSON.stringify({ type: 'presence', channel: 'room:1', tabs: 1, state: 'x'.repeat(1023) });
+    expect(decodeClientFrame(frame)).toEqual({ ok: false, presence: 'room:1', error: { code: 'message_too_big', message: 'presence state is 1025 bytes of JSON; at most 1024' } });
+  });
+
+  it('refuses other malformed presence frames as invalid_message, naming the channel when it is a channel name', () => {
+    expect(decodeClientFrame('{"type":"presence","channel":"room:1","tabs":-1}')).toMatchObject({ ok: false, presence: 'room:1', error: { code: 'invalid_message' } });
+    expect(decodeClientFrame('{"type":"presence","channel":"room:1","tabs":1001}')).toMatchObject({ ok: false, presence: 'room:1', error: { code: 'invalid_message' } });
+    expect(decodeClientFrame('{"type":"presence","channel":"room:1","tabs":1,"extra":1}')).toMatchObject({ ok: false, presence: 'room:1' });
+    expect(decodeClientFrame('{"type":"presence","channel":"no*stars","tabs":1}')).not.toHaveProperty('presence');
+    expect(decodeClientFrame('{"type":"presence","channel":7,"tabs":1}')).not.toHaveProperty('presence');
+    // A state that is too deep is refused for that (invalid_message), whatever its size.
+    let deep: unknown = 1;
+    for (let i = 0; i < 70; i++) deep = [deep];
+    expect(decodeClientFrame(JSON.stringify({ type: 'presence', channel: 'c', tabs: 1, state: deep }))).toMatchObject({ ok: false, presence: 'c', error: { code: 'invalid_message' } });
+  });
+});

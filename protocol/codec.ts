@@ -4,20 +4,27 @@
  * only checks the envelope because it trusts its own server.
  */
 import * as v from 'valibot';
-import { ClientMessage, MAX_WRITE_BATCH, ServerMessage, WriteMessage } from './messages.js';
+import { ClientMessage, MAX_WRITE_BATCH, PRESENCE_STATE_MAX_BYTES, ServerMessage, WriteMessage } from './messages.js';
 import type { ErrorShape } from './errors.js';
-import { MAX_JSON_DEPTH, reservedKeyProblem } from './constants.js';
+import { CHANNEL_NAME, MAX_JSON_DEPTH, reservedKeyProblem } from './constants.js';
 
 /**
  * A refused frame echoes the request `id` or the write `seq` it carried (when usable), so the
  * sender can match the error — and a refused write still takes its place in the sequence.
  */
-export type Decoded<T> = { ok: true; message: T } | { ok: false; error: ErrorShape; id?: number; seq?: number };
+export type Decoded<T> = { ok: true; message: T } | { ok: false; error: ErrorShape; id?: number; seq?: number; presence?: string };
 
 const WRITE_TYPES = new Set(['publish', 'transact', 'skip']);
 
 function positiveInteger(value: unknown): number | undefined {
   return Number.isSafeInteger(value) && (value as number) > 0 ? (value as number) : undefined;
+}
+
+/** The size of a presence frame's state as the schema measures it (JSON text length), if it is one. */
+function presenceStateSize(json: unknown): number | undefined {
+  if (typeof json !== 'object' || json === null || (json as Record<string, unknown>).type !== 'presence') return undefined;
+  const state = (json as Record<string, unknown>).state;
+  return state === undefined ? undefined : (JSON.stringify(state) ?? '').length;
 }
 
 /** Serializes one message as a JSON text frame. */
@@ -82,12 +89,18 @@ function decodeValue<T>(schema: v.GenericSchema<unknown, T>, json: unknown, prob
     const parsed = v.safeParse(schema, json);
     if (parsed.success) return { ok: true, message: parsed.output };
     error = { code: 'invalid_message', message: describe(parsed.issues) };
+    const size = presenceStateSize(json);
+    if (size !== undefined && size > PRESENCE_STATE_MAX_BYTES) {
+      error = { code: 'message_too_big', message: `presence state is ${size} bytes of JSON; at most ${PRESENCE_STATE_MAX_BYTES}` };
+    }
   }
   if (typeof json !== 'object' || json === null) return { ok: false, error };
   const fields = json as Record<string, unknown>;
   const id = positiveInteger(fields.id);
   const seq = typeof fields.type === 'string' && WRITE_TYPES.has(fields.type) ? positiveInteger(fields.seq) : undefined;
-  return { ok: false, error, ...(id === undefined ? {} : { id }), ...(seq === undefined ? {} : { seq }) };
+  // A refused presence frame names its channel when it can, so the client knows which presence failed.
+  const presence = fields.type === 'presence' && typeof fields.channel === 'string' && CHANNEL_NAME.test(fields.channel) ? fields.channel : undefined;
+  return { ok: false, error, ...(id === undefined ? {} : { id }), ...(seq === undefined ? {} : { seq }), ...(presence === undefined ? {} : { presence }) };
 }
 
 /** Validates a frame received from a client. */

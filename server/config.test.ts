@@ -187,6 +187,9 @@ describe('numeric limits', () => {
     ['TETHER_METRICS_PORT', '-1'],
     ['TETHER_METRICS_PORT', '9100.5'],
     ['TETHER_METRICS_PORT', 'metrics'],
+    ['TETHER_PRESENCE_LINGER_MS', '60001'],
+    ['TETHER_PRESENCE_LINGER_MS', '-1'],
+    ['TETHER_PRESENCE_LINGER_MS', '2.5'],
   ])('refuses %s=%s naming the setting', (name, value) => {
     expect(refusal({ [name]: value })).toMatch(new RegExp(`^${name} must be an integer between`));
   });
@@ -204,6 +207,13 @@ describe('numeric limits', () => {
     expect(loadConfig({ TETHER_METRICS_PORT: '9100' })).toMatchObject({ metricsPort: 9100, metricsHost: '127.0.0.1' });
     expect(loadConfig({ TETHER_METRICS_PORT: '0', TETHER_METRICS_HOST: ' 10.0.0.5 ' })).toMatchObject({ metricsPort: 0, metricsHost: '10.0.0.5' });
     expect(unknownSettings({ TETHER_METRICS_PORT: '9100', TETHER_METRICS_HOST: '127.0.0.1' })).toEqual([]);
+  });
+
+  it('loads the presence linger from 0 (leave at once) to 60000, 5000 by default, and knows its name', () => {
+    expect(loadConfig({ TETHER_PRESENCE_LINGER_MS: '0' }).presenceLingerMs).toBe(0);
+    expect(loadConfig({ TETHER_PRESENCE_LINGER_MS: '60000' }).presenceLingerMs).toBe(60_000);
+    expect(loadConfig({}).presenceLingerMs).toBe(5000);
+    expect(unknownSettings({ TETHER_PRESENCE_LINGER_MS: '100' })).toEqual([]);
   });
 });
 

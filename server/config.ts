@@ -101,6 +101,12 @@ export interface ServerConfig {
   metricsPort: number | undefined;
   /** Address of that listener (TETHER_METRICS_HOST): keep it private. @default '127.0.0.1' */
   metricsHost: string;
+  /**
+   * How long a connection's presence lingers after it leaves a channel or closes
+   * (TETHER_PRESENCE_LINGER_MS, 0–60000): a reload or a reconnect of the same browser within it is
+   * not seen as a leave and a join. @default 5000
+   */
+  presenceLingerMs: number;
 }
 
 /** Patterns granted per operation; see README "Security". */
@@ -156,6 +162,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   longPollMs: 20_000,
   metricsPort: undefined,
   metricsHost: '127.0.0.1',
+  presenceLingerMs: 5000,
 };
 
 /** Every setting read from the environment; any other TETHER_* variable is a typo. */
@@ -166,7 +173,7 @@ const KNOWN = new Set([
   'TETHER_DB', 'TETHER_DB_SYNC', 'TETHER_DATABASE_URL', 'TETHER_REDIS_URL', 'TETHER_REDIS_PREFIX', 'TETHER_HISTORY_MAX_EVENTS', 'TETHER_HISTORY_MAX_AGE_S', 'TETHER_ALLOWED_ORIGINS',
   'TETHER_MAX_SUBSCRIPTIONS', 'TETHER_RATE_LIMIT', 'TETHER_MAX_BUFFERED_BYTES', 'TETHER_MAX_CONNECTIONS',
   'TETHER_MAX_CONNECTIONS_PER_IP', 'TETHER_CONNECT_RATE_PER_IP', 'TETHER_TRUST_PROXY', 'TETHER_MAX_RPC_IN_FLIGHT', 'TETHER_MAX_DOC_BYTES', 'TETHER_HEADERS_TIMEOUT_MS',
-  'TETHER_LONG_POLL_MS', 'TETHER_METRICS_PORT', 'TETHER_METRICS_HOST',
+  'TETHER_LONG_POLL_MS', 'TETHER_METRICS_PORT', 'TETHER_METRICS_HOST', 'TETHER_PRESENCE_LINGER_MS',
 ]);
 
 /** Settings of other tools that share the prefix (tests, the CLI tools); not server settings. */
@@ -342,5 +349,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     longPollMs: integer(env, 'TETHER_LONG_POLL_MS', DEFAULT_CONFIG.longPollMs, 1000, 25_000),
     metricsPort: text(env, 'TETHER_METRICS_PORT') === undefined ? undefined : integer(env, 'TETHER_METRICS_PORT', 0, 0, 65535),
     metricsHost: text(env, 'TETHER_METRICS_HOST') ?? DEFAULT_CONFIG.metricsHost,
+    presenceLingerMs: integer(env, 'TETHER_PRESENCE_LINGER_MS', DEFAULT_CONFIG.presenceLingerMs, 0, 60_000),
   };
 }

@@ -11,6 +11,7 @@
  *                                                           | 413 (limit_exceeded: the document would pass TETHER_MAX_DOC_BYTES)
  *   POST /api/disconnect  {"user": "...", "revoke"?: true}  → 200 {"user", "closed"}: cuts the user's connections;
  *                                                           with revoke, tokens issued up to now are refused too
+ *   GET  /api/presence?channel=…                          → 200 {"channel", "members": [...], "total"}: who is there now
  * Writes take an optional `Idempotency-Key` header, bound to the request: a retry with the same
  * key and body is answered with the first outcome; the same key with another body gets 422.
  */
@@ -24,6 +25,7 @@ import { BodyError, readLimitedBody } from './http-body.js';
 import type { Logger } from './log.js';
 import type { WriteQueue } from './pubsub/write-queue.js';
 import type { EventStore } from './storage/event-store.js';
+import type { PresenceSnapshot } from './presence/presence.js';
 
 export interface HttpApiDeps {
   apiKey: string | undefined;
@@ -33,6 +35,8 @@ export interface HttpApiDeps {
   log: Logger;
   /** Closes every connection of `user` (and refuses its tokens issued so far if `revoke`); returns how many. */
   disconnect(user: string, revoke: boolean): Promise<number>;
+  /** The channel's presence now (every process's members). */
+  presence(channel: string): Promise<PresenceSnapshot>;
 }
 
 const DisconnectBody = v.strictObject({
@@ -174,6 +178,15 @@ export function createHttpApi(deps: HttpApiDeps) {
     });
   }
 
+  async function presence(url: URL, res: ServerResponse): Promise<void> {
+    const raw = url.searchParams.get('channel');
+    if (raw === null || raw === '') throw new ApiError(400, 'invalid_message', 'channel: give the channel as ?channel=<name>');
+    const channel = v.safeParse(ChannelName, raw);
+    if (!channel.success) throw new ApiError(400, 'invalid_message', `channel: ${issueText(channel.issues)}`);
+    const { members, total } = await deps.presence(channel.output);
+    reply(res, 200, { channel: channel.output, members, total });
+  }
+
   function docName(raw: string): string {
     let decoded: string;
     try {
@@ -238,8 +251,8 @@ export function createHttpApi(deps: HttpApiDeps) {
       }
       return true;
     }
-    if (route !== 'POST /api/publish' && route !== 'GET /api/history' && route !== 'POST /api/disconnect') {
-      if (url.pathname === '/api/publish' || url.pathname === '/api/history' || url.pathname === '/api/disconnect') {
+    if (route !== 'POST /api/publish' && route !== 'GET /api/history' && route !== 'POST /api/disconnect' && route !== 'GET /api/presence') {
+      if (url.pathname === '/api/publish' || url.pathname === '/api/history' || url.pathname === '/api/disconnect' || url.pathname === '/api/presence') {
         reply(res, 405, { error: { code: 'invalid_message', message: `${req.method} is not allowed on ${url.pathname}` } });
         return true;
       }
@@ -249,6 +262,7 @@ export function createHttpApi(deps: HttpApiDeps) {
       checkKey(req, deps.apiKey);
       if (route === 'POST /api/publish') await publish(req, res);
       else if (route === 'POST /api/disconnect') await disconnect(req, res);
+      else if (route === 'GET /api/presence') await presence(url, res);
       else await history(url, res);
     } catch (error) {
       fail(res, error, route);

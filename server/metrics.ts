@@ -43,7 +43,7 @@ export const STORE_OPERATIONS = ['write', 'history', 'document', 'handshake', 'p
 type StoreOperation = (typeof STORE_OPERATIONS)[number];
 
 /** HTTP routes counted by `tether_http_requests_total` (a path with a name in it counts under its pattern). */
-export const HTTP_ROUTES = ['/api/publish', '/api/history', '/api/disconnect', '/api/docs/:doc', '/api/docs/:doc/transact', '/api/health', '/metrics', 'other'] as const;
+export const HTTP_ROUTES = ['/api/publish', '/api/history', '/api/disconnect', '/api/docs/:doc', '/api/docs/:doc/transact', '/api/presence', '/api/health', '/metrics', 'other'] as const;
 export type HttpRoute = (typeof HTTP_ROUTES)[number];
 
 /** The route a request path counts under, or undefined for paths that are not counted (the WebSocket, static files). */

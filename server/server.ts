@@ -34,6 +34,9 @@ import type { EventStore } from './storage/event-store.js';
 import { openSqliteStore } from './storage/sqlite.js';
 import { createMetrics, httpRoute } from './metrics.js';
 import { createMetricsHandler, startAdminListener, type AdminListener } from './metrics-endpoint.js';
+import type { PresenceHub } from './presence/presence.js';
+import { createLocalPresence } from './presence/local-presence.js';
+import { createRedisPresence } from './presence/redis-presence.js';
 
 export interface ServerOptions extends Partial<ServerConfig> {
   /** Extra procedures, added to (and overriding) the built-in ones. */
@@ -45,6 +48,8 @@ export interface ServerOptions extends Partial<ServerConfig> {
   store?: EventStore;
   /** Fan-out. @default in process */
   broker?: Broker;
+  /** Presence. @default through Redis when `redisUrl` is set, else in process */
+  presence?: PresenceHub;
 }
 
 export interface TetherServer {
@@ -124,6 +129,9 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     log.warn('TETHER_DATABASE_URL without TETHER_REDIS_URL: events of other processes reach this one only by polling the events DB (every 2 s); set TETHER_REDIS_URL to run several processes');
   }
   const writes = new WriteQueue(store, broker, metrics);
+  const presence = options.presence ?? (config.redisUrl === undefined
+    ? createLocalPresence({ lingerMs: config.presenceLingerMs })
+    : createRedisPresence({ url: config.redisUrl, prefix: config.redisPrefix, lingerMs: config.presenceLingerMs, log }));
   const pingStore = async (): Promise<{ kind: EventStore['kind']; ok: boolean; detail?: string }> => {
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -137,7 +145,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   };
   const revocations = new Revocations(store);
   const api = createHttpApi({
-    apiKey: config.apiKey, store, writes, maxBodyBytes: config.maxMessageBytes, log,
+    apiKey: config.apiKey, store, writes, maxBodyBytes: config.maxMessageBytes, log, presence: (channel) => presence.members(channel),
     async disconnect(user, revoke) {
       // Stored before the connections close, so that their reconnects are refused.
       if (revoke) await revocations.revoke(user);
@@ -165,7 +173,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
 
   /** A new session over `transport`, counted against `ip` until the transport closes. */
   function startSession(transport: Transport, ip: string): Session {
-    const session = new Session(transport, { log, authenticate, revocations, procedures, store, writes, broker, heartbeatMs: config.heartbeatMs, idleHeartbeatMs: config.idleHeartbeatMs, maxMessageBytes: config.maxMessageBytes, limits, metrics });
+    const session = new Session(transport, { log, authenticate, revocations, procedures, store, writes, broker, presence, heartbeatMs: config.heartbeatMs, idleHeartbeatMs: config.idleHeartbeatMs, maxMessageBytes: config.maxMessageBytes, limits, metrics });
     metrics.sessionOpened(transport.kind);
     const kind = transport.kind === 'websocket' ? 'websocket' : 'longPolling';
     sessions.add(session);
@@ -227,7 +235,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
       res.writeHead(storeHealth.ok ? 200 : 503, { 'content-type': 'application/json', 'cache-control': 'no-store' });
       res.end(JSON.stringify({
         ok: storeHealth.ok, protocol: PROTOCOL_VERSION, mode, connections: sessions.size, transports: { ...byTransport },
-        allowedOrigins: originPolicy, store: storeHealth, broker: broker.health(),
+        allowedOrigins: originPolicy, store: storeHealth, broker: broker.health(), presence: presence.health(),
       }));
       return;
     }
@@ -323,6 +331,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
       http.closeAllConnections();
       await httpClosed;
       await admin?.close();
+      await presence.close();
       await broker.close();
       await store.close();
     },

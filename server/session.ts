@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { CloseCode, PROTOCOL_VERSION } from '../protocol/constants.js';
 import { decodeClientFrames, encode, type Decoded } from '../protocol/codec.js';
 import type { ErrorShape } from '../protocol/errors.js';
-import type { ClientMessage, DocOpen, Handshake, HistoryRequest, Publish, RpcRequest, ServerMessage, Subscribe, Transact } from '../protocol/messages.js';
+import type { ClientMessage, DocOpen, Handshake, HistoryRequest, PresenceSet, Publish, RpcRequest, ServerMessage, Subscribe, Transact } from '../protocol/messages.js';
 import { MAX_WRITE_BATCH, WRITES_PER_RATE_TOKEN } from '../protocol/messages.js';
 import type { Authenticate } from './auth.js';
 import type { Logger } from './log.js';
@@ -18,6 +18,7 @@ import { CatchUp, type HeldBudget } from './pubsub/catch-up.js';
 import { conflictFrame, docFrame, eventFrame, historyResultFrame } from './pubsub/frames.js';
 import { grantAll, type Permissions } from './grants.js';
 import type { Revocations } from './revocations.js';
+import { presenceIdentity, type PresenceConnection, type PresenceHub } from './presence/presence.js';
 import type { WriteQueue } from './pubsub/write-queue.js';
 import { TokenBucket } from '../protocol/rate-limit.js';
 import type { ProcedureRegistry } from './rpc/registry.js';
@@ -43,6 +44,7 @@ export interface SessionDeps {
   store: EventStore;
   writes: WriteQueue;
   broker: Broker;
+  presence: PresenceHub;
   heartbeatMs: number;
   idleHeartbeatMs: number;
   maxMessageBytes: number;
@@ -87,6 +89,9 @@ export class Session {
   private expiry: ReturnType<typeof setTimeout> | undefined;
   private readonly subscriptions = new Map<string, () => void>();
   private readonly openDocs = new Map<string, () => void>();
+  /** Channels whose presence this connection has joined (tabs > 0), and how to stop receiving their members. */
+  private readonly presence = new Map<string, () => void>();
+  private presenceIdentity: PresenceConnection | undefined;
   private readonly bucket: TokenBucket;
   private readonly aborter = new AbortController();
   private readonly log: Logger;
@@ -136,6 +141,10 @@ export class Session {
     this.subscriptions.clear();
     for (const close of this.openDocs.values()) close();
     this.openDocs.clear();
+    // Its presence lingers a while: a reconnect of the same browser is not seen as a leave and a join.
+    for (const unwatch of this.presence.values()) unwatch();
+    this.presence.clear();
+    this.deps.presence.disconnect(this.id);
   }
 
   private sendFrame(frame: string, type: ServerFrameType): void {
@@ -152,7 +161,7 @@ export class Session {
     this.sendFrame(encode(message), message.type);
   }
 
-  private sendError(error: ErrorShape, about: { id?: number; seq?: number; channel?: string; doc?: string } = {}): void {
+  private sendError(error: ErrorShape, about: { id?: number; seq?: number; channel?: string; doc?: string; presence?: string } = {}): void {
     this.deps.metrics.errorSent(error.code);
     this.send({ type: 'error', ...about, ...error });
   }
@@ -200,7 +209,7 @@ export class Session {
         const { code, message } = decoded.error;
         return this.write(decoded.seq, () => ({ kind: 'skip', clientId: this.clientId!, seq: decoded.seq!, user: this.user, code, message }), reply);
       }
-      return this.refuse(decoded.error, decoded.id);
+      return this.refuse(decoded.error, decoded.id, decoded.presence);
     }
     const message: ClientMessage = decoded.message;
     if (!this.welcomed) {
@@ -236,6 +245,8 @@ export class Session {
         return;
       case 'history':
         return this.history(message);
+      case 'presence':
+        return this.setPresence(message);
       case 'writes':
         return this.refuse({ code: 'invalid_message', message: 'a writes frame cannot carry another' });
       case 'skip': {
@@ -246,8 +257,8 @@ export class Session {
     }
   }
 
-  private refuse(error: ErrorShape, id?: number): void {
-    this.sendError(error, id === undefined ? {} : { id });
+  private refuse(error: ErrorShape, id?: number, presence?: string): void {
+    this.sendError(error, { ...(id === undefined ? {} : { id }), ...(presence === undefined ? {} : { presence }) });
     if (!this.welcomed) return this.close(CloseCode.HandshakeExpected, 'handshake expected');
     this.countBadFrame(error);
   }
@@ -488,6 +499,32 @@ export class Session {
     while (!this.closing && this.transport.isOpen && this.transport.bufferedAmount > CATCH_UP_LOW_WATER) {
       await this.transport.waitForDrain(CATCH_UP_LOW_WATER);
     }
+  }
+
+  /**
+   * Joins, updates or leaves (tabs 0) the channel's presence. Joining needs the channel's subscribe
+   * grant and counts against maxSubscriptions (presence channels apart from subscriptions); a
+   * joined connection receives the channel's members after every change, its own presence included.
+   */
+  private setPresence({ channel, tabs, state }: PresenceSet): void {
+    // A frame handled after the close would join for ever: nothing would make it linger.
+    if (this.closing) return;
+    const identity = (this.presenceIdentity ??= presenceIdentity({ id: this.id, user: this.user, clientId: this.clientId }));
+    const unwatch = this.presence.get(channel);
+    if (tabs === 0) {
+      if (unwatch === undefined) return; // not there: nothing to leave
+      unwatch();
+      this.presence.delete(channel);
+      return this.deps.presence.set(identity, channel, 0, undefined);
+    }
+    if (!this.permissions.subscribe(channel)) {
+      return this.sendError({ code: 'forbidden', message: `you may not join the presence of ${channel}` }, { presence: channel });
+    }
+    if (unwatch === undefined && this.presence.size >= this.deps.limits.maxSubscriptions) {
+      return this.sendError({ code: 'limit_exceeded', message: `at most ${this.deps.limits.maxSubscriptions} presence channels per connection` }, { presence: channel });
+    }
+    this.deps.presence.set(identity, channel, tabs, state);
+    if (unwatch === undefined) this.presence.set(channel, this.deps.presence.watch(channel, (frame) => this.sendFrame(frame, 'presence')));
   }
 
   private async history({ id, channel, since, limit }: HistoryRequest): Promise<void> {
