@@ -1,6 +1,6 @@
 /**
  * A walk through the demo as a team uses it, two people in two browsers: choose a name, fill the
- * board, chat, lose the network (pending badges, the inspector's outbox), come back (badges go, a
+ * board, chat, see who is here and who is typing, lose the network (pending badges, the inspector's outbox), come back (badges go, a
  * conflict is resolved by re-running). It writes the README's screenshots to docs/screenshots/ at fixed viewport sizes.
  */
 import { fileURLToPath } from 'node:url';
@@ -8,8 +8,10 @@ import type { BrowserContext, Page } from '@playwright/test';
 import { test, expect } from './fixtures/test.js';
 
 const VIEWPORT = { width: 1280, height: 800 };
-const shot = (page: Page, name: string) =>
-  page.screenshot({ path: fileURLToPath(new URL(`../docs/screenshots/${name}.png`, import.meta.url)), animations: 'disabled' });
+async function shot(page: Page, name: string): Promise<void> {
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: fileURLToPath(new URL(`../docs/screenshots/${name}.png`, import.meta.url)), animations: 'disabled' });
+}
 
 /** Gives the browser of `context` a display name without the welcome prompt (as if chosen earlier). */
 async function knownAs(context: BrowserContext, name: string, color: string): Promise<void> {
@@ -72,6 +74,28 @@ test('a team day on the demo: names, board, chat, an outage with pending badges,
   await expect(messages(bob)).toHaveText(['Morning! The board is up to date.', 'Thanks, I will take the roadmap.', 'Great, I am on the changelog.']);
   await expect(alice.locator('#chat-log li.msg.mine')).toHaveCount(2);
 
+  // Presence: each sees the other, on the board and in the chat; Alice's second tab counts under her.
+  const alice2 = await openTab(ca);
+  for (const channel of ['board', 'chat']) {
+    await expect(bob.locator(`.presence[data-channel="${channel}"] [data-member="Alice Chen"]`)).toHaveAttribute('data-tabs', '2');
+    await expect(alice.locator(`.presence[data-channel="${channel}"] [data-member="Bob Marley"]`)).toHaveAttribute('data-tabs', '1');
+    await expect(alice.locator(`.presence[data-channel="${channel}"] .presence-count`)).toHaveText('2 here');
+  }
+  await expect(alice.locator('.presence-person.self [title]').first()).toHaveAttribute('title', 'Alice Chen (you): 2 tabs · 1 browser');
+  // Bob types (without sending): Alice sees it; the list of who is here says who has how many tabs.
+  await bob.getByLabel('message').fill('I can review the offline demo');
+  await expect(alice.locator('#typing')).toHaveText('Bob Marley is typing…');
+  await alice.getByRole('button', { name: 'Chat: 2 people here' }).click();
+  await expect(alice.locator('#presence-chat-list .presence-name')).toHaveText(['Alice Chen (you)', 'Bob Marley']);
+  await expect(alice.locator('#presence-chat-list .presence-spread')).toHaveText(['2 tabs · 1 browser', '1 tab · 1 browser']);
+  await shot(alice, 'presence-typing');
+  await bob.getByLabel('message').fill('');
+  await expect(alice.locator('#typing')).toHaveText('');
+  await alice.keyboard.press('Escape');
+  await expect(alice.locator('#presence-chat-list')).toHaveCount(0);
+  await alice.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
+  await alice2.close();
+  await expect(bob.locator('.presence[data-channel="chat"] [data-member="Alice Chen"]')).toHaveAttribute('data-tabs', '1');
   await expect(alice.locator('#status')).toHaveAttribute('data-state', 'online');
   await expect(alice.locator('.badge-pending')).toHaveCount(0);
   await card(alice, 'Write the changelog').hover(); // its actions show

@@ -76,10 +76,11 @@ export function PresenceBar({ store, label }: { store: PresenceStore; label: str
         onClick={() => setOpen(!open)}
         title={joined ? `${people(total)} here` : 'Last known (not connected)'}
       >
-        {shown.map((m) => {
+        {shown.map((m, i) => {
           const s = stateOf(m);
           return (
-            <span key={m.id} className={`presence-person${m.self ? ' self' : ''}`} data-member={s.name} data-tabs={m.tabs} data-devices={m.devices}>
+            // The first (you) on top of the next: each avatar's initials stay readable.
+            <span key={m.id} className={`presence-person${m.self ? ' self' : ''}`} style={{ zIndex: shown.length - i }} data-member={s.name} data-tabs={m.tabs} data-devices={m.devices}>
               <Avatar name={s.name} color={s.color} size="sm" title={`${s.name}${m.self ? ' (you)' : ''}: ${spread(m)}`} />
               {m.tabs > 1 && (
                 <span className="presence-tabs" aria-hidden="true">
