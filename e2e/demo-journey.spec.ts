@@ -40,7 +40,7 @@ const messages = (page: Page) => page.locator('#chat-log .msg-text');
 
 test('a team day on the demo: names, board, chat, an outage with pending badges, the way back (README screenshots)', async ({ browser, openTab, network }) => {
   const ca = await browser.newContext({ viewport: VIEWPORT });
-  const cb = await browser.newContext({ viewport: VIEWPORT });
+  const cb = await browser.newContext({ viewport: VIEWPORT, colorScheme: 'dark' }); // Bob works in dark mode
   await knownAs(cb, 'Bob Marley', '#175cd3');
   const alice = await openTab(ca);
   const bob = await openTab(cb, { direct: true });
@@ -151,6 +151,8 @@ test('a team day on the demo: names, board, chat, an outage with pending badges,
   await expect(column(bob, 'doing')).toHaveText(['Plan the release', 'Write the changelog', 'Update the roadmap']);
   await expect(alice.locator('#status')).toHaveAttribute('data-state', 'online');
   await shot(alice, 'back-online-conflict');
+  await bob.mouse.move(640, 790);
+  await shot(bob, 'dark');
   await alice.getByRole('button', { name: 'Dismiss notice' }).click();
   await expect(alice.locator('#board-notice')).toHaveCount(0);
 
