@@ -158,7 +158,7 @@ test('a team day on the demo: names, board, chat, an outage with pending badges,
 
   // The same board on a phone.
   const cp = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
-  await knownAs(cp, 'Bob Marley', '#175cd3');
+  await knownAs(cp, 'Chloe Park', '#067647');
   const phone = await openTab(cp, { direct: true });
   await expect(column(phone, 'todo')).toHaveText(['Review the offline demo (Alice)', 'Draft the announcement']);
   await shot(phone, 'phone');

@@ -182,7 +182,7 @@ export function Chat({ client }: { client: TetherClient }) {
         <PresenceBar store={here} label="Chat" />
       </div>
       <ol id="chat-log" className="chat" ref={log} aria-live="polite" aria-relevant="additions">
-        {count === 0 && <li className="chat-empty">No messages yet. Say hello to the team.</li>}
+        {count === 0 && <li className="chat-empty">Messages from now on show here. Say hello to the team.</li>}
         {entries.map((entry) =>
           entry.kind === 'reset' ? (
             <li key={entry.key} className="reset">
