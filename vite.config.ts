@@ -75,7 +75,7 @@ export default defineConfig(({ mode }): UserConfig => {
               short_name: 'Team board',
               start_url: '/',
               display: 'standalone',
-              theme_color: '#1a7f37',
+              theme_color: '#0f766e',
               background_color: '#ffffff',
               icons: [],
             },

@@ -61,11 +61,15 @@ test('the offline app shell: edit offline, reload with no network, the edit is s
   await expect(a.locator('#status')).toHaveAttribute('data-state', 'offline');
   await expect(cards(a)).toHaveText(['Before the outage', 'Made offline']);
   await expect(a.locator('#pending')).toHaveText('1 pending');
+  // Pending across the reload (from the outbox), on that card only.
+  await expect(a.locator('#board li[data-pending]')).toHaveCount(1);
+  await expect(a.locator('#board li[data-card="Made offline"] .badge-pending')).toBeVisible();
   await a.screenshot({ path: test.info().outputPath('offline-reload.png') });
 
   await network.restore();
   await expect(cards(b)).toHaveText(['Before the outage', 'Made offline']);
   await expect(a.locator('#pending')).toHaveText('');
+  await expect(a.locator('#board .badge-pending')).toHaveCount(0);
   const board = await apiDoc(server.httpUrl, 'board');
   expect(Object.values(board.keys).map((k) => (k.value as { text: string }).text).sort()).toEqual(['Before the outage', 'Made offline']);
   expect(board.version).toBe(2); // each card committed once
@@ -81,7 +85,8 @@ test('the demo at a glance (screenshot for the README)', async ({ browser, openT
   await page.getByRole('button', { name: 'Send' }).click();
   await page.getByRole('button', { name: 'Call' }).click();
   await expect(page.locator('#rpc-result')).toHaveText('"Hello, world!"');
-  await expect(page.locator('#chat-log li.message')).toHaveText(['Board is up to date']);
+  await expect(page.locator('#chat-log .msg-text')).toHaveText(['Board is up to date']);
+  await expect(page.locator('.badge-pending')).toHaveCount(0);
   await expect(page.locator('#board li.done .card-text')).toHaveText(['Book the room']);
   await page.screenshot({ path: test.info().outputPath('demo.png') });
   await context.close();

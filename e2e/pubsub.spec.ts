@@ -42,19 +42,22 @@ test('the demo chat: a message typed in one browser appears in the other, once; 
 
   await a.getByLabel('message').fill('hello from A');
   await a.getByRole('button', { name: 'Send' }).click();
-  await expect(b.locator('#chat-log li')).toHaveText(['hello from A']);
-  await expect(a.locator('#chat-log li')).toHaveText(['hello from A']);
+  await expect(b.locator('#chat-log .msg-text')).toHaveText(['hello from A']);
+  await expect(a.locator('#chat-log .msg-text')).toHaveText(['hello from A']);
 
   network.refuse();
   await expect(a.locator('#status')).toHaveAttribute('data-connection', 'offline');
   await a.getByLabel('message').fill('sent while offline');
   await a.getByRole('button', { name: 'Send' }).click();
-  await expect(a.locator('#chat-log li.pending')).toHaveText('sent while offline (sending…)');
+  // Shown at once, marked pending until the server stored it.
+  await expect(a.locator('#chat-log li[data-pending] .msg-text')).toHaveText('sent while offline');
+  await expect(a.locator('#chat-log .badge-pending')).toHaveCount(1);
   await expect(a.locator('#pending')).toHaveText('1 pending');
   await network.restore();
-  await expect(b.locator('#chat-log li')).toHaveText(['hello from A', 'sent while offline']);
-  await expect(a.locator('#chat-log li')).toHaveText(['hello from A', 'sent while offline']);
+  await expect(b.locator('#chat-log .msg-text')).toHaveText(['hello from A', 'sent while offline']);
+  await expect(a.locator('#chat-log .msg-text')).toHaveText(['hello from A', 'sent while offline']);
   await expect(a.locator('#pending')).toHaveText('');
+  await expect(a.locator('#chat-log .badge-pending')).toHaveCount(0);
   await a.screenshot({ path: test.info().outputPath('demo-chat.png') });
   await Promise.all([ca.close(), cb.close()]);
 });

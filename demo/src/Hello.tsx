@@ -1,7 +1,8 @@
 import { useState, type FormEvent } from 'react';
 import type { TetherClient } from '../../sdk/index.js';
+import { Icon } from './ui.js';
 
-/** RPC: the seed's example, `hello` with `["world"]`, or any procedure. */
+/** RPC: the seed's example, `hello` with `["world"]`, or any procedure — a small card for developers. */
 export function Hello({ client }: { client: TetherClient }) {
   const [method, setMethod] = useState('hello');
   const [args, setArgs] = useState('["world"]');
@@ -24,18 +25,26 @@ export function Hello({ client }: { client: TetherClient }) {
   }
 
   return (
-    <section>
-      <h2>RPC</h2>
-      <form id="rpc-form" onSubmit={call}>
-        <label>
-          method <input id="rpc-method" value={method} onChange={(e) => setMethod(e.target.value)} />
+    <section className="panel dev-panel" aria-labelledby="rpc-title">
+      <div className="panel-head">
+        <h2 id="rpc-title">
+          <Icon name="code" /> RPC <span className="tag">developer</span>
+        </h2>
+      </div>
+      <form id="rpc-form" className="rpc-form" onSubmit={call}>
+        <label className="field-label">
+          <span>method</span>
+          <input id="rpc-method" className="field field-mono" spellCheck={false} value={method} onChange={(e) => setMethod(e.target.value)} />
         </label>
-        <label>
-          args (JSON array) <input id="rpc-args" value={args} onChange={(e) => setArgs(e.target.value)} />
+        <label className="field-label">
+          <span>args (JSON array)</span>
+          <input id="rpc-args" className="field field-mono" spellCheck={false} value={args} onChange={(e) => setArgs(e.target.value)} />
         </label>
-        <button type="submit">Call</button>
+        <button type="submit" className="btn btn-secondary">
+          Call
+        </button>
       </form>
-      <pre id="rpc-result" className={result && !result.ok ? 'error' : ''} aria-live="polite">
+      <pre id="rpc-result" className={`rpc-result${result && !result.ok ? ' error' : ''}`} aria-live="polite">
         {result?.text ?? ''}
       </pre>
     </section>
