@@ -201,7 +201,14 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
       .catch(fail);
   }).then(async () => {
     // An older worker still running (a deploy) reports no mode: it is a SharedWorker.
-    const onStatus = Comlink.proxy((next: Status) => status.setState({ ...next, mode: next.mode ?? 'shared-worker', transport: next.transport ?? (next.connection === 'online' ? 'websocket' : null) }, true));
+    // A status the worker pushed is newer than the answer to the `status()` asked below, which may
+    // have been taken before (say, before the user's outbox was loaded): that answer must not
+    // overwrite it, and the worker never sends an unchanged status again.
+    let pushed = false;
+    const onStatus = Comlink.proxy((next: Status) => {
+      pushed = true;
+      status.setState({ ...next, mode: next.mode ?? 'shared-worker', transport: next.transport ?? (next.connection === 'online' ? 'websocket' : null) }, true);
+    });
     const registration = { tabId, lockName, url: resolved.url, ...(resolved.transports ? { transports: resolved.transports } : {}) };
     const getToken = resolved.token ? Comlink.proxy(resolved.token) : undefined;
     // A worker of an older SDK ignores the last argument (and is never sent publishMany).
@@ -210,7 +217,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     const [initial, version] = await Promise.all([tab.status(), tab.apiVersion().then((v) => v, () => 1)]);
     apiVersion = version;
     attachedTab = tab;
-    if (!closed) status.setState({ ...initial, mode: initial.mode ?? 'shared-worker', transport: initial.transport ?? (initial.connection === 'online' ? 'websocket' : null) }, true);
+    if (!closed && !pushed) status.setState({ ...initial, mode: initial.mode ?? 'shared-worker', transport: initial.transport ?? (initial.connection === 'online' ? 'websocket' : null) }, true);
     return tab;
   });
   attached.catch(() => {}); // surfaced through rpc.call
