@@ -4,7 +4,8 @@
  * endpoint is protected as documented (README "Metrics").
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -242,6 +243,76 @@ describe('two processes over Redis (the Redis at 127.0.0.1:6379, one SQLite file
     expect(count(after[1], 'other') - count(before[1], 'other')).toBe(1);
     expect(count(after[1], 'self') - count(before[1], 'self')).toBe(0);
     expect(sampleValue(after[1], 'tether_broker_delivery_lag_seconds_sum', { origin: 'other' })).toBeLessThan(5);
+  });
+});
+
+describe('a metrics listener that cannot start (TETHER_METRICS_PORT in use)', () => {
+  /** What this process holds open: file descriptors on the events DB, TCP connections to Redis. */
+  function held(db: string): { dbFiles: number; redisConnections: number; listeners: number } {
+    const links = readdirSync('/proc/self/fd').flatMap((fd) => {
+      try {
+        return [readlinkSync(`/proc/self/fd/${fd}`)];
+      } catch {
+        return []; // closed while listing
+      }
+    });
+    const sockets = new Set(links.flatMap((link) => /^socket:\[(\d+)\]$/.exec(link)?.[1] ?? []));
+    const mine = ['/proc/net/tcp', '/proc/net/tcp6'].flatMap((table) => readFileSync(table, 'utf8').trim().split('\n').slice(1))
+      .map((line) => line.trim().split(/\s+/))
+      .filter((columns) => sockets.has(columns[9] ?? ''));
+    return {
+      dbFiles: links.filter((link) => link.startsWith(db)).length,
+      redisConnections: mine.filter((columns) => columns[2]?.endsWith(':18EB') && columns[3] !== '0A').length, // to port 6379, not a listener
+      listeners: mine.filter((columns) => columns[3] === '0A').length,
+    };
+  }
+
+  it('the start fails with a clear error and leaves nothing open: no events DB handle, no Redis connection, no main listener', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tether-metrics-port-'));
+    const db = join(dir, 'events.db');
+    const taken = createNetServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const metricsPort = (taken.address() as AddressInfo).port;
+    const port = await new Promise<number>((resolve) => {
+      const probe = createNetServer().listen(0, '127.0.0.1', () => {
+        const { port: free } = probe.address() as AddressInfo;
+        probe.close(() => resolve(free));
+      });
+    });
+    try {
+      await expect.poll(() => held(db).redisConnections).toBe(0); // those of the tests before, closing
+      const before = held(db);
+      const error = await startServer({ port, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', db, redisUrl: 'redis://127.0.0.1:6379', redisPrefix: `tether-metrics-port-${randomBytes(4).toString('hex')}:`, metricsPort }).then(() => undefined, (e: unknown) => e);
+      await new Promise((resolve) => setTimeout(resolve, 300)); // time for a Redis connection to be made, were one started
+      expect(held(db)).toEqual(before);
+      expect(before.dbFiles).toBe(0);
+      expect(String(error)).toMatch(new RegExp(`metrics listener \\(TETHER_METRICS_PORT\\) could not listen on 127\\.0\\.0\\.1:${metricsPort}: .*EADDRINUSE`));
+      expect(error).toMatchObject({ code: 'EADDRINUSE' });
+      // The main port was not left listening, and the events DB can go.
+      await expect(fetch(`http://127.0.0.1:${port}/api/health`)).rejects.toThrow();
+      rmSync(dir, { recursive: true });
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+  });
+
+  it('the main port in use: the same (the metrics listener, the events DB and Redis are closed again)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tether-main-port-'));
+    const db = join(dir, 'events.db');
+    const taken = createNetServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const { port } = taken.address() as AddressInfo;
+    try {
+      await expect.poll(() => held(db).redisConnections).toBe(0); // those of the tests before, closing
+      const before = held(db);
+      const error = await startServer({ port, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', db, redisUrl: 'redis://127.0.0.1:6379', redisPrefix: `tether-main-port-${randomBytes(4).toString('hex')}:`, metricsPort: 0 }).then(() => undefined, (e: unknown) => e);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(held(db)).toEqual(before);
+      expect(String(error)).toMatch(new RegExp(`the server could not listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`));
+      rmSync(dir, { recursive: true });
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   });
 });
 
