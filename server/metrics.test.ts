@@ -12,6 +12,17 @@ import { randomBytes } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { pino } from 'pino';
 import { startServer, type TetherServer } from './server.js';
+import { Session } from './session.js';
+import { createMetrics } from './metrics.js';
+import { createAuthenticator } from './auth.js';
+import { DEFAULT_CONFIG } from './config.js';
+import { Revocations } from './revocations.js';
+import { ProcedureRegistry } from './rpc/registry.js';
+import { WriteQueue } from './pubsub/write-queue.js';
+import { createLocalBroker } from './pubsub/broker.js';
+import { createLocalPresence } from './presence/local-presence.js';
+import { openSqliteStore } from './storage/sqlite.js';
+import type { EventStore } from './storage/event-store.js';
 import { RawClient } from './testing/raw-client.js';
 import { LongPollClient } from './testing/long-poll-client.js';
 import { parsePrometheusText, sampleValue, type Family } from './testing/prometheus-text.js';
@@ -199,6 +210,102 @@ describe('metrics count the traffic (development mode, with an API key)', () => 
     expect(values.filter((v) => /chan-|doc-|metrics-bounded/.test(v))).toEqual([]);
     // Fixed series only: a few hundred, whatever the traffic.
     expect(count(after)).toBeLessThan(1000);
+  });
+});
+
+describe('a session counts what actually goes out (a transport that stops taking frames under it)', () => {
+  /**
+   * A session on a transport that can go from open to closing at any frame: as a WebSocket does
+   * when the peer's close frame arrives, well before its 'close' event.
+   */
+  function session(wrapStore: (store: EventStore) => EventStore = (store) => store) {
+    const metrics = createMetrics();
+    const store = openSqliteStore({ path: ':memory:', retention: { maxEvents: 1000, maxAgeMs: 3_600_000 } });
+    const broker = createLocalBroker();
+    const presence = createLocalPresence({ lingerMs: 0 });
+    const sent: Record<string, unknown>[] = [];
+    let receive: (text: string, isBinary: boolean) => void = () => {};
+    const transport = {
+      kind: 'websocket' as const,
+      isOpen: true,
+      bufferedAmount: 0,
+      /** Called with each frame sent; may close the transport. */
+      onSend: (_frame: Record<string, unknown>) => {},
+      send(frame: string) {
+        const parsed = JSON.parse(frame) as Record<string, unknown>;
+        sent.push(parsed);
+        transport.onSend(parsed);
+      },
+      close() {
+        transport.isOpen = false;
+      },
+      terminate() {},
+      onMessage: (listener: (text: string, isBinary: boolean) => void) => void (receive = listener),
+      onClose() {},
+      waitForDrain: async () => {},
+    };
+    new Session(transport, {
+      log: silent, authenticate: createAuthenticator({ ...DEFAULT_CONFIG }), revocations: new Revocations(store),
+      procedures: new ProcedureRegistry(silent), store: wrapStore(store), writes: new WriteQueue(store, broker, metrics), broker, presence,
+      heartbeatMs: 60_000, idleHeartbeatMs: 60_000, maxMessageBytes: 65_536,
+      limits: { maxSubscriptions: 100, rateLimit: 1000, maxBufferedBytes: 1 << 20, maxRpcInFlight: 10 }, metrics,
+    });
+    const count = async (name: string, labels: Record<string, string>) => sampleValue(parsePrometheusText(await metrics.registry.metrics()), name, labels);
+    const send = (frame: unknown) => receive(JSON.stringify(frame), false);
+    const until = (type: string) => expect.poll(() => sent.some((f) => f.type === type)).toBe(true);
+    return { transport, sent, send, until, count, store, close: () => store.close() };
+  }
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
+
+  it('errors: counted when sent alone or inside answers; not when the transport had stopped taking frames', async () => {
+    const s = session();
+    s.send({ type: 'handshake', v: 1 }); // no clientId: every write is refused
+    await s.until('welcome');
+    s.send({ type: 'nope' });
+    s.send({ type: 'writes', writes: [{ type: 'publish', seq: 1, channel: 'a', data: 1 }, { type: 'publish', seq: 2, channel: 'a', data: 2 }] });
+    await s.until('answers');
+    s.send({ type: 'publish', seq: 3, channel: 'a', data: 3 });
+    await expect.poll(() => s.sent.filter((f) => f.type === 'error').length).toBe(2);
+    expect(await s.count('tether_errors_sent_total', { code: 'invalid_message' })).toBe(4); // nope, 2 in answers, 1 alone
+
+    s.transport.isOpen = false; // the peer's close frame arrived
+    s.send({ type: 'nope' });
+    s.send({ type: 'writes', writes: [{ type: 'publish', seq: 4, channel: 'a', data: 4 }] });
+    s.send({ type: 'publish', seq: 5, channel: 'a', data: 5 });
+    await settle();
+    expect(await s.count('tether_errors_sent_total', { code: 'invalid_message' })).toBe(4);
+    s.close();
+  });
+
+  it('catch-up events: not those the socket dropped, nor those the client already had', async () => {
+    const s = session((store) => Object.assign(Object.create(store) as EventStore, {
+      // A store whose pages start at the offset asked for (inclusive): the first event is one the client has.
+      history: async (channel: string, since: { offset: number; epoch?: string } | undefined, limit: number, maxBytes?: number) => {
+        const page = await store.history(channel, since === undefined ? undefined : { ...since, offset: Math.max(0, since.offset - 1) }, limit, maxBytes);
+        return since === undefined ? page : { ...page, from: since.offset };
+      },
+    }));
+    s.send({ type: 'handshake', v: 1, clientId: 'catch-up' });
+    await s.until('welcome');
+    for (let seq = 1; seq <= 5; seq++) s.send({ type: 'publish', seq, channel: 'room', data: seq });
+    await expect.poll(() => s.sent.filter((f) => f.type === 'ack').length).toBe(5);
+    const { epoch } = await s.store.history('room', undefined, 0);
+
+    s.send({ type: 'subscribe', channel: 'room', since: { offset: 2, epoch } }); // the page holds 2..5; 2 is skipped
+    await expect.poll(() => s.sent.filter((f) => f.type === 'event').map((f) => f.offset)).toEqual([3, 4, 5]);
+    expect(await s.count('tether_catch_up_events_total', { via: 'subscribe' })).toBe(3);
+
+    // The peer closes right after `subscribed`: the events of the page are dropped, not counted.
+    s.transport.onSend = (frame) => {
+      if (frame.type === 'subscribed') s.transport.isOpen = false;
+    };
+    s.send({ type: 'subscribe', channel: 'room', since: { offset: 0, epoch } });
+    await s.until('subscribed');
+    s.send({ type: 'history', id: 1, channel: 'room', since: { offset: 0, epoch }, limit: 10 });
+    await settle();
+    expect(await s.count('tether_catch_up_events_total', { via: 'subscribe' })).toBe(3);
+    expect(await s.count('tether_catch_up_events_total', { via: 'history' })).toBe(0);
+    s.close();
   });
 });
 
