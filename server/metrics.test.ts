@@ -5,7 +5,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -181,6 +181,38 @@ describe('metrics count the traffic (development mode, with an API key)', () => 
     expect(sampleValue(after, 'tether_process_cpu_user_seconds_total')).toBeGreaterThan(0);
     expect(after.get('tether_nodejs_eventloop_lag_seconds')?.type).toBe('gauge');
     await d.close();
+  });
+
+  it('an HTTP request whose connection ends before its answer is written is counted once: a 413 cut while the body still arrives, a request aborted by its client', async () => {
+    const before = await scrape(metricsUrl);
+    const delta = async (status: string) => sampleValue(await scrape(metricsUrl), 'tether_http_requests_total', { route: '/api/publish', status }) - sampleValue(before, 'tether_http_requests_total', { route: '/api/publish', status });
+    const head = (extra: string) => `POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${API_KEY}\r\nContent-Type: application/json\r\n${extra}\r\n`;
+
+    // A chunked body past the limit (1024 bytes): the server answers 413 and stops reading; the
+    // client goes away on seeing it (the server would cut the connection later).
+    const big = connect(server.port, '127.0.0.1');
+    big.on('error', () => {});
+    const answer = new Promise<string>((resolve) => big.once('data', (data) => resolve(data.toString().split('\r\n')[0]!)));
+    await new Promise((resolve) => big.once('connect', resolve));
+    big.write(head('Transfer-Encoding: chunked\r\n'));
+    for (let i = 0; i < 4; i++) big.write(`200\r\n${'x'.repeat(0x200)}\r\n`);
+    expect(await answer).toBe('HTTP/1.1 413 Payload Too Large');
+    big.destroy();
+    await expect.poll(() => delta('413')).toBe(1);
+
+    // Half a body, then the client goes away.
+    const aborted = connect(server.port, '127.0.0.1');
+    aborted.on('error', () => {});
+    await new Promise((resolve) => aborted.once('connect', resolve));
+    aborted.write(head('Content-Length: 100\r\n') + '{"channel":');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    aborted.destroy();
+    await expect.poll(() => delta('aborted')).toBe(1);
+
+    await new Promise((resolve) => setTimeout(resolve, 100)); // never counted a second time
+    expect(await delta('413')).toBe(1);
+    expect(await delta('aborted')).toBe(1);
+    expect(await delta('400')).toBe(0);
   });
 
   it('series stay bounded: traffic on 500 channels, 50 documents and 50 API routes adds none, and no label names them', async () => {

@@ -265,7 +265,19 @@ async function openServer(options: ServerOptions, undo: (() => unknown)[]): Prom
     }
     const path = url.pathname;
     const route = httpRoute(path);
-    if (route !== undefined) res.once('finish', () => metrics.httpRequest(route, res.statusCode));
+    if (route !== undefined) {
+      // Counted once, when the answer is written ('finish') or the connection ends ('close'):
+      // 'finish' never comes when the socket went first (a client that aborted, a 413 whose
+      // connection was cut while the body was still arriving).
+      let counted = false;
+      const count = () => {
+        if (counted) return;
+        counted = true;
+        metrics.httpRequest(route, res.headersSent ? res.statusCode : 'aborted');
+      };
+      res.once('finish', count);
+      res.once('close', count);
+    }
     if (path === '/metrics') return serveMetrics(req, res);
     // A WebSocket is a GET with Upgrade (the 'upgrade' event); a POST to the same URL is long polling.
     if (path === '/ws' && (req.method === 'POST' || req.method === 'OPTIONS')) return longPolling.handle(req, res);
