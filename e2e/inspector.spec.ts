@@ -120,3 +120,75 @@ test('leader election: a follower tab’s panel shows the leader’s engine, and
   await expect(outboxRows(panel)).toHaveCount(0);
   await context.close();
 });
+
+test('a push changes only what changed: a selection in the log survives while lines are appended and rows are the same nodes', async ({ browser, openTab, server }) => {
+  const context = await browser.newContext();
+  const a = await openTab(context);
+  expect(await subscribeIn(a, 'inspector-select')).toBeUndefined();
+  const panel = await mountPanel(a);
+  const lines = panel.locator('section[data-section="log"] .line');
+  await expect(lines.filter({ hasText: /online over websocket/ })).not.toHaveCount(0);
+  const row = panel.locator('section[data-section="subscriptions"] tr[data-key="inspector-select"] td');
+  await expect(row).toHaveText(['inspector-select', '0', /.+/, '1', 'live']);
+
+  // Select the first log line (as a reader about to copy it), and mark it and the row.
+  const selected = await a.evaluate(() => {
+    const root = document.getElementById('tether-inspector')!.shadowRoot!;
+    const first = root.querySelector('section[data-section="log"] .line')!;
+    const range = document.createRange();
+    range.selectNodeContents(first);
+    getSelection()!.removeAllRanges();
+    getSelection()!.addRange(range);
+    Object.assign(first, { marked: true });
+    Object.assign(root.querySelector('tr[data-key="inspector-select"]')!, { marked: true });
+    return first.textContent;
+  });
+  expect(selected).toMatch(/\d{2}:\d{2}:\d{2}\.\d{3}/);
+  const count = await lines.count();
+
+  // Pushes: new log lines (tabs attaching) and a subscription offset moving.
+  await openTab(context);
+  await openTab(context);
+  for (let n = 1; n <= 3; n++) expect((await apiPublish(server.httpUrl, 'inspector-select', { n })).status).toBe(200);
+  await expect(row.nth(1)).toHaveText('3');
+  await expect(lines.filter({ hasText: /attached \(3 in all\)/ })).toHaveCount(1);
+  await expect.poll(() => lines.count()).toBeGreaterThanOrEqual(count + 2);
+
+  const after = await a.evaluate(() => {
+    const root = document.getElementById('tether-inspector')!.shadowRoot!;
+    const selection = (root as unknown as { getSelection?: () => Selection | null }).getSelection?.() ?? getSelection()!;
+    return {
+      selection: selection.toString(),
+      lineKept: (root.querySelector('section[data-section="log"] .line') as unknown as { marked?: boolean }).marked === true,
+      rowKept: (root.querySelector('tr[data-key="inspector-select"]') as unknown as { marked?: boolean }).marked === true,
+    };
+  });
+  expect(after).toEqual({ selection: selected, lineKept: true, rowKept: true });
+  await context.close();
+});
+
+test('mounting twice on one element: the second takes it over; unmounting the first leaves the second alone', async ({ browser, openTab }) => {
+  const context = await browser.newContext();
+  const a = await openTab(context);
+  const panel = await mountPanel(a);
+  await expect(field(panel, 'connection')).toHaveText('online');
+  await a.evaluate(() => {
+    const host = document.getElementById('tether-inspector')!;
+    // The app's own node in the shadow root: no mount may remove it.
+    host.shadowRoot!.append(Object.assign(document.createElement('p'), { id: 'own', textContent: 'the app’s' }));
+    const tether = window.Tether as unknown as { mountInspector: (element: HTMLElement, client: unknown) => () => void };
+    (window as unknown as { unmountSecond: () => void }).unmountSecond = tether.mountInspector(host, window.tether);
+  });
+  await expect(panel.locator('.panel')).toHaveCount(1);
+  await expect(panel.locator('section')).toHaveCount(5);
+  await a.evaluate(() => (window as unknown as { unmountInspector: () => void }).unmountInspector()); // the first
+  await expect(panel.locator('.panel')).toHaveCount(1);
+  await expect(field(panel, 'connection')).toHaveText('online');
+  // Still live: a tab attaching shows.
+  await openTab(context);
+  await expect(field(panel, 'tabs')).toHaveText('2');
+  await a.evaluate(() => (window as unknown as { unmountSecond: () => void }).unmountSecond());
+  await expect(panel.locator('section')).toHaveCount(0);
+  await expect(panel.locator('#own')).toHaveText('the app’s');
+  await context.close();
+});

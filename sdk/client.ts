@@ -416,7 +416,7 @@ export function createClient(options: ConnectOptions, defaultWorkerUrl: string |
     pubsub: { publish, subscribe, pending },
     state: { doc },
     presence,
-    inspect: createInspector(attached, () => apiVersion),
+    inspect: createInspector(attached, () => apiVersion, () => closed),
     persistence,
     close() {
       if (closed) return;

@@ -4,13 +4,25 @@
  * endpoint is protected as documented (README "Metrics").
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { pino } from 'pino';
 import { startServer, type TetherServer } from './server.js';
+import { Session } from './session.js';
+import { createMetrics } from './metrics.js';
+import { createAuthenticator } from './auth.js';
+import { DEFAULT_CONFIG } from './config.js';
+import { Revocations } from './revocations.js';
+import { ProcedureRegistry } from './rpc/registry.js';
+import { WriteQueue } from './pubsub/write-queue.js';
+import { createLocalBroker } from './pubsub/broker.js';
+import { createLocalPresence } from './presence/local-presence.js';
+import { openSqliteStore } from './storage/sqlite.js';
+import type { EventStore } from './storage/event-store.js';
 import { RawClient } from './testing/raw-client.js';
 import { LongPollClient } from './testing/long-poll-client.js';
 import { parsePrometheusText, sampleValue, type Family } from './testing/prometheus-text.js';
@@ -171,6 +183,38 @@ describe('metrics count the traffic (development mode, with an API key)', () => 
     await d.close();
   });
 
+  it('an HTTP request whose connection ends before its answer is written is counted once: a 413 cut while the body still arrives, a request aborted by its client', async () => {
+    const before = await scrape(metricsUrl);
+    const delta = async (status: string) => sampleValue(await scrape(metricsUrl), 'tether_http_requests_total', { route: '/api/publish', status }) - sampleValue(before, 'tether_http_requests_total', { route: '/api/publish', status });
+    const head = (extra: string) => `POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${API_KEY}\r\nContent-Type: application/json\r\n${extra}\r\n`;
+
+    // A chunked body past the limit (1024 bytes): the server answers 413 and stops reading; the
+    // client goes away on seeing it (the server would cut the connection later).
+    const big = connect(server.port, '127.0.0.1');
+    big.on('error', () => {});
+    const answer = new Promise<string>((resolve) => big.once('data', (data) => resolve(data.toString().split('\r\n')[0]!)));
+    await new Promise((resolve) => big.once('connect', resolve));
+    big.write(head('Transfer-Encoding: chunked\r\n'));
+    for (let i = 0; i < 4; i++) big.write(`200\r\n${'x'.repeat(0x200)}\r\n`);
+    expect(await answer).toBe('HTTP/1.1 413 Payload Too Large');
+    big.destroy();
+    await expect.poll(() => delta('413')).toBe(1);
+
+    // Half a body, then the client goes away.
+    const aborted = connect(server.port, '127.0.0.1');
+    aborted.on('error', () => {});
+    await new Promise((resolve) => aborted.once('connect', resolve));
+    aborted.write(head('Content-Length: 100\r\n') + '{"channel":');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    aborted.destroy();
+    await expect.poll(() => delta('aborted')).toBe(1);
+
+    await new Promise((resolve) => setTimeout(resolve, 100)); // never counted a second time
+    expect(await delta('413')).toBe(1);
+    expect(await delta('aborted')).toBe(1);
+    expect(await delta('400')).toBe(0);
+  });
+
   it('series stay bounded: traffic on 500 channels, 50 documents and 50 API routes adds none, and no label names them', async () => {
     const before = await scrape(metricsUrl);
     const count = (families: Scrape) => tetherFamilies(families).reduce((n, f) => n + f.samples.length, 0);
@@ -198,6 +242,102 @@ describe('metrics count the traffic (development mode, with an API key)', () => 
     expect(values.filter((v) => /chan-|doc-|metrics-bounded/.test(v))).toEqual([]);
     // Fixed series only: a few hundred, whatever the traffic.
     expect(count(after)).toBeLessThan(1000);
+  });
+});
+
+describe('a session counts what actually goes out (a transport that stops taking frames under it)', () => {
+  /**
+   * A session on a transport that can go from open to closing at any frame: as a WebSocket does
+   * when the peer's close frame arrives, well before its 'close' event.
+   */
+  function session(wrapStore: (store: EventStore) => EventStore = (store) => store) {
+    const metrics = createMetrics();
+    const store = openSqliteStore({ path: ':memory:', retention: { maxEvents: 1000, maxAgeMs: 3_600_000 } });
+    const broker = createLocalBroker();
+    const presence = createLocalPresence({ lingerMs: 0 });
+    const sent: Record<string, unknown>[] = [];
+    let receive: (text: string, isBinary: boolean) => void = () => {};
+    const transport = {
+      kind: 'websocket' as const,
+      isOpen: true,
+      bufferedAmount: 0,
+      /** Called with each frame sent; may close the transport. */
+      onSend: (_frame: Record<string, unknown>) => {},
+      send(frame: string) {
+        const parsed = JSON.parse(frame) as Record<string, unknown>;
+        sent.push(parsed);
+        transport.onSend(parsed);
+      },
+      close() {
+        transport.isOpen = false;
+      },
+      terminate() {},
+      onMessage: (listener: (text: string, isBinary: boolean) => void) => void (receive = listener),
+      onClose() {},
+      waitForDrain: async () => {},
+    };
+    new Session(transport, {
+      log: silent, authenticate: createAuthenticator({ ...DEFAULT_CONFIG }), revocations: new Revocations(store),
+      procedures: new ProcedureRegistry(silent), store: wrapStore(store), writes: new WriteQueue(store, broker, metrics), broker, presence,
+      heartbeatMs: 60_000, idleHeartbeatMs: 60_000, maxMessageBytes: 65_536,
+      limits: { maxSubscriptions: 100, rateLimit: 1000, maxBufferedBytes: 1 << 20, maxRpcInFlight: 10 }, metrics,
+    });
+    const count = async (name: string, labels: Record<string, string>) => sampleValue(parsePrometheusText(await metrics.registry.metrics()), name, labels);
+    const send = (frame: unknown) => receive(JSON.stringify(frame), false);
+    const until = (type: string) => expect.poll(() => sent.some((f) => f.type === type)).toBe(true);
+    return { transport, sent, send, until, count, store, close: () => store.close() };
+  }
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
+
+  it('errors: counted when sent alone or inside answers; not when the transport had stopped taking frames', async () => {
+    const s = session();
+    s.send({ type: 'handshake', v: 1 }); // no clientId: every write is refused
+    await s.until('welcome');
+    s.send({ type: 'nope' });
+    s.send({ type: 'writes', writes: [{ type: 'publish', seq: 1, channel: 'a', data: 1 }, { type: 'publish', seq: 2, channel: 'a', data: 2 }] });
+    await s.until('answers');
+    s.send({ type: 'publish', seq: 3, channel: 'a', data: 3 });
+    await expect.poll(() => s.sent.filter((f) => f.type === 'error').length).toBe(2);
+    expect(await s.count('tether_errors_sent_total', { code: 'invalid_message' })).toBe(4); // nope, 2 in answers, 1 alone
+
+    s.transport.isOpen = false; // the peer's close frame arrived
+    s.send({ type: 'nope' });
+    s.send({ type: 'writes', writes: [{ type: 'publish', seq: 4, channel: 'a', data: 4 }] });
+    s.send({ type: 'publish', seq: 5, channel: 'a', data: 5 });
+    await settle();
+    expect(await s.count('tether_errors_sent_total', { code: 'invalid_message' })).toBe(4);
+    s.close();
+  });
+
+  it('catch-up events: not those the socket dropped, nor those the client already had', async () => {
+    const s = session((store) => Object.assign(Object.create(store) as EventStore, {
+      // A store whose pages start at the offset asked for (inclusive): the first event is one the client has.
+      history: async (channel: string, since: { offset: number; epoch?: string } | undefined, limit: number, maxBytes?: number) => {
+        const page = await store.history(channel, since === undefined ? undefined : { ...since, offset: Math.max(0, since.offset - 1) }, limit, maxBytes);
+        return since === undefined ? page : { ...page, from: since.offset };
+      },
+    }));
+    s.send({ type: 'handshake', v: 1, clientId: 'catch-up' });
+    await s.until('welcome');
+    for (let seq = 1; seq <= 5; seq++) s.send({ type: 'publish', seq, channel: 'room', data: seq });
+    await expect.poll(() => s.sent.filter((f) => f.type === 'ack').length).toBe(5);
+    const { epoch } = await s.store.history('room', undefined, 0);
+
+    s.send({ type: 'subscribe', channel: 'room', since: { offset: 2, epoch } }); // the page holds 2..5; 2 is skipped
+    await expect.poll(() => s.sent.filter((f) => f.type === 'event').map((f) => f.offset)).toEqual([3, 4, 5]);
+    expect(await s.count('tether_catch_up_events_total', { via: 'subscribe' })).toBe(3);
+
+    // The peer closes right after `subscribed`: the events of the page are dropped, not counted.
+    s.transport.onSend = (frame) => {
+      if (frame.type === 'subscribed') s.transport.isOpen = false;
+    };
+    s.send({ type: 'subscribe', channel: 'room', since: { offset: 0, epoch } });
+    await s.until('subscribed');
+    s.send({ type: 'history', id: 1, channel: 'room', since: { offset: 0, epoch }, limit: 10 });
+    await settle();
+    expect(await s.count('tether_catch_up_events_total', { via: 'subscribe' })).toBe(3);
+    expect(await s.count('tether_catch_up_events_total', { via: 'history' })).toBe(0);
+    s.close();
   });
 });
 
@@ -242,6 +382,76 @@ describe('two processes over Redis (the Redis at 127.0.0.1:6379, one SQLite file
     expect(count(after[1], 'other') - count(before[1], 'other')).toBe(1);
     expect(count(after[1], 'self') - count(before[1], 'self')).toBe(0);
     expect(sampleValue(after[1], 'tether_broker_delivery_lag_seconds_sum', { origin: 'other' })).toBeLessThan(5);
+  });
+});
+
+describe('a metrics listener that cannot start (TETHER_METRICS_PORT in use)', () => {
+  /** What this process holds open: file descriptors on the events DB, TCP connections to Redis. */
+  function held(db: string): { dbFiles: number; redisConnections: number; listeners: number } {
+    const links = readdirSync('/proc/self/fd').flatMap((fd) => {
+      try {
+        return [readlinkSync(`/proc/self/fd/${fd}`)];
+      } catch {
+        return []; // closed while listing
+      }
+    });
+    const sockets = new Set(links.flatMap((link) => /^socket:\[(\d+)\]$/.exec(link)?.[1] ?? []));
+    const mine = ['/proc/net/tcp', '/proc/net/tcp6'].flatMap((table) => readFileSync(table, 'utf8').trim().split('\n').slice(1))
+      .map((line) => line.trim().split(/\s+/))
+      .filter((columns) => sockets.has(columns[9] ?? ''));
+    return {
+      dbFiles: links.filter((link) => link.startsWith(db)).length,
+      redisConnections: mine.filter((columns) => columns[2]?.endsWith(':18EB') && columns[3] !== '0A').length, // to port 6379, not a listener
+      listeners: mine.filter((columns) => columns[3] === '0A').length,
+    };
+  }
+
+  it('the start fails with a clear error and leaves nothing open: no events DB handle, no Redis connection, no main listener', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tether-metrics-port-'));
+    const db = join(dir, 'events.db');
+    const taken = createNetServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const metricsPort = (taken.address() as AddressInfo).port;
+    const port = await new Promise<number>((resolve) => {
+      const probe = createNetServer().listen(0, '127.0.0.1', () => {
+        const { port: free } = probe.address() as AddressInfo;
+        probe.close(() => resolve(free));
+      });
+    });
+    try {
+      await expect.poll(() => held(db).redisConnections).toBe(0); // those of the tests before, closing
+      const before = held(db);
+      const error = await startServer({ port, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', db, redisUrl: 'redis://127.0.0.1:6379', redisPrefix: `tether-metrics-port-${randomBytes(4).toString('hex')}:`, metricsPort }).then(() => undefined, (e: unknown) => e);
+      await new Promise((resolve) => setTimeout(resolve, 300)); // time for a Redis connection to be made, were one started
+      expect(held(db)).toEqual(before);
+      expect(before.dbFiles).toBe(0);
+      expect(String(error)).toMatch(new RegExp(`metrics listener \\(TETHER_METRICS_PORT\\) could not listen on 127\\.0\\.0\\.1:${metricsPort}: .*EADDRINUSE`));
+      expect(error).toMatchObject({ code: 'EADDRINUSE' });
+      // The main port was not left listening, and the events DB can go.
+      await expect(fetch(`http://127.0.0.1:${port}/api/health`)).rejects.toThrow();
+      rmSync(dir, { recursive: true });
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+  });
+
+  it('the main port in use: the same (the metrics listener, the events DB and Redis are closed again)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tether-main-port-'));
+    const db = join(dir, 'events.db');
+    const taken = createNetServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const { port } = taken.address() as AddressInfo;
+    try {
+      await expect.poll(() => held(db).redisConnections).toBe(0); // those of the tests before, closing
+      const before = held(db);
+      const error = await startServer({ port, host: '127.0.0.1', logger: silent, clientDir: '/nonexistent', db, redisUrl: 'redis://127.0.0.1:6379', redisPrefix: `tether-main-port-${randomBytes(4).toString('hex')}:`, metricsPort: 0 }).then(() => undefined, (e: unknown) => e);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(held(db)).toEqual(before);
+      expect(String(error)).toMatch(new RegExp(`the server could not listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`));
+      rmSync(dir, { recursive: true });
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   });
 });
 

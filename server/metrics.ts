@@ -150,7 +150,8 @@ export interface ServerMetrics extends SessionMetrics, WriteMetrics, BrokerMetri
   /** Where the connections-open gauge reads its values at each scrape. */
   connectionsFrom(read: () => Record<TransportKind, number>): void;
   admissionRefused(reason: AdmissionRefusal): void;
-  httpRequest(route: HttpRoute, status: number): void;
+  /** One request answered with `status`, or `aborted`: its connection ended before an answer was begun. */
+  httpRequest(route: HttpRoute, status: number | 'aborted'): void;
   /** `store` with each call timed in `tether_store_seconds`. */
   timeStore(store: EventStore): EventStore;
 }
@@ -219,8 +220,8 @@ export function createMetrics(): ServerMetrics {
 
   const httpStatuses = [200, 400, 401, 404, 405, 409, 413, 415, 422, 500, 503];
   const http = new FixedCounter(registry, `${p}http_requests_total`,
-    'HTTP requests to the API, /api/health and /metrics, by route and status (a status outside the usual ones counts as `other`).',
-    ['route', 'status'], cross(each('route', HTTP_ROUTES), each('status', [...httpStatuses, 'other'])));
+    'HTTP requests to the API, /api/health and /metrics, by route and status (a status outside the usual ones counts as `other`; a request whose connection ended before an answer was begun as `aborted`).',
+    ['route', 'status'], cross(each('route', HTTP_ROUTES), each('status', [...httpStatuses, 'other', 'aborted'])));
 
   const store = new Histogram({
     name: `${p}store_seconds`, registers: [registry], labelNames: ['operation'], buckets: STORE_BUCKETS,
@@ -259,7 +260,7 @@ export function createMetrics(): ServerMetrics {
     connectionsFrom: (read) => void (connections = read),
     admissionRefused: (reason) => admissionsBy.get(reason)?.inc(),
     httpRequest(route, status) {
-      http.get(route, httpStatuses.includes(status) ? String(status) : 'other').inc();
+      http.get(route, status === 'aborted' || httpStatuses.includes(status) ? String(status) : 'other').inc();
     },
     decided(request, outcome) {
       const source: WriteSource = request.clientId === null ? 'api' : 'client';

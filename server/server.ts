@@ -90,7 +90,35 @@ function requestUrl(req: IncomingMessage): URL | undefined {
 /** The built demo and SDK bundles, beside the compiled server (server/dist/client). */
 const DEFAULT_CLIENT_DIR = fileURLToPath(new URL('../client', import.meta.url));
 
+/** A clear error for a listener that could not start (its port taken, a host not on this machine). */
+function listenError(what: string, port: number, host: string, error: unknown): Error {
+  const reason = error instanceof Error ? error.message : String(error);
+  return Object.assign(new Error(`${what} could not listen on ${host}:${port}: ${reason}`, { cause: error }), { code: (error as NodeJS.ErrnoException | undefined)?.code });
+}
+
+/**
+ * Starts the server. If anything fails on the way (a port in use, an events DB that does not
+ * answer), what was already opened is closed again before the error is thrown: no Redis
+ * connection, database handle or listener is left behind.
+ */
 export async function startServer(options: ServerOptions = {}): Promise<TetherServer> {
+  const undo: (() => unknown)[] = [];
+  try {
+    return await openServer(options, undo);
+  } catch (error) {
+    for (const step of undo.reverse()) {
+      try {
+        await step();
+      } catch {
+        // Closing what was half opened: the error that stopped the start is the one to report.
+      }
+    }
+    throw error;
+  }
+}
+
+/** `startServer`, pushing onto `undo` how to close each thing it opens. */
+async function openServer(options: ServerOptions, undo: (() => unknown)[]): Promise<TetherServer> {
   const config: ServerConfig = { ...DEFAULT_CONFIG, ...options };
   const log = options.logger ?? createLogger(config.logLevel);
   if (config.dbSync === 'off') log.warn('TETHER_DB_SYNC=off: acknowledged writes can be lost in a crash. For measurements only.');
@@ -116,15 +144,26 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   const serveStatic = hasClient ? sirv(clientDir, { etag: true, dev: false }) : undefined;
 
   const metrics = createMetrics();
+  // The admin listener first: if its port is taken, nothing else (events DB, Redis) was opened yet.
+  let admin: AdminListener | undefined;
+  if (config.metricsPort !== undefined) {
+    const { metricsPort, metricsHost } = config;
+    admin = await startAdminListener({ metrics, port: metricsPort, host: metricsHost, log }).catch((error: unknown) => {
+      throw listenError('the metrics listener (TETHER_METRICS_PORT)', metricsPort, metricsHost, error);
+    });
+    undo.push(admin.close);
+  }
   const retention = { maxEvents: config.historyMaxEvents, maxAgeMs: config.historyMaxAgeS * 1000 };
   const store = metrics.timeStore(options.store ?? (config.databaseUrl === undefined
     ? openSqliteStore({ path: config.db, synchronous: config.dbSync, maxDocBytes: config.maxDocBytes, retention })
     : await openPostgresStore({ url: config.databaseUrl, maxDocBytes: config.maxDocBytes, retention })));
+  undo.push(() => store.close());
   // A networked events DB (or Redis) needs the ordered broker: it checks positions against the
   // store, so a commit whose acknowledgement was lost, or another process's event, is never a gap.
   const broker = options.broker ?? (config.redisUrl === undefined && config.databaseUrl === undefined
     ? createLocalBroker()
     : createOrderedBroker({ store, log, metrics, ...(config.redisUrl === undefined ? {} : { redis: { url: config.redisUrl, prefix: config.redisPrefix } }) }));
+  undo.push(() => broker.close());
   if (config.databaseUrl !== undefined && config.redisUrl === undefined) {
     log.warn('TETHER_DATABASE_URL without TETHER_REDIS_URL: events of other processes reach this one only by polling the events DB (every 2 s); set TETHER_REDIS_URL to run several processes');
   }
@@ -132,6 +171,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   const presence = options.presence ?? (config.redisUrl === undefined
     ? createLocalPresence({ lingerMs: config.presenceLingerMs })
     : createRedisPresence({ url: config.redisUrl, prefix: config.redisPrefix, lingerMs: config.presenceLingerMs, log }));
+  undo.push(() => presence.close());
   const pingStore = async (): Promise<{ kind: EventStore['kind']; ok: boolean; detail?: string }> => {
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -170,6 +210,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   const serveMetrics = createMetricsHandler({ metrics, apiKey: config.apiKey, development: authenticate.development });
   const originPolicy = admissions.originPolicy;
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxMessageBytes });
+  undo.push(() => new Promise<void>((resolve) => wss.close(() => resolve())));
 
   /** A new session over `transport`, counted against `ip` until the transport closes. */
   function startSession(transport: Transport, ip: string): Session {
@@ -191,6 +232,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     log, admissions, pollMs: config.longPollMs, heartbeatMs: config.heartbeatMs, maxMessageBytes: config.maxMessageBytes,
     start: (transport, ip) => void startSession(transport, ip),
   });
+  undo.push(() => longPolling.close());
 
   const http = createHttpServer({
     headersTimeout: config.headersTimeoutMs,
@@ -223,7 +265,19 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     }
     const path = url.pathname;
     const route = httpRoute(path);
-    if (route !== undefined) res.once('finish', () => metrics.httpRequest(route, res.statusCode));
+    if (route !== undefined) {
+      // Counted once, when the answer is written ('finish') or the connection ends ('close'):
+      // 'finish' never comes when the socket went first (a client that aborted, a 413 whose
+      // connection was cut while the body was still arriving).
+      let counted = false;
+      const count = () => {
+        if (counted) return;
+        counted = true;
+        metrics.httpRequest(route, res.headersSent ? res.statusCode : 'aborted');
+      };
+      res.once('finish', count);
+      res.once('close', count);
+    }
     if (path === '/metrics') return serveMetrics(req, res);
     // A WebSocket is a GET with Upgrade (the 'upgrade' event); a POST to the same URL is long polling.
     if (path === '/ws' && (req.method === 'POST' || req.method === 'OPTIONS')) return longPolling.handle(req, res);
@@ -274,6 +328,12 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
     });
   });
 
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', (error) => reject(listenError('the server', config.port, host, error)));
+    http.listen(config.port, host, resolve);
+  });
+  const port = (http.address() as AddressInfo).port;
+
   // One sweep for all sessions: drop those that never handshook or went silent.
   const sweep = setInterval(() => {
     const now = Date.now();
@@ -297,18 +357,6 @@ export async function startServer(options: ServerOptions = {}): Promise<TetherSe
   const pruner = setInterval(pruneHistory, 60_000);
   pruner.unref();
 
-  await new Promise<void>((resolve, reject) => {
-    http.once('error', reject);
-    http.listen(config.port, host, resolve);
-  });
-  const port = (http.address() as AddressInfo).port;
-  let admin: AdminListener | undefined;
-  try {
-    admin = config.metricsPort === undefined ? undefined : await startAdminListener({ metrics, port: config.metricsPort, host: config.metricsHost, log });
-  } catch (error) {
-    await new Promise<void>((resolve) => http.close(() => resolve()));
-    throw error;
-  }
   log.info({ port, host, mode, protocol: PROTOCOL_VERSION, db: options.store ? 'custom' : config.db, ...(admin ? { metricsPort: admin.port } : {}) }, 'listening');
 
   return {

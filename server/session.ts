@@ -5,7 +5,7 @@
  * breaks a limit (rate, slow reading), or its token expires.
  */
 import { randomUUID } from 'node:crypto';
-import { CloseCode, PROTOCOL_VERSION } from '../protocol/constants.js';
+import { CloseCode, PROTOCOL_VERSION, type ErrorCode } from '../protocol/constants.js';
 import { decodeClientFrames, encode, type Decoded } from '../protocol/codec.js';
 import type { ErrorShape } from '../protocol/errors.js';
 import type { ClientMessage, DocOpen, Handshake, HistoryRequest, PresenceSet, Publish, RpcRequest, ServerMessage, Subscribe, Transact } from '../protocol/messages.js';
@@ -66,8 +66,11 @@ const HISTORY_PAGE_BYTES = 256 * 1024;
  */
 const CATCH_UP_LOW_WATER = 512 * 1024;
 
-/** Where the answer to a write goes: its own frame, or the `answers` of the `writes` frame it came in. */
-type Reply = (frame: string, type: ServerFrameType) => void;
+/**
+ * Where the answer to a write goes: its own frame, or the `answers` of the `writes` frame it came
+ * in. `error`: the answer is an error with that code (counted once it actually goes out).
+ */
+type Reply = (frame: string, type: ServerFrameType, error?: ErrorCode) => void;
 
 export class Session {
   readonly id = randomUUID();
@@ -147,23 +150,24 @@ export class Session {
     this.deps.presence.disconnect(this.id);
   }
 
-  private sendFrame(frame: string, type: ServerFrameType): void {
-    if (!this.transport.isOpen) return;
+  /** Sends a frame; false (and not counted) when the transport is closing or closed and it is dropped. */
+  private sendFrame(frame: string, type: ServerFrameType): boolean {
+    if (!this.transport.isOpen) return false;
     this.transport.send(frame);
     this.deps.metrics.frameSent(type);
     if (this.transport.bufferedAmount > this.deps.limits.maxBufferedBytes) {
       this.log.warn({ buffered: this.transport.bufferedAmount }, 'slow consumer dropped');
       this.close(CloseCode.SlowConsumer, 'slow consumer');
     }
+    return true;
   }
 
-  private send(message: ServerMessage): void {
-    this.sendFrame(encode(message), message.type);
+  private send(message: ServerMessage): boolean {
+    return this.sendFrame(encode(message), message.type);
   }
 
   private sendError(error: ErrorShape, about: { id?: number; seq?: number; channel?: string; doc?: string; presence?: string } = {}): void {
-    this.deps.metrics.errorSent(error.code);
-    this.send({ type: 'error', ...about, ...error });
+    if (this.send({ type: 'error', ...about, ...error })) this.deps.metrics.errorSent(error.code);
   }
 
   private async receive(text: string, isBinary: boolean): Promise<void> {
@@ -194,8 +198,14 @@ export class Session {
     // Each write as if it came alone, in order (each is submitted before the next is looked at);
     // their answers go back together, in one `answers` frame (they are stored in one commit).
     const answers: string[] = [];
-    await Promise.all(frame.writes.map((decoded) => this.dispatch(decoded, (answer) => answers.push(answer))));
-    if (answers.length > 0) this.sendFrame(`{"type":"answers","answers":[${answers.join(',')}]}`, 'answers');
+    const errors: ErrorCode[] = [];
+    await Promise.all(frame.writes.map((decoded) => this.dispatch(decoded, (answer, _type, error) => {
+      answers.push(answer);
+      if (error !== undefined) errors.push(error);
+    })));
+    if (answers.length > 0 && this.sendFrame(`{"type":"answers","answers":[${answers.join(',')}]}`, 'answers')) {
+      for (const error of errors) this.deps.metrics.errorSent(error);
+    }
   }
 
   /** Handles one decoded message (a frame, or one write of a `writes` frame: its answer goes to `reply`). */
@@ -224,7 +234,8 @@ export class Session {
       case 'handshake':
         return this.sendError({ code: 'invalid_message', message: 'already handshaken' });
       case 'ping':
-        return this.send({ type: 'pong', t: message.t });
+        this.send({ type: 'pong', t: message.t });
+        return;
       case 'rpc':
         return this.rpc(message);
       case 'publish':
@@ -392,10 +403,7 @@ export class Session {
    */
   private async write(seq: number, request: (clientId: string) => WriteRequest, reply: Reply = this.reply): Promise<void> {
     const clientId = this.clientId;
-    const error = (e: ErrorShape) => {
-      this.deps.metrics.errorSent(e.code);
-      reply(encode({ type: 'error', seq, ...e }), 'error');
-    };
+    const error = (e: ErrorShape) => reply(encode({ type: 'error', seq, ...e }), 'error', e.code);
     if (clientId === undefined) return error({ code: 'invalid_message', message: 'writes need a clientId in the handshake' });
     let outcome: WriteOutcome;
     try {
@@ -425,7 +433,9 @@ export class Session {
   }
 
   /** Answers a write on its own frame. */
-  private readonly reply: Reply = (frame, type) => this.sendFrame(frame, type);
+  private readonly reply: Reply = (frame, type, error) => {
+    if (this.sendFrame(frame, type) && error !== undefined) this.deps.metrics.errorSent(error);
+  };
 
   private async openDoc({ doc, since, epoch }: DocOpen): Promise<void> {
     if (!this.permissions.readDoc(doc)) return this.sendError({ code: 'forbidden', message: `you may not open ${doc}` }, { doc });
@@ -534,8 +544,7 @@ export class Session {
         await this.drained();
         const page = await this.deps.store.history(channel, since, limit, HISTORY_PAGE_BYTES);
         if (this.closing) return;
-        this.sendFrame(historyResultFrame(id, page), 'result');
-        this.deps.metrics.catchUpEvents('history', page.events.length);
+        if (this.sendFrame(historyResultFrame(id, page), 'result')) this.deps.metrics.catchUpEvents('history', page.events.length);
       } catch (error) {
         this.log.error({ err: error, channel }, 'history failed');
         this.sendError({ code: 'internal', message: `could not read the history of ${channel}` }, { id });
@@ -589,8 +598,10 @@ export class Session {
         feed.skipTo(page.from);
         const head = page.head;
         while (since !== undefined || page.reset) {
-          for (const event of page.events) feed.deliver(event.offset, eventFrame(channel, event.offset, event.data, event.publisher));
-          this.deps.metrics.catchUpEvents('subscribe', page.events.length);
+          // Counted as they go out: not those the client already has, nor those a closed socket drops.
+          let sent = 0;
+          for (const event of page.events) if (feed.deliver(event.offset, eventFrame(channel, event.offset, event.data, event.publisher))) sent++;
+          this.deps.metrics.catchUpEvents('subscribe', sent);
           // Up to the head seen at the start; later events come live.
           if (page.events.length === 0 || feed.position >= head) break;
           await this.drained();

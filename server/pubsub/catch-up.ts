@@ -19,7 +19,8 @@ export class CatchUp {
    *   `overflow` (the subscriber does not keep up): slow catch-ups must not hold unbounded memory.
    */
   constructor(
-    private readonly send: (frame: string) => void,
+    /** Sends a frame; returns false when it was dropped (the connection is closing). */
+    private readonly send: (frame: string) => unknown,
     private readonly budget: HeldBudget = { used: 0, max: Infinity },
     private readonly overflow: () => void = () => {},
   ) {}
@@ -31,7 +32,10 @@ export class CatchUp {
 
   /** A live frame from the broker: held until `release()`. */
   live(position: number, frame: string): void {
-    if (!this.held) return this.deliver(position, frame);
+    if (!this.held) {
+      this.deliver(position, frame);
+      return;
+    }
     if (this.budget.used + frame.length > this.budget.max) {
       this.discard();
       return this.overflow();
@@ -48,11 +52,14 @@ export class CatchUp {
     if (this.held) this.held = [];
   }
 
-  /** Sends a frame unless the client already has that position. */
-  deliver(position: number, frame: string): void {
-    if (position <= this.last) return;
+  /**
+   * Sends a frame unless the client already has that position. True when it went out: not
+   * skipped, and not refused by `send` (returning false: the connection is closing).
+   */
+  deliver(position: number, frame: string): boolean {
+    if (position <= this.last) return false;
     this.last = position;
-    this.send(frame);
+    return this.send(frame) !== false;
   }
 
   /** The client already has everything up to `position` (its resume point, or a state just sent). */
