@@ -19,11 +19,12 @@ import { measureSizes, BUDGETS, TARGETS, checkBudgets } from './sizes.js';
 import { browserPeers, FRAME_MS, offlineOutbox, PEERS, type BrowserPlan, type BrowserRun, type OutboxResult, type Peer } from './browser.js';
 import { rpcUnderAttack, type AttackResult } from './under-attack.js';
 import { joinStorm, leaveTimes, stateChurn, type JoinStorm, type StateChurn } from './presence.js';
+import { durableScraped, scrapeCost, type ScrapeCost, type ScrapedDurable } from './scrape.js';
 
 const smoke = process.argv.includes('--smoke');
 
 /** What `--only` can name, in the order they run. */
-const SECTIONS = ['fanout', 'durable', 'memory', 'postgres', 'idle', 'cluster', 'browser', 'outbox', 'attack', 'presence', 'sizes'] as const;
+const SECTIONS = ['fanout', 'durable', 'memory', 'postgres', 'idle', 'cluster', 'browser', 'outbox', 'attack', 'presence', 'metrics', 'sizes'] as const;
 type Section = (typeof SECTIONS)[number];
 const onlyAt = process.argv.findIndex((a) => a === '--only' || a.startsWith('--only='));
 const onlyArg = onlyAt < 0 ? undefined : process.argv[onlyAt]!.startsWith('--only=') ? process.argv[onlyAt]!.slice('--only='.length) : process.argv[onlyAt + 1];
@@ -51,11 +52,13 @@ const PLAN_BY_MODE = smoke
   ? { fanout: [50], repeats: 1, rate: 10, seconds: 1, publishers: [1, 10], idle: [100], outbox: 200,
       pgPublishers: [10], idleCost: 100, idleSeconds: 1, cluster: 50, browser: BROWSER,
       attack: { seconds: 1, historyEvents: 20, junkConnections: 2, stormConnections: 2, stormSubscribes: 20 },
-      presence: { storm: [20], churn: { n: 10, rate: 50, seconds: 0.5 }, leave: { n: 10, leaves: 1, lingers: [100] } } }
+      presence: { storm: [20], churn: { n: 10, rate: 50, seconds: 0.5 }, leave: { n: 10, leaves: 1, lingers: [100] } },
+      metrics: { publishers: 10, seconds: 1, connections: 50, rate: 20, scrapes: 5, baselineSeconds: 0.5 } }
   : { fanout: [100, 1000, 5000], repeats: 3, rate: 20, seconds: 4, publishers: [1, 10, 100], idle: [1000, 5000], outbox: 10_000,
       pgPublishers: [10, 100], idleCost: 10_000, idleSeconds: 10, cluster: 2000, browser: BROWSER,
       attack: { seconds: 5, historyEvents: 300, junkConnections: 4, stormConnections: 4, stormSubscribes: 60 },
-      presence: { storm: [100, 500], churn: { n: 200, rate: 50, seconds: 4 }, leave: { n: 100, leaves: 2, lingers: [500, 5000] } } };
+      presence: { storm: [100, 500], churn: { n: 200, rate: 50, seconds: 4 }, leave: { n: 100, leaves: 2, lingers: [500, 5000] } },
+      metrics: { publishers: 100, seconds: 4, connections: 500, rate: 20, scrapes: 100, baselineSeconds: 2 } };
 const PLAN = { ...PLAN_BY_MODE, repeats: repeatsArg ?? PLAN_BY_MODE.repeats };
 const KINDS: Kind[] = ['tether', 'socketio', 'ws'];
 const CHANNEL = 'bench';
@@ -493,6 +496,39 @@ if (want('presence')) {
   ];
 }
 
+if (want('metrics')) {
+  const m = PLAN.metrics;
+  const plain: ScrapedDurable[] = [];
+  const scraped: ScrapedDurable[] = [];
+  // (a) and (b) alternate which goes first from run to run, so a drift of the machine falls on both.
+  for (let i = 0; i < PLAN.repeats; i++) {
+    const order = i % 2 === 0 ? [false, true] : [true, false];
+    for (const scraper of order) (scraper ? scraped : plain).push(await durableScraped(m.publishers, m.seconds, scraper));
+  }
+  const a = spread(plain.map((r) => r.rate));
+  const b = spread(scraped.map((r) => r.rate));
+  log(`metrics: durable publishes ${a.median.toFixed(0)}/s without a scraper, ${b.median.toFixed(0)}/s scraped every 1 s (${(b.median / a.median).toFixed(3)}×)`);
+  const costs: ScrapeCost[] = await repeat(PLAN.repeats, () => scrapeCost(m.connections, m.rate, m.scrapes, m.baselineSeconds));
+  log(`metrics: a scrape of a server with ${m.connections} connections: ${spread(costs.map((c) => c.bytes)).median} B, p50 ${spread(costs.map((c) => c.p50Ms)).median.toFixed(2)} ms, ${spread(costs.map((c) => c.cpuMsPerScrape)).median.toFixed(2)} ms of server CPU`);
+  results.metrics = { plan: m, durable: { plain, scraped }, scrape: costs };
+  render.metrics = () => [
+    '## What the Prometheus metrics cost (Tether, `GET /metrics` with the API key)',
+    '',
+    `The durable row (${m.publishers} publishers each awaiting its ack, fsync on, default limits, ${m.seconds} s) on a server given \`TETHER_API_KEY\`: (a) as is, (b) with a scraper in the bench process fetching \`GET /metrics\` with the key every 1 s from the start (a fresh server each; (a) and (b) alternate which goes first). The counters cannot be switched off, so (a) already pays for counting on the hot paths (plain number increments): this ratio is the cost of being scraped. Durable rows move by up to 40% between runs on this machine: a ratio within a few percent of 1 is noise.`,
+    '',
+    '| publishes/s, durable | (a) no scraper | (b) scraped every 1 s | (b) ÷ (a), medians | (b) ÷ (a), run by run | scrapes per (b) run |',
+    '|---|---|---|---|---|---|',
+    `| ${m.publishers} publishers | ${fmt(a, 0)} | ${fmt(b, 0)} | ${ratio(b.median, a.median)} | ${scraped.map((r, i) => ratio(r.rate, plain[i]!.rate)).join(', ')} | ${scraped.map((r) => r.scrapes).join(', ')} |`,
+    '',
+    `One scrape of a server with ${count(m.connections)} WebSocket connections subscribed to one channel and a publisher at ${m.rate} durable publishes/s (${count(m.connections * m.rate)} deliveries/s): ${count(m.scrapes)} scrapes one after another (after 3 unmeasured). Time: from the request until the body is read, in the bench process. Server CPU per scrape: the server's CPU over the scrapes minus the traffic's own, measured for ${m.baselineSeconds} s just before (10 ms clock ticks, so ±${(10 / m.scrapes).toFixed(2)} ms per scrape at best).`,
+    '',
+    '| answer, bytes (uncompressed) | series (sample lines) | time p50 ms | time p99 ms | server CPU per scrape, ms | traffic, deliveries/s |',
+    '|---|---|---|---|---|---|',
+    `| ${fmt(spread(costs.map((c) => c.bytes)), 0)} | ${fmt(spread(costs.map((c) => c.series)), 0)} | ${fmt(spread(costs.map((c) => c.p50Ms)), 2)} | ${fmt(spread(costs.map((c) => c.p99Ms)), 2)} | ${fmt(spread(costs.map((c) => c.cpuMsPerScrape)), 2)} | ${fmt(spread(costs.map((c) => c.deliveriesPerSec)), 0)} |`,
+    '',
+  ];
+}
+
 let over: string[] = [];
 if (want('sizes')) {
   const { rows: sizes, packed } = await measureSizes();
@@ -661,7 +697,7 @@ results.machine = machine;
 results.smoke = smoke;
 if (only) results.only = [...only];
 
-const MD_ORDER: Section[] = ['fanout', 'durable', 'postgres', 'idle', 'cluster', 'memory', 'browser', 'outbox', 'attack', 'presence', 'sizes'];
+const MD_ORDER: Section[] = ['fanout', 'durable', 'postgres', 'idle', 'cluster', 'memory', 'browser', 'outbox', 'attack', 'presence', 'metrics', 'sizes'];
 const md: string[] = [
   only ? `# Benchmarks (partial: --only ${[...only].join(',')})` : '# Benchmarks',
   '',
