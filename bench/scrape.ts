@@ -24,6 +24,8 @@ export interface ScrapedDurable {
   rate: number;
   /** Scrapes made while it ran (0 without the scraper). */
   scrapes: number;
+  /** Server CPU per acknowledged publish, µs (the publishers' connecting included): less moved by other load on the machine than the rate. */
+  cpuUsPerPublish: number;
 }
 
 /**
@@ -46,10 +48,14 @@ export async function durableScraped(publishers: number, seconds: number, scrape
           }
         })()
       : Promise.resolve();
+    const cpu0 = cpuMs(target.pid);
+    const t0 = performance.now();
     const rate = await durableRate(target, publishers, seconds, CHANNEL);
+    const publishes = (rate * (performance.now() - t0)) / 1000;
+    const cpu = cpuMs(target.pid) - cpu0;
     stop = true;
     await scraping;
-    return { rate, scrapes };
+    return { rate, scrapes, cpuUsPerPublish: (cpu * 1000) / publishes };
   } finally {
     await target.stop();
   }
