@@ -2,7 +2,10 @@
  * The peers Tether is measured against, each run as its own process like Tether's server:
  *   ws        — a raw `ws` broadcast that serialises each message once (the practical floor)
  *   socketio  — Socket.IO, websocket transport only, room broadcast; `echo` answers by ack
- * Usage: node dist/bench/peer-servers.js ws|socketio  → prints "listening <port>".
+ *   naive-presence — presence as a first version does it (one channel, no linger, no coalescing):
+ *               a joiner gets the member list, and each join, update or leave goes to every other
+ *               connection as a frame of its own (encoded once)
+ * Usage: node dist/bench/peer-servers.js ws|socketio|naive-presence  → prints "listening <port>".
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -32,8 +35,32 @@ if (kind === 'ws') {
     // A round trip answered to the sender (the browser rows' one-at-a-time request).
     socket.on('echo', (data: unknown, ack?: (data: unknown) => void) => ack?.(data));
   });
+} else if (kind === 'naive-presence') {
+  const wss = new WebSocketServer({ server: http });
+  const members = new Map<WebSocket, { id: number; tabs: number; state: unknown }>();
+  const others = (text: string, except: WebSocket) => {
+    for (const client of members.keys()) if (client !== except && client.readyState === WebSocket.OPEN) client.send(text);
+  };
+  let ids = 0;
+  wss.on('connection', (socket) => {
+    const id = ++ids;
+    socket.on('message', (data) => {
+      const message = JSON.parse(data.toString()) as { type?: string; channel?: string; tabs?: number; state?: unknown };
+      if (message.type !== 'presence') return;
+      if (!message.tabs) {
+        if (members.delete(socket)) others(JSON.stringify({ type: 'leave', id }), socket);
+        return;
+      }
+      const joined = !members.has(socket);
+      const member = { id, tabs: message.tabs, state: message.state ?? null };
+      members.set(socket, member);
+      if (joined) socket.send(JSON.stringify({ type: 'presence', channel: message.channel, members: [...members.values()], total: members.size }));
+      others(JSON.stringify({ type: joined ? 'join' : 'update', member }), socket);
+    });
+    socket.on('close', () => members.delete(socket) && others(JSON.stringify({ type: 'leave', id }), socket));
+  });
 } else {
-  console.error('usage: peer-servers ws|socketio');
+  console.error('usage: peer-servers ws|socketio|naive-presence');
   process.exit(2);
 }
 

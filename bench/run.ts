@@ -18,11 +18,13 @@ import { clusterFanout, durablePostgres, idleCost, type ClusterFanout, type Idle
 import { measureSizes, BUDGETS, TARGETS, checkBudgets } from './sizes.js';
 import { browserPeers, FRAME_MS, offlineOutbox, PEERS, type BrowserPlan, type BrowserRun, type OutboxResult, type Peer } from './browser.js';
 import { rpcUnderAttack, type AttackResult } from './under-attack.js';
+import { joinStorm, leaveTimes, stateChurn, type JoinStorm, type StateChurn } from './presence.js';
+import { durableScraped, scrapeCost, type ScrapeCost, type ScrapedDurable } from './scrape.js';
 
 const smoke = process.argv.includes('--smoke');
 
 /** What `--only` can name, in the order they run. */
-const SECTIONS = ['fanout', 'durable', 'memory', 'postgres', 'idle', 'cluster', 'browser', 'outbox', 'attack', 'sizes'] as const;
+const SECTIONS = ['fanout', 'durable', 'memory', 'postgres', 'idle', 'cluster', 'browser', 'outbox', 'attack', 'presence', 'metrics', 'sizes'] as const;
 type Section = (typeof SECTIONS)[number];
 const onlyAt = process.argv.findIndex((a) => a === '--only' || a.startsWith('--only='));
 const onlyArg = onlyAt < 0 ? undefined : process.argv[onlyAt]!.startsWith('--only=') ? process.argv[onlyAt]!.slice('--only='.length) : process.argv[onlyAt + 1];
@@ -49,10 +51,14 @@ if (repeatsArg !== undefined && !(Number.isInteger(repeatsArg) && repeatsArg >= 
 const PLAN_BY_MODE = smoke
   ? { fanout: [50], repeats: 1, rate: 10, seconds: 1, publishers: [1, 10], idle: [100], outbox: 200,
       pgPublishers: [10], idleCost: 100, idleSeconds: 1, cluster: 50, browser: BROWSER,
-      attack: { seconds: 1, historyEvents: 20, junkConnections: 2, stormConnections: 2, stormSubscribes: 20 } }
+      attack: { seconds: 1, historyEvents: 20, junkConnections: 2, stormConnections: 2, stormSubscribes: 20 },
+      presence: { storm: [20], churn: { n: 10, rate: 50, seconds: 0.5 }, leave: { n: 10, leaves: 1, lingers: [100] } },
+      metrics: { publishers: 10, seconds: 1, connections: 50, rate: 20, scrapes: 5, baselineSeconds: 0.5 } }
   : { fanout: [100, 1000, 5000], repeats: 3, rate: 20, seconds: 4, publishers: [1, 10, 100], idle: [1000, 5000], outbox: 10_000,
       pgPublishers: [10, 100], idleCost: 10_000, idleSeconds: 10, cluster: 2000, browser: BROWSER,
-      attack: { seconds: 5, historyEvents: 300, junkConnections: 4, stormConnections: 4, stormSubscribes: 60 } };
+      attack: { seconds: 5, historyEvents: 300, junkConnections: 4, stormConnections: 4, stormSubscribes: 60 },
+      presence: { storm: [100, 500], churn: { n: 200, rate: 50, seconds: 4 }, leave: { n: 100, leaves: 2, lingers: [500, 5000] } },
+      metrics: { publishers: 100, seconds: 4, connections: 500, rate: 20, scrapes: 100, baselineSeconds: 2 } };
 const PLAN = { ...PLAN_BY_MODE, repeats: repeatsArg ?? PLAN_BY_MODE.repeats };
 const KINDS: Kind[] = ['tether', 'socketio', 'ws'];
 const CHANNEL = 'bench';
@@ -407,6 +413,125 @@ if (want('attack')) {
   ];
 }
 
+if (want('presence')) {
+  const { storm, churn, leave } = PLAN.presence;
+  const storms: { n: number; kind: Kind; runs: JoinStorm[] }[] = [];
+  for (const n of storm) {
+    for (const kind of ['tether', 'naive-presence'] as const) {
+      const runs = await repeat(PLAN.repeats, async () => {
+        const target = await startTarget(kind);
+        try {
+          return await joinStorm(target, n);
+        } finally {
+          await target.stop();
+        }
+      });
+      storms.push({ n, kind, runs });
+      log(`presence join storm ${kind} n=${n}: all see ${n} after ${spread(runs.map((r) => r.convergenceMs)).median.toFixed(0)} ms, ${spread(runs.map((r) => r.framesMedian)).median} frames per client (median)`);
+    }
+  }
+  const churns: StateChurn[] = await repeat(PLAN.repeats, async () => {
+    const target = await startTarget('tether');
+    try {
+      return await stateChurn(target, churn.n, churn.rate, churn.seconds);
+    } finally {
+      await target.stop();
+    }
+  });
+  log(`presence state churn, ${churn.n} joined, ${churn.rate} sets/s: ${spread(churns.map((c) => c.framesPerSecMedian)).median.toFixed(1)} frames/s per client, set → seen p50 ${spread(churns.map((c) => c.p50Ms)).median.toFixed(1)} ms, p99 ${spread(churns.map((c) => c.p99Ms)).median.toFixed(1)} ms`);
+  const leaves: { lingerMs: number; runs: number[][] }[] = [];
+  for (const lingerMs of leave.lingers) {
+    const runs = await repeat(PLAN.repeats, async () => {
+      const target = await startTarget('tether', { TETHER_PRESENCE_LINGER_MS: String(lingerMs) });
+      try {
+        return await leaveTimes(target, leave.n, leave.leaves);
+      } finally {
+        await target.stop();
+      }
+    });
+    leaves.push({ lingerMs, runs });
+    log(`presence leave, linger ${lingerMs} ms: the others see it gone after ${spread(runs.flat()).median.toFixed(0)} ms`);
+  }
+  results.presence = { plan: PLAN.presence, storms, churns, leaves };
+  const of = <T>(runs: T[], pick: (r: T) => number, digits = 0) => fmt(spread(runs.map(pick)), digits);
+  const NAMES: Partial<Record<Kind, string>> = { tether: 'Tether', 'naive-presence': 'naive (peer-servers.ts)' };
+  render.presence = () => [
+    '## Presence (Tether), one channel',
+    '',
+    `Load clients are raw \`ws\` sockets in the bench process speaking the protocol directly (a handshake with a clientId, development mode, then \`{"type":"presence","channel":…,"tabs":1}\`), against the reference server at its default settings (SQLite, members frames coalesced to one per channel per 50 ms). No peer in this harness has per-person presence (Socket.IO and the raw ws broadcast have none); the join storm's reference is **naive** presence on raw \`ws\` (peer-servers.ts, a few lines: one channel, no linger, no coalescing; a joiner gets the member list and every join goes to every other connection as a frame of its own, encoded once), so a client receives up to N frames where Tether sends a few whole lists. The load generator reads frames with string searches (no JSON.parse) and shares the 2 cores with the server.`,
+    '',
+    '### Join storm: N connected clients send their join at once',
+    '',
+    "Until: from the first join sent until the last client's latest frame lists all N. Frames and KB: what one client received until it saw all N (its own join included).",
+    '',
+    '| N | server | until every client lists N (ms) | frames per client, median | frames per client, max | KB per client, median | server CPU (ms) |',
+    '|---|---|---|---|---|---|---|',
+    ...storms.map((r) => `| ${r.n} | ${NAMES[r.kind] ?? r.kind} | ${of(r.runs, (x) => x.convergenceMs)} | ${of(r.runs, (x) => x.framesMedian)} | ${of(r.runs, (x) => x.framesMax)} | ${of(r.runs, (x) => x.bytesMedian / 1024)} | ${of(r.runs, (x) => x.serverCpuMs)} |`),
+    '',
+    `### State churn: ${churn.n} joined, one sets its state ${churn.rate} times a second for ${churn.seconds} s`,
+    '',
+    `The setter sends \`{"type":"presence","channel":…,"tabs":1,"state":{"x":i}}\` on a fixed schedule (every set that is due is sent). Each of the ${churn.n - 1} other clients counts the members frames it receives in that window, and for every set the time until a frame shows it or a later state (a set coalesced away is seen with the next one), on the bench process's clock. Expected: about 20 frames/s per client (one per 50 ms) whatever the set rate.`,
+    '',
+    '| figure | result |',
+    '|---|---|',
+    `| members frames/s per receiving client, median over receivers | ${of(churns, (c) => c.framesPerSecMedian, 1)} |`,
+    `| same, slowest / fastest receiver | ${of(churns, (c) => c.framesPerSecMin, 1)} / ${of(churns, (c) => c.framesPerSecMax, 1)} |`,
+    `| set → seen, p50 ms (every receiver, every set) | ${of(churns, (c) => c.p50Ms, 1)} |`,
+    `| set → seen, p99 ms | ${of(churns, (c) => c.p99Ms, 1)} |`,
+    `| bytes of one members frame (${churn.n} members) | ${of(churns, (c) => c.frameBytes)} |`,
+    `| server CPU while the sets ran, % of one core | ${of(churns, (c) => c.serverCpuPercent, 1)} |`,
+    `| the load generator's own event-loop delay p99, ms (its lateness is in the latencies) | ${of(churns, (c) => c.loadLoopP99Ms, 1)} |`,
+    '',
+    `### Leave: a client of ${leave.n} closes its socket`,
+    '',
+    `The socket is cut (\`terminate()\`), ${leave.leaves === 1 ? 'one client per run' : `${leave.leaves} clients one after another per run`}; the time until every remaining client's latest frame lists one member fewer. Expected: the linger (\`TETHER_PRESENCE_LINGER_MS\`, 5,000 ms by default), then one frame.`,
+    '',
+    '| `TETHER_PRESENCE_LINGER_MS` | until all the others see it gone (ms), every leave of every run | minus the linger (ms) |',
+    '|---|---|---|',
+    ...leaves.map((l) => {
+      const all = spread(l.runs.flat());
+      return `| ${count(l.lingerMs)} | ${fmt(all, 0)} | ${fmt({ median: all.median - l.lingerMs, min: all.min - l.lingerMs, max: all.max - l.lingerMs }, 0)} |`;
+    }),
+    '',
+  ];
+}
+
+if (want('metrics')) {
+  const m = PLAN.metrics;
+  const plain: ScrapedDurable[] = [];
+  const scraped: ScrapedDurable[] = [];
+  // (a) and (b) alternate which goes first from run to run, so a drift of the machine falls on both.
+  for (let i = 0; i < PLAN.repeats; i++) {
+    const order = i % 2 === 0 ? [false, true] : [true, false];
+    for (const scraper of order) (scraper ? scraped : plain).push(await durableScraped(m.publishers, m.seconds, scraper));
+  }
+  const a = spread(plain.map((r) => r.rate));
+  const b = spread(scraped.map((r) => r.rate));
+  log(`metrics: durable publishes ${a.median.toFixed(0)}/s without a scraper, ${b.median.toFixed(0)}/s scraped every 1 s (${(b.median / a.median).toFixed(3)}×)`);
+  const costs: ScrapeCost[] = await repeat(PLAN.repeats, () => scrapeCost(m.connections, m.rate, m.scrapes, m.baselineSeconds));
+  log(`metrics: a scrape of a server with ${m.connections} connections: ${spread(costs.map((c) => c.bytes)).median} B, p50 ${spread(costs.map((c) => c.p50Ms)).median.toFixed(2)} ms, ${spread(costs.map((c) => c.cpuMsPerScrape)).median.toFixed(2)} ms of server CPU`);
+  results.metrics = { plan: m, durable: { plain, scraped }, scrape: costs };
+  render.metrics = () => [
+    '## What the Prometheus metrics cost (Tether, `GET /metrics` with the API key)',
+    '',
+    `The durable row (${m.publishers} publishers each awaiting its ack, fsync on, default limits, ${m.seconds} s) on a server given \`TETHER_API_KEY\`: (a) as is, (b) with a scraper in the bench process fetching \`GET /metrics\` with the key every 1 s from the start (a fresh server each; (a) and (b) alternate which goes first). The counters cannot be switched off, so (a) already pays for counting on the hot paths (plain number increments): this ratio is the cost of being scraped. Durable rows move by up to 40% between runs on this machine: a ratio within a few percent of 1 is noise.`,
+    '',
+    '| figure | (a) no scraper | (b) scraped every 1 s | (b) ÷ (a), medians | (b) ÷ (a), run by run | scrapes per (b) run |',
+    '|---|---|---|---|---|---|',
+    `| publishes/s acknowledged, ${m.publishers} publishers | ${fmt(a, 0)} | ${fmt(b, 0)} | ${ratio(b.median, a.median)} | ${scraped.map((r, i) => ratio(r.rate, plain[i]!.rate)).join(', ')} | ${scraped.map((r) => r.scrapes).join(', ')} |`,
+    `| server CPU µs per publish | ${fmt(spread(plain.map((r) => r.cpuUsPerPublish)), 1)} | ${fmt(spread(scraped.map((r) => r.cpuUsPerPublish)), 1)} | ${ratio(spread(scraped.map((r) => r.cpuUsPerPublish)).median, spread(plain.map((r) => r.cpuUsPerPublish)).median)} | ${scraped.map((r, i) => ratio(r.cpuUsPerPublish, plain[i]!.cpuUsPerPublish)).join(', ')} | |`,
+    '',
+    `What the scrape's own CPU (below) predicts: ${spread(costs.map((c) => c.cpuMsPerScrape)).median.toFixed(2)} ms of server CPU a second, ${(spread(costs.map((c) => c.cpuMsPerScrape)).median / 10).toFixed(2)}% of one core — far below what these rows can resolve.`,
+    '',
+    `One scrape of a server with ${count(m.connections)} WebSocket connections subscribed to one channel and a publisher at ${m.rate} durable publishes/s (${count(m.connections * m.rate)} deliveries/s): ${count(m.scrapes)} scrapes one after another (after 3 unmeasured). Time: from the request until the body is read, in the bench process. Server CPU per scrape: the server's CPU over the scrapes minus the traffic's own, measured for ${m.baselineSeconds} s just before (10 ms clock ticks, so ±${(10 / m.scrapes).toFixed(2)} ms per scrape at best).`,
+    '',
+    '| answer, bytes (uncompressed) | series (sample lines) | time p50 ms | time p99 ms | server CPU per scrape, ms | traffic, deliveries/s |',
+    '|---|---|---|---|---|---|',
+    `| ${fmt(spread(costs.map((c) => c.bytes)), 0)} | ${fmt(spread(costs.map((c) => c.series)), 0)} | ${fmt(spread(costs.map((c) => c.p50Ms)), 2)} | ${fmt(spread(costs.map((c) => c.p99Ms)), 2)} | ${fmt(spread(costs.map((c) => c.cpuMsPerScrape)), 2)} | ${fmt(spread(costs.map((c) => c.deliveriesPerSec)), 0)} |`,
+    '',
+  ];
+}
+
 let over: string[] = [];
 if (want('sizes')) {
   const { rows: sizes, packed } = await measureSizes();
@@ -575,7 +700,7 @@ results.machine = machine;
 results.smoke = smoke;
 if (only) results.only = [...only];
 
-const MD_ORDER: Section[] = ['fanout', 'durable', 'postgres', 'idle', 'cluster', 'memory', 'browser', 'outbox', 'attack', 'sizes'];
+const MD_ORDER: Section[] = ['fanout', 'durable', 'postgres', 'idle', 'cluster', 'memory', 'browser', 'outbox', 'attack', 'presence', 'metrics', 'sizes'];
 const md: string[] = [
   only ? `# Benchmarks (partial: --only ${[...only].join(',')})` : '# Benchmarks',
   '',

@@ -12,7 +12,8 @@ import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { io, type Socket } from 'socket.io-client';
 
-export type Kind = 'tether' | 'socketio' | 'ws';
+/** `naive-presence` speaks only presence (bench/presence.ts); every other row loads the first three. */
+export type Kind = 'tether' | 'socketio' | 'ws' | 'naive-presence';
 
 export interface Target {
   kind: Kind;
@@ -101,6 +102,7 @@ export interface LoadClient {
 export async function connectClient(target: Target, { heartbeat = false }: { heartbeat?: boolean } = {}): Promise<LoadClient> {
   if (target.kind === 'socketio') return socketIoClient(target.port);
   if (target.kind === 'ws') return wsClient(target.port);
+  if (target.kind === 'naive-presence') throw new Error('the naive-presence peer speaks only presence (bench/presence.ts)');
   return tetherClient(target.port, heartbeat);
 }
 
