@@ -143,14 +143,21 @@ test('one entry per person: Alice with 3 + 1 tabs in two browsers and Bob; reloa
   ]);
   expect(await bob.evaluate(() => window.memberships)).toEqual(['alice,bob']);
 
-  // She closes the first: gone for Bob, not before the linger, and within it plus a heartbeat's slack.
+  // She closes the first: gone for Bob, not before the linger, and within the documented time
+  // (README, Presence): the linger after the server noticed. A WebSocket's close is seen at once;
+  // over long polling a closed browser looks like a cut poll and is noticed when it stops
+  // talking: here the idle timeout, 3 × TETHER_IDLE_HEARTBEAT_MS (1 s in these tests), found by
+  // a sweep every TETHER_HEARTBEAT_MS (1 s) after its last heartbeat (up to 1 s before the close).
+  const noticedWithin = transport === 'long-polling' ? 3 * 1000 + 1000 + 1000 : 0;
   const closedAt = Date.now();
   await aliceA.close();
   await bob.waitForTimeout(LINGER_MS - 1500);
   expect((await membersIn(bob)).map((m) => m.id)).toEqual(['alice', 'bob']);
-  await expect.poll(() => membersIn(bob), { timeout: 10_000, intervals: [100] }).toEqual([{ id: 'bob', tabs: 1, devices: 1, state: null, self: true }]);
+  await expect.poll(() => membersIn(bob), { timeout: 15_000, intervals: [100] }).toEqual([{ id: 'bob', tabs: 1, devices: 1, state: null, self: true }]);
   const goneAfter = Date.now() - closedAt;
-  expect(goneAfter).toBeLessThan(LINGER_MS + 4000);
+  console.log(`presence (${transport}, ${hostMode}): Alice gone for Bob ${goneAfter} ms after her last browser closed (linger ${LINGER_MS} ms)`);
+  // Slack for a loaded machine: the 50 ms coalescing, the frame's way and this poll's 100 ms.
+  expect(goneAfter).toBeLessThan(LINGER_MS + noticedWithin + 3000);
   expect(await bob.evaluate(() => window.memberships)).toEqual(['alice,bob', 'bob']);
   expect(await api()).toEqual([{ id: 'bob', tabs: 1, devices: 1 }]);
   await bobContext.close();
