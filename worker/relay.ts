@@ -298,12 +298,20 @@ export class TabRelay implements TabApi {
           track(delivery);
           return (listener as ChannelListener)(delivery);
         };
-    this.subscriptions.set(id, sub);
-    if (this.target) return (sub.sent = this.subscribeOn(this.target, id, sub));
+    return this.register(this.subscriptions, id, sub, (tab) => this.subscribeOn(tab, id, sub));
+  }
+
+  /**
+   * Keeps `entry` (a subscription, open document or presence join: what bind asks every new
+   * leader for) and asks the leader for it now, or once one is bound.
+   */
+  private async register<E extends { sent?: Promise<Outcome<null>> }>(entries: Map<string, E>, id: string, entry: E, ask: (tab: Async<TabApi>) => Promise<Outcome<null>>): Promise<Outcome<null>> {
+    entries.set(id, entry);
+    if (this.target) return (entry.sent = ask(this.target));
     const tab = await this.bound();
-    // Detached or unsubscribed meanwhile; or asked already by the bind that woke this call.
-    if (!tab || this.subscriptions.get(id) !== sub) return { ok: true, value: null };
-    return (sub.sent ??= this.subscribeOn(tab, id, sub));
+    // Detached or removed meanwhile; or asked already by the bind that woke this call.
+    if (!tab || entries.get(id) !== entry) return { ok: true, value: null };
+    return (entry.sent ??= ask(tab));
   }
 
   private async subscribeOn(tab: Async<TabApi>, id: string, sub: Subscription): Promise<Outcome<null>> {
@@ -333,11 +341,7 @@ export class TabRelay implements TabApi {
 
   async openDoc(id: string, doc: string, listener: DocListener): Promise<Outcome<null>> {
     const open: OpenDoc = { doc, listener, forward: (snapshot) => listener(snapshot) };
-    this.docs.set(id, open);
-    if (this.target) return (open.sent = this.openOn(this.target, id, open));
-    const tab = await this.bound();
-    if (!tab || this.docs.get(id) !== open) return { ok: true, value: null };
-    return (open.sent ??= this.openOn(tab, id, open));
+    return this.register(this.docs, id, open, (tab) => this.openOn(tab, id, open));
   }
 
   private openOn(tab: Async<TabApi>, id: string, open: OpenDoc): Promise<Outcome<null>> {
@@ -361,11 +365,7 @@ export class TabRelay implements TabApi {
 
   async presenceJoin(id: string, channel: string, listener: PresenceListener): Promise<Outcome<null>> {
     const join: PresenceJoin = { channel, listener, forward: (snapshot) => listener(snapshot), state: undefined };
-    this.presences.set(id, join);
-    if (this.target) return (join.sent = this.presenceOn(this.target, id, join));
-    const tab = await this.bound();
-    if (!tab || this.presences.get(id) !== join) return { ok: true, value: null };
-    return (join.sent ??= this.presenceOn(tab, id, join));
+    return this.register(this.presences, id, join, (tab) => this.presenceOn(tab, id, join));
   }
 
   /** Joins on `tab` (a new leader), with the state the tab set last. */
