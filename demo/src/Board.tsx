@@ -5,7 +5,7 @@ import { getIdentity, type Identity } from './identity.js';
 import { pendingTracker, usePendingKeys } from './pending.js';
 import { Avatar, Icon, PendingBadge } from './ui.js';
 import { useNotices } from './notices.js';
-import { PresenceBar, usePresence } from './Presence.js';
+import { PresenceBar, useHere } from './Presence.js';
 
 type Column = 'todo' | 'doing' | 'done';
 const COLUMNS: { id: Column; title: string }[] = [
@@ -40,7 +40,7 @@ export function Board({ client }: { client: TetherClient }) {
   const view = useDoc(doc);
   const { pending, conflicts, synced } = useDocStatus(doc);
   const pendingKeys = usePendingKeys(client, 'board');
-  const here = usePresence(client, 'board');
+  const here = useHere(client, 'board');
   const notify = useNotices((s) => s.show);
   const [draft, setDraft] = useState('');
   const [dropTarget, setDropTarget] = useState<Column | null>(null);
@@ -104,7 +104,7 @@ export function Board({ client }: { client: TetherClient }) {
             {!synced ? 'from this browser' : pending > 0 ? `${pending} unsaved` : ''}
           </small>
         </h2>
-        <PresenceBar store={here} label="Board" />
+        <PresenceBar here={here} label="Board" />
         <form id="card-form" className="composer card-composer" onSubmit={add}>
           <label className="sr-only" htmlFor="card-input">
             new card

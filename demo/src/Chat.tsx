@@ -3,7 +3,7 @@ import type { EventMeta, TetherClient } from '../../sdk/index.js';
 import { colorOf, getIdentity, useIdentity } from './identity.js';
 import { pendingTracker, usePendingPublishes } from './pending.js';
 import { Avatar, Icon, PendingBadge } from './ui.js';
-import { PresenceBar, TypingLine, usePresence } from './Presence.js';
+import { PresenceBar, TypingLine, useHere } from './Presence.js';
 
 /** How long after the last keystroke "typing" is cleared. */
 const TYPING_IDLE_MS = 4000;
@@ -57,7 +57,7 @@ export function Chat({ client }: { client: TetherClient }) {
   // Typing: while the composer has focus and text, until a few seconds without a keystroke or a send.
   const [typing, setTyping] = useState(false);
   const idle = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
-  const here = usePresence(client, 'chat', { typing });
+  const here = useHere(client, 'chat', { typing });
   const stopTyping = () => {
     clearTimeout(idle.current);
     setTyping(false);
@@ -179,7 +179,7 @@ export function Chat({ client }: { client: TetherClient }) {
     <section className="panel chat-panel" aria-labelledby="chat-title">
       <div className="panel-head">
         <h2 id="chat-title">Team chat</h2>
-        <PresenceBar store={here} label="Chat" />
+        <PresenceBar here={here} label="Chat" />
       </div>
       <ol id="chat-log" className="chat" ref={log} aria-live="polite" aria-relevant="additions">
         {count === 0 && <li className="chat-empty">Messages from now on show here. Say hello to the team.</li>}
@@ -194,7 +194,7 @@ export function Chat({ client }: { client: TetherClient }) {
         )}
         {ours.map((o) => bubble(`p${o.data.id}`, o.data, { state: o.state, error: o.error }))}
       </ol>
-      <TypingLine store={here} />
+      <TypingLine here={here} />
       <form id="chat-form" className="composer chat-composer" onSubmit={send}>
         <label className="sr-only" htmlFor="chat-input">
           message

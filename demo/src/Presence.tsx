@@ -2,9 +2,9 @@
  * Who is here: one avatar per person on a channel's presence (initials in their colour, from the
  * state the demo sets: your name and colour), with their tabs and browsers, you marked.
  */
-import { useEffect, useMemo, useRef, useState } from 'react';
-import { useStore } from 'zustand';
-import type { PresenceMember, PresenceStore, TetherClient } from '../../sdk/index.js';
+import { useEffect, useRef, useState } from 'react';
+import { usePresence, type PresenceView } from '../../sdk/react.js';
+import type { PresenceMember, PresenceSnapshot, TetherClient } from '../../sdk/index.js';
 import { colorOf, useIdentity } from './identity.js';
 import { Avatar } from './ui.js';
 
@@ -15,17 +15,11 @@ export interface PresenceState {
   typing?: boolean;
 }
 
-/** Joins `channel` while the component lives, with your name and colour (and `extra`) as state. */
-export function usePresence(client: TetherClient, channel: string, extra: Partial<PresenceState> = {}): PresenceStore {
-  const store = useMemo(() => client.presence(channel), [client, channel]);
-  useEffect(() => () => store.leave(), [store]);
+/** Joins `channel` while the component lives (tether/react's usePresence), with your name and colour (and typing) as state. */
+export function useHere(client: TetherClient, channel: string, extra: Partial<PresenceState> = {}): PresenceView {
   const me = useIdentity();
-  const typing = extra.typing === true;
-  useEffect(() => {
-    const state: PresenceState = typing ? { name: me.name, color: me.color, typing } : { name: me.name, color: me.color };
-    store.set(state).catch(() => {}); // refused (no grant) or left: the store's `error` says so
-  }, [store, me.name, me.color, typing]);
-  return store;
+  const state: PresenceState = extra.typing === true ? { name: me.name, color: me.color, typing: true } : { name: me.name, color: me.color };
+  return usePresence(client, channel, state);
 }
 
 export function stateOf(member: PresenceMember): PresenceState {
@@ -40,8 +34,8 @@ const people = (n: number) => plural(n, 'person', 'people');
 export const spread = (m: PresenceMember) => `${plural(m.tabs, 'tab')} · ${plural(m.devices, 'browser')}`;
 
 /** The avatars of who is on `store`'s channel; a click lists them with their tabs and browsers. */
-export function PresenceBar({ store, label }: { store: PresenceStore; label: string }) {
-  const { members, total, joined, error } = useStore(store);
+export function PresenceBar({ here, label }: { here: PresenceSnapshot; label: string }) {
+  const { channel, members, total, joined, error } = here;
   const [open, setOpen] = useState(false);
   const root = useRef<HTMLDivElement>(null);
   useEffect(() => {
@@ -65,9 +59,9 @@ export function PresenceBar({ store, label }: { store: PresenceStore; label: str
   const everyone = [...members].sort((a, b) => Number(b.self) - Number(a.self) || a.since - b.since);
   const shown = everyone.slice(0, 5);
   const more = total - shown.length;
-  const id = `presence-${store.channel}`;
+  const id = `presence-${channel}`;
   return (
-    <div className="presence" ref={root} data-channel={store.channel} data-joined={joined}>
+    <div className="presence" ref={root} data-channel={channel} data-joined={joined}>
       <button
         className="presence-stack"
         aria-expanded={open}
@@ -120,8 +114,8 @@ export function PresenceBar({ store, label }: { store: PresenceStore; label: str
 }
 
 /** "Bob is typing…" from the others' presence state. */
-export function TypingLine({ store }: { store: PresenceStore }) {
-  const { members } = useStore(store);
+export function TypingLine({ here }: { here: PresenceSnapshot }) {
+  const { members } = here;
   const names = members.filter((m) => !m.self && stateOf(m).typing).map((m) => stateOf(m).name);
   const text =
     names.length === 0 ? '' : names.length === 1 ? `${names[0]} is typing…` : names.length === 2 ? `${names[0]} and ${names[1]} are typing…` : `${names.length} people are typing…`;
