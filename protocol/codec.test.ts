@@ -108,7 +108,11 @@ describe('presence frames', () => {
 
   it('refuses a state over 1 KB of JSON as message_too_big, naming the channel', () => {
     const frame = JSON.stringify({ type: 'presence', channel: 'room:1', tabs: 1, state: 'x'.repeat(1023) });
-    expect(decodeClientFrame(frame)).toEqual({ ok: false, presence: 'room:1', error: { code: 'message_too_big', message: 'presence state is 1025 bytes of JSON; at most 1024' } });
+    expect(decodeClientFrame(frame)).toEqual({ ok: false, presence: 'room:1', error: { code: 'message_too_big', message: 'presence state is 1025 bytes of JSON (UTF-8); at most 1024' } });
+    // Bytes, not characters: 341 × "€" is 343 characters of JSON but 1,025 bytes; one less fits.
+    const euros = (n: number) => JSON.stringify({ type: 'presence', channel: 'room:1', tabs: 1, state: '€'.repeat(n) });
+    expect(decodeClientFrame(euros(341))).toMatchObject({ ok: false, error: { code: 'message_too_big', message: 'presence state is 1025 bytes of JSON (UTF-8); at most 1024' } });
+    expect(decodeClientFrame(euros(340))).toMatchObject({ ok: true });
   });
 
   it('refuses other malformed presence frames as invalid_message, naming the channel when it is a channel name', () => {

@@ -7,6 +7,7 @@ import * as v from 'valibot';
 import { ClientMessage, MAX_WRITE_BATCH, PRESENCE_STATE_MAX_BYTES, ServerMessage, WriteMessage } from './messages.js';
 import type { ErrorShape } from './errors.js';
 import { CHANNEL_NAME, MAX_JSON_DEPTH, reservedKeyProblem } from './constants.js';
+import { jsonBytes } from './utf8.js';
 
 /**
  * A refused frame echoes the request `id` or the write `seq` it carried (when usable), so the
@@ -20,11 +21,11 @@ function positiveInteger(value: unknown): number | undefined {
   return Number.isSafeInteger(value) && (value as number) > 0 ? (value as number) : undefined;
 }
 
-/** The size of a presence frame's state as the schema measures it (JSON text length), if it is one. */
+/** The size of a presence frame's state as the schema measures it (bytes of JSON in UTF-8), if it is one. */
 function presenceStateSize(json: unknown): number | undefined {
   if (typeof json !== 'object' || json === null || (json as Record<string, unknown>).type !== 'presence') return undefined;
   const state = (json as Record<string, unknown>).state;
-  return state === undefined ? undefined : (JSON.stringify(state) ?? '').length;
+  return state === undefined ? undefined : (jsonBytes(state) ?? 0);
 }
 
 /** Serializes one message as a JSON text frame. */
@@ -91,7 +92,7 @@ function decodeValue<T>(schema: v.GenericSchema<unknown, T>, json: unknown, prob
     error = { code: 'invalid_message', message: describe(parsed.issues) };
     const size = presenceStateSize(json);
     if (size !== undefined && size > PRESENCE_STATE_MAX_BYTES) {
-      error = { code: 'message_too_big', message: `presence state is ${size} bytes of JSON; at most ${PRESENCE_STATE_MAX_BYTES}` };
+      error = { code: 'message_too_big', message: `presence state is ${size} bytes of JSON (UTF-8); at most ${PRESENCE_STATE_MAX_BYTES}` };
     }
   }
   if (typeof json !== 'object' || json === null) return { ok: false, error };

@@ -120,7 +120,7 @@ export const MAX_WRITE_BATCH = 100;
 /** A `writes` frame costs one rate-limit token per this many writes it carries (rounded up). */
 export const WRITES_PER_RATE_TOKEN = 10;
 
-/** The largest presence state a connection may set, as JSON text. */
+/** The largest presence state a connection may set: bytes of its JSON text in UTF-8. */
 export const PRESENCE_STATE_MAX_BYTES = 1024;
 /** Tabs one connection may count on one channel's presence. */
 export const PRESENCE_MAX_TABS = 1000;

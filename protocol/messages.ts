@@ -8,6 +8,7 @@
  */
 import * as v from 'valibot';
 import { CHANNEL_NAME, ERROR_CODES, MAX_DOC_KEY_LENGTH, MAX_WRITE_BATCH, PRESENCE_MAX_TABS, PRESENCE_STATE_MAX_BYTES, UNSTORABLE_KEY_MESSAGE, storableText } from './constants.js';
+import { jsonBytes } from './utf8.js';
 
 const RequestId = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(Number.MAX_SAFE_INTEGER));
 const MethodName = v.pipe(
@@ -164,7 +165,7 @@ export const PresenceSet = v.strictObject({
   state: v.optional(
     v.pipe(
       v.unknown(),
-      v.check((state) => (JSON.stringify(state) ?? '').length <= PRESENCE_STATE_MAX_BYTES, `presence state is at most ${PRESENCE_STATE_MAX_BYTES} bytes of JSON`),
+      v.check((state) => (jsonBytes(state) ?? 0) <= PRESENCE_STATE_MAX_BYTES, `presence state is at most ${PRESENCE_STATE_MAX_BYTES} bytes of JSON (UTF-8)`),
     ),
   ),
 });

@@ -8,6 +8,7 @@ import { createStore } from 'zustand/vanilla';
 import { readonly, type ReadonlyStore } from './readonly-store.js';
 import { TetherError } from '../protocol/errors.js';
 import { PRESENCE_STATE_MAX_BYTES } from '../protocol/constants.js';
+import { utf8Length } from '../protocol/utf8.js';
 import type { Outcome, PresenceSnapshot, TabApi } from '../worker/api.js';
 
 export type { PresenceMember, PresenceSnapshot } from '../worker/api.js';
@@ -16,7 +17,7 @@ export type { PresenceMember, PresenceSnapshot } from '../worker/api.js';
 export interface PresenceStore extends ReadonlyStore<PresenceSnapshot> {
   readonly channel: string;
   /**
-   * Sets this user's presence state on the channel (any JSON value of at most 1,024 characters: typing, a
+   * Sets this user's presence state on the channel (any JSON value of at most 1,024 bytes as UTF-8: typing, a
    * cursor, the card being edited). The latest set by any of the user's tabs is what others see.
    * Rejects with `message_too_big`, `invalid_argument` or `closed`.
    */
@@ -39,8 +40,9 @@ function checkedState(state: unknown): unknown {
     throw new TetherError('invalid_argument', `presence.set(state): state must be JSON (${String(cause)})`);
   }
   if (json === undefined) throw new TetherError('invalid_argument', 'presence.set(state): state must be JSON');
-  if (json.length > PRESENCE_STATE_MAX_BYTES) {
-    throw new TetherError('message_too_big', `presence.set(state): state is ${json.length} bytes of JSON; at most ${PRESENCE_STATE_MAX_BYTES}`);
+  const bytes = utf8Length(json);
+  if (bytes > PRESENCE_STATE_MAX_BYTES) {
+    throw new TetherError('message_too_big', `presence.set(state): state is ${bytes} bytes of JSON (UTF-8); at most ${PRESENCE_STATE_MAX_BYTES}`);
   }
   return JSON.parse(json) as unknown;
 }

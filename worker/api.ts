@@ -272,7 +272,7 @@ export interface TabApi {
    * after every change. `id` names this join for `presenceSet`/`presenceLeave`.
    */
   presenceJoin(id: string, channel: string, listener: PresenceListener): Promise<Outcome<null>>;
-  /** Sets the presence state of this tab's user on the join's channel (JSON, at most 1,024 characters). */
+  /** Sets the presence state of this tab's user on the join's channel (JSON, at most 1,024 bytes in UTF-8). */
   presenceSet(id: string, state: unknown): Promise<Outcome<null>>;
   presenceLeave(id: string): void;
   /** Sends what the worker holds to `listener` now and after every change, at most every 250 ms (version 3). */

@@ -9,6 +9,8 @@
  * again, and a frame numbered at or below what was received is never handed on twice.
  */
 
+import { utf8Length } from '../protocol/utf8.js';
+
 type Listener = (event: LongPollingEvent) => void;
 export type LongPollingEvent =
   | { type: 'open' }
@@ -74,17 +76,6 @@ async function postText(endpoint: string, body: string, timeoutMs: number, abort
     clearTimeout(timer);
     abortWith?.removeEventListener('abort', stop);
   }
-}
-
-/** UTF-8 length of a string without encoding it. */
-function utf8Length(text: string): number {
-  let bytes = text.length;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c >= 0x800) bytes += c >= 0xd800 && c <= 0xdbff ? 1 : 2; // a surrogate pair is 4 bytes in all
-    else if (c >= 0x80) bytes += 1;
-  }
-  return bytes;
 }
 
 /** An answer, read whole. */

@@ -86,6 +86,9 @@ describe('worker presence', () => {
     expect(presence.set('a', 'y'.repeat(1022))).toEqual({ ok: true, value: null });
     await vi.advanceTimersByTimeAsync(100);
     expect(sent.at(-1)).toEqual({ type: 'presence', channel: 'room', tabs: 1, state: 'y'.repeat(1022) });
+    // Measured as the server measures it, in UTF-8 bytes: 255 emoji are 512 characters but 1,022 bytes of JSON.
+    expect(presence.set('a', '🧑'.repeat(256))).toMatchObject({ ok: false, error: { code: 'message_too_big', message: 'presence state is 1026 bytes of JSON (UTF-8); at most 1024' } });
+    expect(presence.set('a', '🧑'.repeat(255))).toEqual({ ok: true, value: null });
   });
 
   it('a closed tab still counts for a moment (a reload comes back within it); an explicit leave is sent at once', async () => {

@@ -12,6 +12,7 @@
  */
 import type { ErrorShape } from '../protocol/errors.js';
 import { PRESENCE_STATE_MAX_BYTES } from '../protocol/constants.js';
+import { utf8Length } from '../protocol/utf8.js';
 import type { PresenceMembers, ServerMessage } from '../protocol/messages.js';
 import type { Outcome, PresenceListener, PresenceSnapshot } from './api.js';
 import { release } from './release.js';
@@ -107,8 +108,9 @@ export class Presence {
       return { ok: false, error: { code: 'invalid_argument', message: `presence state must be JSON (${String(cause)})` } };
     }
     if (json === undefined) return { ok: false, error: { code: 'invalid_argument', message: 'presence state must be JSON' } };
-    if (json.length > PRESENCE_STATE_MAX_BYTES) {
-      return { ok: false, error: { code: 'message_too_big', message: `presence state is ${json.length} characters of JSON; at most ${PRESENCE_STATE_MAX_BYTES}` } };
+    const bytes = utf8Length(json);
+    if (bytes > PRESENCE_STATE_MAX_BYTES) {
+      return { ok: false, error: { code: 'message_too_big', message: `presence state is ${bytes} bytes of JSON (UTF-8); at most ${PRESENCE_STATE_MAX_BYTES}` } };
     }
     join.state = JSON.parse(json) as unknown;
     join.setAt = ++this.clock;
