@@ -348,12 +348,19 @@ export const PresenceMember = v.strictObject({
   since: v.number(),
 });
 
-/** A channel's presence after a change (or on joining): every member, oldest first. */
+/**
+ * A channel's presence after a change (or on joining). Either the whole list, `members` (oldest
+ * first: the first frame of every join, and whenever it is smaller than the changes), or the
+ * changes since the previous frame this connection got for the channel: `set` (members new or
+ * changed, whole) and `gone` (ids no longer listed). protocol/presence-list.ts applies both.
+ */
 export const PresenceMembers = v.strictObject({
   type: v.literal('presence'),
   channel: ChannelName,
-  members: v.array(PresenceMember),
-  /** Members in all (`members` holds the first PRESENCE_MAX_MEMBERS). */
+  members: v.optional(v.array(PresenceMember)),
+  set: v.optional(v.array(PresenceMember)),
+  gone: v.optional(v.array(v.string())),
+  /** Members in all (the list holds the first PRESENCE_MAX_MEMBERS). */
   total: v.pipe(v.number(), v.integer(), v.minValue(0)),
 });
 

@@ -146,6 +146,27 @@ describe('worker presence', () => {
     expect(sent).toHaveLength(2); // the same frame again: a new connection knows nothing
   });
 
+  it('applies change frames to the list this connection was sent; changes without one (an earlier join, another connection) wait for the whole list', async () => {
+    const { presence, listener, last } = setup();
+    presence.join('tab1', 'a', 'room', listener('a'));
+    await vi.advanceTimersByTimeAsync(100);
+    // Changes before the whole list of this join: ignored.
+    presence.handle({ type: 'presence', channel: 'room', set: [member('zed')], gone: [], total: 9 });
+    expect(last('a')).toMatchObject({ joined: false, members: [], total: 0 });
+    presence.handle({ type: 'presence', channel: 'room', members: [member('alice'), { ...member('carol'), since: 3 }], total: 2 });
+    presence.handle({ type: 'presence', channel: 'room', set: [{ ...member('bob'), since: 2 }, { ...member('alice', 3), state: 'typing' }], gone: [], total: 3 });
+    expect(last('a')).toMatchObject({ joined: true, total: 3, members: [{ id: 'alice', tabs: 3, state: 'typing', self: true }, { id: 'bob' }, { id: 'carol' }] });
+    presence.handle({ type: 'presence', channel: 'room', set: [], gone: ['bob'], total: 2 });
+    expect(last('a')!.members.map((m) => m.id)).toEqual(['alice', 'carol']);
+    // A new connection: its changes apply only once it sent its whole list; the last known stays meanwhile.
+    presence.offline();
+    presence.online();
+    presence.handle({ type: 'presence', channel: 'room', set: [], gone: ['carol'], total: 1 });
+    expect(last('a')!.members.map((m) => m.id)).toEqual(['alice', 'carol']);
+    presence.handle({ type: 'presence', channel: 'room', members: [member('alice')], total: 1 });
+    expect(last('a')).toMatchObject({ joined: true, total: 1, members: [{ id: 'alice' }] });
+  });
+
   it('tells the tabs why the server refused (forbidden), without touching other channels', async () => {
     const { presence, listener, last } = setup();
     presence.join('tab1', 'a', 'secret', listener('a'));

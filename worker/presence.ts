@@ -13,7 +13,8 @@
 import type { ErrorShape } from '../protocol/errors.js';
 import { PRESENCE_STATE_MAX_BYTES } from '../protocol/constants.js';
 import { utf8Length } from '../protocol/utf8.js';
-import type { PresenceMembers, ServerMessage } from '../protocol/messages.js';
+import type { PresenceMember, ServerMessage } from '../protocol/messages.js';
+import { applyMembersFrame } from '../protocol/presence-list.js';
 import type { Outcome, PresenceListener, PresenceSnapshot } from './api.js';
 import { release } from './release.js';
 
@@ -49,7 +50,9 @@ interface Channel {
   floors: number[];
   floorTimers: Set<ReturnType<typeof setTimeout>>;
   /** What the server last confirmed, shown to the tabs. */
-  members: PresenceMembers['members'];
+  members: PresenceMember[];
+  /** `members` is the list this connection was sent for the current join (change frames apply to it). */
+  based: boolean;
   total: number;
   joined: boolean;
   error: ErrorShape | null;
@@ -84,7 +87,7 @@ export class Presence {
     this.joins.set(id, join);
     let entry = this.channels.get(channel);
     if (!entry) {
-      entry = { joins: new Set(), floors: [], floorTimers: new Set(), members: [], total: 0, joined: false, error: null, sent: undefined, sentTabs: 0, timer: undefined };
+      entry = { joins: new Set(), floors: [], floorTimers: new Set(), members: [], based: false, total: 0, joined: false, error: null, sent: undefined, sentTabs: 0, timer: undefined };
       this.channels.set(channel, entry);
     }
     entry.joins.add(id);
@@ -158,6 +161,7 @@ export class Presence {
     for (const [channel, entry] of this.channels) {
       entry.sent = undefined;
       entry.sentTabs = 0;
+      entry.based = false; // this connection's join starts with the whole list
       this.schedule(channel, entry);
     }
   }
@@ -171,6 +175,7 @@ export class Presence {
     for (const [channel, entry] of this.channels) {
       entry.sent = undefined;
       entry.sentTabs = 0;
+      entry.based = false;
       if (!entry.joined) continue;
       entry.joined = false;
       this.tell(channel, entry);
@@ -181,7 +186,12 @@ export class Presence {
     if (message.type === 'presence') {
       const entry = this.channels.get(message.channel);
       if (!entry) return true; // left meanwhile
-      entry.members = message.members;
+      // Changes apply to the list this connection was sent; changes without one belong to an
+      // earlier join (left and joined again): the whole list of this join follows.
+      const members = applyMembersFrame(entry.based ? entry.members : undefined, message);
+      if (members === undefined) return true;
+      entry.members = members;
+      entry.based = true;
       entry.total = message.total;
       entry.joined = entry.joins.size > 0;
       entry.error = null;

@@ -5,7 +5,8 @@
  * process's members expiring, a shut-down process's members lingering.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { PresenceMembers } from '../../protocol/messages.js';
+import type { PresenceMember, PresenceMembers } from '../../protocol/messages.js';
+import { applyMembersFrame } from '../../protocol/presence-list.js';
 import type { PresenceConnection, PresenceHub, PresenceOptions } from './presence.js';
 
 /** Short times for tests: a frame per channel per 20 ms, a linger of 300 ms. */
@@ -20,16 +21,30 @@ export interface PresenceHarness {
   expiryMs?: number;
 }
 
-/** Records the frames a watcher receives. */
+/** A members frame as the watcher's list after it (a change frame applied to the list before it). */
+export type SeenFrame = PresenceMembers & { members: PresenceMember[] };
+
+/** Records the frames a watcher receives: as sent (`raw`), and as the list after each (`frames`). */
 export class FrameLog {
-  readonly frames: PresenceMembers[] = [];
+  readonly raw: PresenceMembers[] = [];
+  readonly frames: SeenFrame[] = [];
+  /** Frames that did not apply to the list (checked by `until`). */
+  readonly problems: string[] = [];
   readonly unwatch: () => void;
 
   constructor(hub: PresenceHub, readonly channel: string) {
-    this.unwatch = hub.watch(channel, (frame) => void this.frames.push(JSON.parse(frame) as PresenceMembers));
+    this.unwatch = hub.watch(channel, (text, snapshot) => {
+      const frame = JSON.parse(text) as PresenceMembers;
+      this.raw.push(frame);
+      // A watcher's first frame is the whole list, and each later one applies to what it has.
+      const members = applyMembersFrame(this.frames.at(-1)?.members, frame);
+      if (members === undefined) this.problems.push(`a change frame before any list on ${channel}: ${text}`);
+      else if (JSON.stringify(members) !== JSON.stringify(snapshot.members)) this.problems.push(`the frame applied gives ${JSON.stringify(members)}, not the list ${JSON.stringify(snapshot.members)}`);
+      this.frames.push({ type: 'presence', channel: frame.channel, members: members ?? [], total: frame.total });
+    });
   }
 
-  get last(): PresenceMembers | undefined {
+  get last(): SeenFrame | undefined {
     return this.frames.at(-1);
   }
 
@@ -43,13 +58,15 @@ export class FrameLog {
   }
 
   /** Waits until the last frame satisfies `check` (an expectation that throws until it holds). */
-  async until(check: (frame: PresenceMembers) => void, timeoutMs = 5000): Promise<PresenceMembers> {
-    return eventually(() => {
+  async until(check: (frame: SeenFrame) => void, timeoutMs = 5000): Promise<SeenFrame> {
+    const seen = await eventually(() => {
       const frame = this.last;
       if (!frame) throw new Error(`no presence frame on ${this.channel} yet`);
       check(frame);
       return frame;
     }, timeoutMs);
+    expect(this.problems).toEqual([]);
+    return seen;
   }
 }
 
@@ -110,6 +127,32 @@ export function describePresence(name: string, harness: PresenceHarness): void {
       expect(Date.now() - left).toBeGreaterThanOrEqual(lingerMs - 5);
       expect(own.last!.total).toBe(0);
       expect(await hub.members(ch)).toEqual({ members: [], total: 0 });
+    });
+
+    it('a watcher gets the whole list first, then only what changed: one member\'s state, a member gone; a late watcher gets the whole list', async () => {
+      const hub = await open();
+      const ch = channel();
+      const people = ['alice', 'bob', 'carol', 'dana', 'erin'].map((name) => conn(name));
+      for (const person of people) hub.set(person, ch, 1, undefined);
+      const log = new FrameLog(hub, ch);
+      await log.until((f) => expect(f.total).toBe(5));
+      expect(log.raw[0]).toEqual({ type: 'presence', channel: ch, members: log.frames[0]!.members, total: 5 });
+      const before = log.raw.length;
+      hub.set(people[2]!, ch, 1, { typing: true });
+      await log.until((f) => expect(f.members.find((m) => m.id === 'carol')?.state).toEqual({ typing: true }));
+      expect(log.raw.slice(before)).toEqual([{ type: 'presence', channel: ch, set: [log.member('carol')], gone: [], total: 5 }]);
+      hub.set(people[1]!, ch, 0, undefined);
+      await log.until((f) => expect(f.total).toBe(4), lingerMs * 10);
+      expect(log.raw.at(-1)).toEqual({ type: 'presence', channel: ch, set: [], gone: ['bob'], total: 4 });
+      expect(log.ids()).toEqual(['alice', 'carol', 'dana', 'erin']);
+      // Most of the list changed: the whole list is smaller than the changes, so it goes whole.
+      for (const person of [people[0]!, people[2]!, people[3]!, people[4]!]) hub.set(person, ch, 2, undefined);
+      await log.until((f) => expect(f.members.every((m) => m.tabs === 2)).toBe(true));
+      expect(log.raw.at(-1)).toMatchObject({ members: log.last!.members, total: 4 });
+      expect(log.raw.at(-1)).not.toHaveProperty('set');
+      const late = new FrameLog(hub, ch);
+      await late.until((f) => expect(f.total).toBe(4));
+      expect(late.raw).toEqual([{ type: 'presence', channel: ch, members: log.last!.members, total: 4 }]);
     });
 
     it('one member per person: tabs add up over devices, devices count distinct device keys; oldest first', async () => {

@@ -1,9 +1,11 @@
 /**
  * Presence in one process, and the engine the Redis hub builds on: this process's contributions,
  * the watchers of each channel, lingering, and coalesced frames (at most one per channel per
- * `intervalMs`, encoded once for every watcher of the process).
+ * `intervalMs`, encoded once for every watcher of the process: the whole list for new watchers,
+ * the changes for the others).
  */
 import { counts, computeMembers, sinceOf, type Computed, type Contribution, type Sourced } from './members.js';
+import { membersChange } from '../../protocol/presence-list.js';
 import { PRESENCE_INTERVAL_MS, type PresenceConnection, type PresenceHub, type PresenceListener, type PresenceOptions, type PresenceSnapshot } from './presence.js';
 
 export interface EngineHooks {
@@ -27,7 +29,9 @@ interface ChannelState {
   /** This process's contributions, by connection id (lingering ones stay under their closed connection's id). */
   local: Map<string, Contribution>;
   watchers: Set<Watcher>;
-  lastFrame: string | undefined;
+  /** The members last sent, as JSON by id, and the total: the next change frame is against these. */
+  listed: Map<string, string>;
+  total: number;
   lastFlush: number;
   flush: NodeJS.Timeout | undefined;
   expiry: NodeJS.Timeout | undefined;
@@ -58,7 +62,7 @@ export class PresenceEngine {
   private channel(name: string): ChannelState {
     let state = this.channels.get(name);
     if (!state) {
-      state = { local: new Map(), watchers: new Set(), lastFrame: undefined, lastFlush: 0, flush: undefined, expiry: undefined, expiryAt: undefined };
+      state = { local: new Map(), watchers: new Set(), listed: new Map(), total: 0, lastFlush: 0, flush: undefined, expiry: undefined, expiryAt: undefined };
       this.channels.set(name, state);
     }
     return state;
@@ -149,12 +153,29 @@ export class PresenceEngine {
     if (purged) this.hooks.localChanged?.(name);
     const computed = this.compute(name, channel.local, this.hooks.remote?.(name), now);
     this.expireAt(name, channel, computed.nextExpiry, now);
-    const frame = JSON.stringify({ type: 'presence', channel: name, members: computed.members, total: computed.total });
-    const changed = frame !== channel.lastFrame;
-    channel.lastFrame = frame;
-    const snapshot: PresenceSnapshot = { members: computed.members, total: computed.total };
+    const { members, total } = computed;
+    const { set, gone, encoded } = membersChange(channel.listed, members);
+    const changed = set.length > 0 || gone.length > 0 || total !== channel.total;
+    channel.listed = encoded;
+    channel.total = total;
+    // Encoded once each, for every watcher: a new watcher gets the whole list, the others the
+    // changes (or the whole list when that is smaller: most members changed).
+    let whole: string | undefined;
+    let changes: string | undefined;
+    const wholeFrame = () => (whole ??= JSON.stringify({ type: 'presence', channel: name, members, total }));
+    const changeFrame = () => {
+      if (changes !== undefined) return changes;
+      let wholeBytes = 0;
+      for (const json of encoded.values()) wholeBytes += json.length + 1;
+      let changeBytes = 0;
+      for (const member of set) changeBytes += encoded.get(member.id)!.length + 1;
+      for (const id of gone) changeBytes += id.length + 3;
+      return (changes = changeBytes < wholeBytes ? JSON.stringify({ type: 'presence', channel: name, set, gone, total }) : wholeFrame());
+    };
+    const snapshot: PresenceSnapshot = { members, total };
     for (const watcher of channel.watchers) {
       if (!changed && !watcher.fresh) continue;
+      const frame = watcher.fresh ? wholeFrame() : changeFrame();
       watcher.fresh = false;
       watcher.listener(frame, snapshot);
     }

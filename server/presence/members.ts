@@ -12,6 +12,7 @@
  *    inherits its member's, so it is kept while the member stays).
  */
 import { PRESENCE_MAX_MEMBERS, type PresenceMember } from '../../protocol/messages.js';
+import { compareMembers } from '../../protocol/presence-list.js';
 import type { PresenceSnapshot } from './presence.js';
 
 /** One connection's presence on one channel, as the process holding the connection records it (and writes to Redis). */
@@ -90,7 +91,7 @@ export function computeMembers(all: Iterable<Sourced>, now: number): Computed {
     }
     members.push({ id, user: member.user, tabs, devices: member.devices.size, state: stateFrom?.entry.state ?? null, since: member.since });
   }
-  members.sort((a, b) => a.since - b.since || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  members.sort(compareMembers);
   return { members: members.slice(0, PRESENCE_MAX_MEMBERS), total: members.length, nextExpiry };
 }
 

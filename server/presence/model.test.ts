@@ -9,6 +9,7 @@
 import { afterEach, beforeEach, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import type { PresenceMember, PresenceMembers } from '../../protocol/messages.js';
+import { applyMembersFrame } from '../../protocol/presence-list.js';
 import { createLocalPresence } from './local-presence.js';
 import type { PresenceConnection } from './presence.js';
 
@@ -61,8 +62,14 @@ it('presence matches a model of lingering contributions over random sequences', 
     fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 40 }), fc.array(fc.boolean(), { minLength: 40, maxLength: 40 }), async (steps, pauses) => {
       vi.setSystemTime(1_000_000);
       const hub = createLocalPresence({ lingerMs: LINGER, intervalMs: INTERVAL });
-      let last: PresenceMembers | undefined;
-      const unwatch = hub.watch(CHANNEL, (frame) => void (last = JSON.parse(frame) as PresenceMembers));
+      // The list as this watcher has it: the whole list first, then each change frame applied to it.
+      let last: { type: 'presence'; channel: string; members: PresenceMember[]; total: number } | undefined;
+      const unwatch = hub.watch(CHANNEL, (text) => {
+        const frame = JSON.parse(text) as PresenceMembers;
+        const members = applyMembersFrame(last?.members, frame);
+        if (members === undefined) throw new Error(`a change frame before the whole list: ${text}`);
+        last = { type: 'presence', channel: frame.channel, members, total: frame.total };
+      });
       const open: PresenceConnection[] = [];
       const entries = new Map<string, Entry>();
       let counter = 0;

@@ -32,8 +32,9 @@ export interface PresenceSnapshot {
 }
 
 /**
- * Receives a channel's `presence` frame after each change (coalesced), and once on watching.
- * The frame is encoded once and shared by every listener of the process.
+ * Receives a channel's `presence` frame after each change (coalesced), and once on watching:
+ * the whole list first, then the changes since the previous one (see PresenceMembers). Each
+ * frame is encoded once and shared by every listener of the process; `snapshot` is the list after it.
  */
 export type PresenceListener = (frame: string, snapshot: PresenceSnapshot) => void;
 

@@ -13,6 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer, type ServerOptions, type TetherServer } from '../server.js';
 import { RawClient, type Frame } from '../testing/raw-client.js';
+import { applyMembersFrame } from '../../protocol/presence-list.js';
+import type { PresenceMember, PresenceMembers } from '../../protocol/messages.js';
 import { sleep } from './conformance.js';
 
 const SECRET = 'presence-test-secret-of-at-least-32-characters';
@@ -37,7 +39,24 @@ async function connect(port: number, options: { token?: string; clientId?: strin
   c.send({ type: 'handshake', v: 1, ...(clientId === null ? {} : { clientId }), ...(options.token === undefined ? {} : { token: options.token }) });
   expect(await c.next()).toMatchObject({ type: 'welcome' });
   c.keepAlive();
+  c.view = listsOf();
   return c;
+}
+
+/**
+ * Presence frames as the client's list after each: the whole list first, then change frames
+ * applied to it (per channel, as they arrive). A change before any list fails the test.
+ */
+function listsOf(): (frame: Frame) => Frame {
+  const lists = new Map<string, PresenceMember[]>();
+  return (frame) => {
+    if (frame.type !== 'presence') return frame;
+    const channel = frame.channel as string;
+    const members = applyMembersFrame(lists.get(channel), frame as PresenceMembers);
+    if (members === undefined) throw new Error(`a presence change before the list of ${channel}: ${JSON.stringify(frame)}`);
+    lists.set(channel, members);
+    return { ...frame, raw: frame, members };
+  };
 }
 
 type Member = { id: string; user: string | null; tabs: number; devices: number; state: unknown; since: number };

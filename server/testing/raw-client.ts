@@ -38,13 +38,15 @@ export class RawClient extends FrameReader {
   readonly closed: Promise<{ code: number; reason: string }>;
   /** The close code, once closed. */
   closeCode: number | undefined;
+  /** How each frame is seen, applied as it arrives, in order (e.g. a presence change applied to the list before it). */
+  view: (frame: Frame) => Frame = (frame) => frame;
 
   constructor(url: string, options: WebSocket.ClientOptions = {}) {
     super();
     this.ws = new WebSocket(url, options);
     RawClient.all.add(this);
     this.ws.on('message', (data) => {
-      this.inbox.push(JSON.parse(data.toString()) as Frame);
+      this.inbox.push(this.view(JSON.parse(data.toString()) as Frame));
       for (const wake of this.waiters.splice(0)) wake();
     });
     this.ws.on('error', () => {}); // refusals are asserted through open() and `closed`
