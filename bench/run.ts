@@ -458,7 +458,7 @@ if (want('presence')) {
   render.presence = () => [
     '## Presence (Tether), one channel',
     '',
-    `Load clients are raw \`ws\` sockets in the bench process speaking the protocol directly (a handshake with a clientId, development mode, then \`{"type":"presence","channel":…,"tabs":1}\`), against the reference server at its default settings (SQLite, members frames coalesced to one per channel per 50 ms). No peer in this harness has per-person presence (Socket.IO and the raw ws broadcast have none); the join storm's reference is **naive** presence on raw \`ws\` (peer-servers.ts, a few lines: one channel, no linger, no coalescing; a joiner gets the member list and every join goes to every other connection as a frame of its own, encoded once), so a client receives up to N frames where Tether sends a few whole lists. The load generator reads frames with string searches (no JSON.parse) and shares the 2 cores with the server.`,
+    `Load clients are raw \`ws\` sockets in the bench process speaking the protocol directly (a handshake with a clientId, development mode, then \`{"type":"presence","channel":…,"tabs":1}\`), against the reference server at its default settings (SQLite, members frames coalesced to one per channel per 50 ms). No peer in this harness has per-person presence (Socket.IO and the raw ws broadcast have none); the join storm's reference is **naive** presence on raw \`ws\` (peer-servers.ts, a few lines: one channel, no linger, no coalescing; a joiner gets the member list and every join goes to every other connection as a frame of its own, encoded once), so a client receives up to N frames where Tether sends its whole list once, then coalesced changes. The load generator reads frames with string searches (no JSON.parse) and shares the 2 cores with the server.`,
     '',
     '### Join storm: N connected clients send their join at once',
     '',
@@ -478,7 +478,7 @@ if (want('presence')) {
     `| same, slowest / fastest receiver | ${of(churns, (c) => c.framesPerSecMin, 1)} / ${of(churns, (c) => c.framesPerSecMax, 1)} |`,
     `| set → seen, p50 ms (every receiver, every set) | ${of(churns, (c) => c.p50Ms, 1)} |`,
     `| set → seen, p99 ms | ${of(churns, (c) => c.p99Ms, 1)} |`,
-    `| bytes of one members frame (${churn.n} members) | ${of(churns, (c) => c.frameBytes)} |`,
+    `| bytes of one members frame (${churn.n} members listed; a change frame carries the member that changed) | ${of(churns, (c) => c.frameBytes)} |`,
     `| server CPU while the sets ran, % of one core | ${of(churns, (c) => c.serverCpuPercent, 1)} |`,
     `| the load generator's own event-loop delay p99, ms (its lateness is in the latencies) | ${of(churns, (c) => c.loadLoopP99Ms, 1)} |`,
     '',

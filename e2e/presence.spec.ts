@@ -185,6 +185,11 @@ test('presence state set in one tab reaches every member; joining outside the su
   // Too big: refused in the tab with the reason; the previous state stays.
   const tooBig = await alice1.evaluate(() => window.presenceStore.set({ text: 'x'.repeat(2000) }).then(() => 'set', (e: { code: string; message: string }) => `${e.code}: ${e.message}`));
   expect(tooBig).toMatch(/^message_too_big: .*at most 1024/);
+  // The limit is in bytes as sent (UTF-8), not characters: 400 × "€" is 402 characters of JSON but 1,202 bytes.
+  const euros = (n: number) => alice1.evaluate((n) => window.presenceStore.set('€'.repeat(n)).then(() => 'set', (e: { code: string; message: string }) => `${e.code}: ${e.message}`), n);
+  expect(await euros(400)).toBe('message_too_big: presence state is 1202 bytes of JSON (UTF-8); at most 1024');
+  expect(await euros(340)).toBe('set');
+  await expect.poll(async () => (await membersIn(carol)).find((m) => m.id === 'alice')?.state).toBe('€'.repeat(340));
 
   // Carol may subscribe to room and lobby only: her presence on `secret` is refused.
   const refused = await carol.evaluate(async () => {

@@ -7,8 +7,6 @@ import * as Comlink from 'comlink';
 import { createStore } from 'zustand/vanilla';
 import { readonly, type ReadonlyStore } from './readonly-store.js';
 import { TetherError } from '../protocol/errors.js';
-import { PRESENCE_STATE_MAX_BYTES } from '../protocol/constants.js';
-import { utf8Length } from '../protocol/utf8.js';
 import type { Outcome, PresenceSnapshot, TabApi } from '../worker/api.js';
 
 export type { PresenceMember, PresenceSnapshot } from '../worker/api.js';
@@ -31,7 +29,7 @@ interface Context {
   apiVersion: () => number;
 }
 
-/** Checked here so a bad state fails in the app, with the reason, not on the wire. */
+/** Checked here so a state that is not JSON fails in the app, with the reason; its size is checked by the worker (`message_too_big`). */
 function checkedState(state: unknown): unknown {
   let json: string | undefined;
   try {
@@ -40,10 +38,6 @@ function checkedState(state: unknown): unknown {
     throw new TetherError('invalid_argument', `presence.set(state): state must be JSON (${String(cause)})`);
   }
   if (json === undefined) throw new TetherError('invalid_argument', 'presence.set(state): state must be JSON');
-  const bytes = utf8Length(json);
-  if (bytes > PRESENCE_STATE_MAX_BYTES) {
-    throw new TetherError('message_too_big', `presence.set(state): state is ${bytes} bytes of JSON (UTF-8); at most ${PRESENCE_STATE_MAX_BYTES}`);
-  }
   return JSON.parse(json) as unknown;
 }
 
