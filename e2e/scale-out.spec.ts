@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { test, expect, type Browser, type BrowserContext } from '@playwright/test';
 import { apiHistory, apiPublish, openWithClient, receivedIn, subscribeIn, waitForConnection } from './fixtures/test.js';
-import { startServerProcess, type ServerProcess } from './fixtures/server-process.js';
+import { E2E_API_KEY, startServerProcess, type ServerProcess } from './fixtures/server-process.js';
 import { TcpProxy } from './fixtures/tcp-proxy.js';
 
 const ADMIN_URL = 'postgres://postgres@127.0.0.1:5432/test';
@@ -140,6 +140,54 @@ test('node A is killed: its subscriber moves to node B through the load balancer
     expect(got.map((e) => e.offset)).toEqual(Array.from({ length: 120 }, (_, i) => i + 1));
     expect(got.map((e) => e.data)).toEqual(Array.from({ length: 120 }, (_, i) => i + 1));
     expect((await apiHistory(b.httpUrl, 'mine')).map((e) => e.data)).toEqual(['after-kill-1', 'after-kill-2', 'after-kill-3']);
+  } finally {
+    await balancer.close();
+  }
+});
+
+test('presence across the two nodes: one entry per browser whichever node it is on; node A is killed and Alice moves to node B without Bob seeing her leave', async ({ browser }) => {
+  const { a, b } = cluster;
+  const balancer = await TcpProxy.start(a.port);
+  try {
+    // Development mode: one member per browser (`client:<clientId>`).
+    const alice = await openWithClient(await newBrowser(browser), a.httpUrl, { url: `ws://127.0.0.1:${balancer.port}/ws` });
+    const bob = await openWithClient(await newBrowser(browser), b.httpUrl, { url: b.wsUrl });
+    for (const page of [alice, bob]) {
+      await waitForConnection(page, 'online');
+      await page.evaluate(() => {
+        const w = window as unknown as { here: ReturnType<typeof window.tether.presence>; seen: string[] };
+        w.here = window.tether.presence('room');
+        w.seen = [];
+        // Every membership this tab sees (who, with how many tabs/browsers), recorded on change only.
+        w.here.subscribe(({ joined, members }) => {
+          const ids = members.map((m) => `${m.self ? 'me' : 'other'}:${m.tabs}/${m.devices}`).sort().join(',');
+          if (joined && w.seen.at(-1) !== ids) w.seen.push(ids);
+        });
+      });
+    }
+    const members = (page: typeof alice) => page.evaluate(() => (window as unknown as { here: ReturnType<typeof window.tether.presence> }).here.getState().members.map(({ tabs, devices, self }) => ({ tabs, devices, self })).sort((x, y) => Number(y.self) - Number(x.self)));
+    const seen = (page: typeof alice) => page.evaluate(() => (window as unknown as { seen: string[] }).seen);
+    const both = [{ tabs: 1, devices: 1, self: true }, { tabs: 1, devices: 1, self: false }];
+    await expect.poll(() => members(alice), { timeout: 10_000 }).toEqual(both);
+    await expect.poll(() => members(bob), { timeout: 10_000 }).toEqual(both);
+    await expect.poll(() => seen(bob)).toEqual(expect.arrayContaining(['me:1/1,other:1/1']));
+    const before = (await seen(bob)).length;
+
+    // Alice's node dies without a word; the balancer sends her reconnect to node B. Her entry on
+    // A counts until A's liveness key runs out (6 s); her new one on B is the same browser: one device.
+    await a.stop('SIGKILL');
+    balancer.retarget(b.port);
+    await waitForConnection(alice, 'offline').catch(() => {}); // may already be back
+    await waitForConnection(alice, 'online', 20_000);
+    await expect.poll(() => alice.evaluate(() => (window as unknown as { here: ReturnType<typeof window.tether.presence> }).here.getState().joined), { timeout: 10_000 }).toBe(true);
+    // Past A's liveness expiry and the linger: Alice is still one entry, and Bob never saw her go.
+    await bob.waitForTimeout(8000);
+    expect(await members(bob)).toEqual(both);
+    expect(await members(alice)).toEqual(both);
+    // Never gone, never two browsers (her entry on A and on B are one device), never a dip.
+    expect((await seen(bob)).slice(before - 1)).toEqual(['me:1/1,other:1/1']);
+    const api = await fetch(`${b.httpUrl}/api/presence?channel=room`, { headers: { authorization: `Bearer ${E2E_API_KEY}` } });
+    expect(((await api.json()) as { total: number }).total).toBe(2);
   } finally {
     await balancer.close();
   }
