@@ -48,6 +48,12 @@ export interface LongPollingEndpoint {
 const LINGER_MS = 30_000;
 /** A session with no poll held and none answered within this (at least) is dead. */
 const MIN_DEAD_MS = 10_000;
+/**
+ * A session whose held poll the client cut, with no poll since, is dead after this. A worker
+ * retries a failed poll within 1.75 s (250, 500, 1000 ms) and gives the session up after that, so
+ * a cut not followed by a poll is a closed tab or browser: its presence starts to linger sooner.
+ */
+export const CUT_POLL_DEAD_MS = 5000;
 
 const Sid = v.pipe(v.string(), v.maxLength(100));
 const Count = v.pipe(v.number(), v.safeInteger(), v.minValue(0));
@@ -81,6 +87,7 @@ export function createLongPollingEndpoint(deps: LongPollingDeps): LongPollingEnd
   const { log, admissions } = deps;
   const maxBodyBytes = maxBodyBytesFor(deps.maxMessageBytes);
   const deadMs = Math.max(MIN_DEAD_MS, deps.heartbeatMs * 3);
+  const cutDeadMs = Math.min(deadMs, CUT_POLL_DEAD_MS);
   const sessions = new Map<string, LongPollingTransport>();
   /** Poll answers being written: shutdown waits for them. */
   const writing = new Set<ServerResponse>();
@@ -90,6 +97,9 @@ export function createLongPollingEndpoint(deps: LongPollingDeps): LongPollingEnd
     for (const [sid, transport] of sessions) {
       if (transport.endedAt !== undefined) {
         if (now - transport.endedAt > LINGER_MS) sessions.delete(sid);
+      } else if (transport.cut && transport.silentFor(now) > cutDeadMs) {
+        log.debug('long-polling session closed: its poll was cut and none came since');
+        transport.close(CloseCode.IdleTimeout, 'poll cut');
       } else if (transport.silentFor(now) > deadMs) {
         log.debug('long-polling session closed: no poll');
         transport.close(CloseCode.IdleTimeout, 'no poll');

@@ -400,6 +400,54 @@ describe('long polling: liveness', () => {
   });
 });
 
+describe('long polling: a cut poll', () => {
+  let server: TetherServer;
+  let url: string;
+
+  beforeAll(async () => {
+    // Polls held for 20 s (as by default), so the only end of a held poll here is the client's cut.
+    server = await startServer({ ...base, longPollMs: 20_000, heartbeatMs: 1000, idleHeartbeatMs: 60_000 });
+    url = lpUrl(server.port);
+  });
+  afterAll(() => server.close());
+
+  it('closes a session whose held poll the client cut, with no poll since, after 5 s (a closed tab), not the 10 s of a silent one', { timeout: 20_000 }, async () => {
+    const c = await LongPollClient.handshaken(url);
+    const abort = new AbortController();
+    const held = c.pollRaw(c.received, abort.signal).catch(() => 'cut');
+    await sleep(200);
+    abort.abort();
+    expect(await held).toBe('cut');
+    const cutAt = Date.now();
+    // As a closed tab: nothing more from it (the idle heartbeat rule is 3 minutes here).
+    while (server.connectionCount() === 1 && Date.now() - cutAt < 12_000) await sleep(100);
+    const after = Date.now() - cutAt;
+    expect(server.connectionCount()).toBe(0);
+    expect(after).toBeGreaterThan(4_500);
+    expect(after).toBeLessThan(9_000);
+    expect(await c.closeCode()).toEqual({ code: 4004, reason: 'poll cut' });
+  });
+
+  it('a cut poll followed by the next one within a worker\'s retry (250 ms) keeps the session', { timeout: 20_000 }, async () => {
+    const c = await LongPollClient.handshaken(url);
+    const abort = new AbortController();
+    const held = c.pollRaw(c.received, abort.signal).catch(() => 'cut');
+    await sleep(200);
+    abort.abort();
+    await held;
+    await sleep(250);
+    // Polls as a worker does, past the cut deadline: the session stays.
+    const started = Date.now();
+    while (Date.now() - started < 7_000) {
+      await c.send({ type: 'ping', t: Date.now() });
+      await c.poll();
+    }
+    expect(server.connectionCount()).toBe(1);
+    expect(c.closed).toBeUndefined();
+    await c.close();
+  });
+});
+
 describe('long polling: the server closes', () => {
   let server: TetherServer;
   let url: string;

@@ -66,6 +66,8 @@ export class LongPollingTransport implements Transport {
   endedAt: number | undefined;
   /** When a poll was last held or answered: a session without one for too long is dead. */
   private lastPoll = Date.now();
+  /** The client cut its held poll (its request closed unanswered) and has not polled since. */
+  private pollCut = false;
   private readonly messageListeners: ((text: string, isBinary: boolean) => void)[] = [];
   private readonly closeListeners: (() => void)[] = [];
   private drainWaiters: { lowWater: number; resolve: () => void }[] = [];
@@ -91,6 +93,11 @@ export class LongPollingTransport implements Transport {
   /** Milliseconds since a poll was last held or answered (0 while one is held). */
   silentFor(now: number): number {
     return this.held ? 0 : now - this.lastPoll;
+  }
+
+  /** Whether the last poll was cut by the client (a closed tab, or a blip it retries at once) with none since. */
+  get cut(): boolean {
+    return this.pollCut && !this.held;
   }
 
   send(frame: string): void {
@@ -173,6 +180,7 @@ export class LongPollingTransport implements Transport {
       previous.answer({ from: this.acked + 1, frames: [] });
     }
     this.lastPoll = Date.now();
+    this.pollCut = false;
     if (this.queue.length > 0 || this.ended) {
       answer(this.take());
       return { status: 'accepted', cancel: () => {} };
@@ -194,6 +202,7 @@ export class LongPollingTransport implements Transport {
       this.held = undefined;
       clearTimeout(held.timer);
       this.lastPoll = Date.now();
+      this.pollCut = true;
     };
     return { status: 'accepted', cancel };
   }
