@@ -411,13 +411,19 @@ describe('long polling: a cut poll', () => {
   });
   afterAll(() => server.close());
 
-  it('closes a session whose held poll the client cut, with no poll since, after 5 s (a closed tab), not the 10 s of a silent one', { timeout: 20_000 }, async () => {
+  /** A handshaken client whose held poll it then cuts (its request aborted before an answer). */
+  async function withCutPoll(): Promise<LongPollClient> {
     const c = await LongPollClient.handshaken(url);
     const abort = new AbortController();
     const held = c.pollRaw(c.received, abort.signal).catch(() => 'cut');
     await sleep(200);
     abort.abort();
     expect(await held).toBe('cut');
+    return c;
+  }
+
+  it('closes a session whose held poll the client cut, with no poll since, after 5 s (a closed tab), not the 10 s of a silent one', { timeout: 20_000 }, async () => {
+    const c = await withCutPoll();
     const cutAt = Date.now();
     // As a closed tab: nothing more from it (the idle heartbeat rule is 3 minutes here).
     while (server.connectionCount() === 1 && Date.now() - cutAt < 12_000) await sleep(100);
@@ -429,12 +435,7 @@ describe('long polling: a cut poll', () => {
   });
 
   it('a cut poll followed by the next one within a worker\'s retry (250 ms) keeps the session', { timeout: 20_000 }, async () => {
-    const c = await LongPollClient.handshaken(url);
-    const abort = new AbortController();
-    const held = c.pollRaw(c.received, abort.signal).catch(() => 'cut');
-    await sleep(200);
-    abort.abort();
-    await held;
+    const c = await withCutPoll();
     await sleep(250);
     // Polls as a worker does, past the cut deadline: the session stays.
     const started = Date.now();
