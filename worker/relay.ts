@@ -325,12 +325,17 @@ export class TabRelay implements TabApi {
   }
 
   unsubscribe(id: string): void {
-    const sub = this.subscriptions.get(id);
-    this.subscriptions.delete(id);
-    if (!sub) return;
-    release(sub.listener);
-    this.leaderApi?.release?.(sub.forward);
-    if (this.target) void Promise.resolve(this.target.unsubscribe(id)).catch(() => {});
+    this.unregister(this.subscriptions, id, (tab) => tab.unsubscribe(id));
+  }
+
+  /** Forgets what `register` kept under `id`, releases its listeners, and tells the leader. */
+  private unregister(entries: Map<string, { listener: unknown; forward: unknown }>, id: string, tell: (tab: Async<TabApi>) => unknown): void {
+    const entry = entries.get(id);
+    entries.delete(id);
+    if (!entry) return;
+    release(entry.listener);
+    this.leaderApi?.release?.(entry.forward);
+    if (this.target) void Promise.resolve(tell(this.target)).catch(() => {});
   }
 
   async pendingWrites(): Promise<Outcome<PendingWrite[]>> {
@@ -350,12 +355,7 @@ export class TabRelay implements TabApi {
   }
 
   closeDoc(id: string): void {
-    const open = this.docs.get(id);
-    this.docs.delete(id);
-    if (!open) return;
-    release(open.listener);
-    this.leaderApi?.release?.(open.forward);
-    if (this.target) void Promise.resolve(this.target.closeDoc(id)).catch(() => {});
+    this.unregister(this.docs, id, (tab) => tab.closeDoc(id));
   }
 
   async clearConflicts(doc: string): Promise<void> {
@@ -403,12 +403,7 @@ export class TabRelay implements TabApi {
   }
 
   presenceLeave(id: string): void {
-    const join = this.presences.get(id);
-    this.presences.delete(id);
-    if (!join) return;
-    release(join.listener);
-    this.leaderApi?.release?.(join.forward);
-    if (this.target) void Promise.resolve(this.target.presenceLeave(id)).catch(() => {});
+    this.unregister(this.presences, id, (tab) => tab.presenceLeave(id));
   }
 
   async inspect(listener: InspectListener): Promise<Outcome<null>> {
