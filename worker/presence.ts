@@ -74,6 +74,26 @@ export interface PresenceDeps {
   changed?: () => void;
 }
 
+/**
+ * A state as the server will take it: JSON (normalised by a round trip) of at most
+ * PRESENCE_STATE_MAX_BYTES in UTF-8. Checked where a state enters an engine or a relay, so a
+ * refused one is never kept (and never replayed to the next leader).
+ */
+export function checkedPresenceState(state: unknown): Outcome<unknown> {
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(state ?? null);
+  } catch (cause) {
+    return { ok: false, error: { code: 'invalid_argument', message: `presence state must be JSON (${String(cause)})` } };
+  }
+  if (json === undefined) return { ok: false, error: { code: 'invalid_argument', message: 'presence state must be JSON' } };
+  const bytes = utf8Length(json);
+  if (bytes > PRESENCE_STATE_MAX_BYTES) {
+    return { ok: false, error: { code: 'message_too_big', message: `presence state is ${bytes} bytes of JSON (UTF-8); at most ${PRESENCE_STATE_MAX_BYTES}` } };
+  }
+  return { ok: true, value: JSON.parse(json) as unknown };
+}
+
 export class Presence {
   private readonly joins = new Map<string, Join>();
   private readonly channels = new Map<string, Channel>();
@@ -104,18 +124,9 @@ export class Presence {
     const refused = this.channels.get(join.channel)?.error;
     if (refused) return { ok: false, error: refused };
     if (!this.counts(join)) return { ok: false, error: OTHER_USER };
-    let json: string | undefined;
-    try {
-      json = JSON.stringify(state ?? null);
-    } catch (cause) {
-      return { ok: false, error: { code: 'invalid_argument', message: `presence state must be JSON (${String(cause)})` } };
-    }
-    if (json === undefined) return { ok: false, error: { code: 'invalid_argument', message: 'presence state must be JSON' } };
-    const bytes = utf8Length(json);
-    if (bytes > PRESENCE_STATE_MAX_BYTES) {
-      return { ok: false, error: { code: 'message_too_big', message: `presence state is ${bytes} bytes of JSON (UTF-8); at most ${PRESENCE_STATE_MAX_BYTES}` } };
-    }
-    join.state = JSON.parse(json) as unknown;
+    const checked = checkedPresenceState(state);
+    if (!checked.ok) return checked;
+    join.state = checked.value;
     join.setAt = ++this.clock;
     const entry = this.channels.get(join.channel);
     if (entry) this.schedule(join.channel, entry);

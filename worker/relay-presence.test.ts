@@ -65,6 +65,27 @@ describe('presence through the relay', () => {
     expect(two.applied.at(-1)).toBe('set new');
   });
 
+  it('a refused state (over the size limit) is refused at once, with or without a leader, and the next leader gets the last good one', async () => {
+    const relay = new TabRelay(registration, () => {}, undefined, undefined, () => {});
+    // No leader bound yet: refused now, not taken and dropped later.
+    const joined = relay.presenceJoin('p', 'room', () => {});
+    expect(await relay.presenceSet('p', '€'.repeat(400))).toEqual({ ok: false, error: { code: 'message_too_big', message: 'presence state is 1202 bytes of JSON (UTF-8); at most 1024' } });
+    const one = fakeLeader();
+    await relay.bind(one.api, 'follower');
+    await one.pump();
+    await joined;
+    const good = relay.presenceSet('p', 'Alice');
+    await one.pump();
+    expect(await good).toEqual({ ok: true, value: null });
+    expect(await relay.presenceSet('p', '€'.repeat(400))).toMatchObject({ ok: false, error: { code: 'message_too_big' } });
+    expect(one.applied).toEqual(['join room', 'set Alice']);
+
+    const two = fakeLeader();
+    await relay.bind(two.api, 'follower');
+    await two.pump();
+    expect(two.applied).toEqual(['join room', 'set Alice']);
+  });
+
   it('a leader tab of an older worker: the join fails with worker_unavailable, not a silent nothing', async () => {
     const relay = new TabRelay(registration, () => {}, undefined, undefined, () => {});
     const old = fakeLeader(2);

@@ -13,6 +13,7 @@ import { TAB_API_VERSION, type ChannelBatchListener, type ChannelDelivery, type 
 import type { Async, LeaderApi } from './bus.js';
 import { returning } from './bus.js';
 import { release } from './release.js';
+import { checkedPresenceState } from './presence.js';
 
 const CONNECTION_LOST = {
   ok: false,
@@ -393,8 +394,11 @@ export class TabRelay implements TabApi {
   async presenceSet(id: string, state: unknown): Promise<Outcome<null>> {
     const join = this.presences.get(id);
     if (!join) return { ok: false, error: { code: 'closed', message: 'this presence was left; join the channel again' } };
+    // Checked here too: a refused state must not replace the last good one for the next leader.
+    const checked = checkedPresenceState(state);
+    if (!checked.ok) return checked;
     // Recorded first: a join on its way to a new leader sets it after joining, never an older one.
-    join.state = { value: state };
+    join.state = { value: checked.value };
     const sent = join.sent;
     if (sent) await sent;
     const target = this.target;
