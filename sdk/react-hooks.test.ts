@@ -123,6 +123,43 @@ describe('usePresence', () => {
   });
 });
 
+describe('usePresence with what is not JSON, and with a new client', () => {
+  it('a state that is not JSON (a BigInt, a function) is returned as stateError, never thrown in render; a new client shows nothing of the old one', async () => {
+    const first = presenceClient();
+    const second = presenceClient();
+    let view: PresenceView | undefined;
+    let change: (next: { client: ReturnType<typeof presenceClient>['client']; state: unknown }) => void = () => {};
+    function Card() {
+      const [props, set] = useState<{ client: ReturnType<typeof presenceClient>['client']; state: unknown }>({ client: first.client, state: { n: 10n } });
+      change = set;
+      view = usePresence(props.client, 'board', props.state);
+      renders.push({ second: props.client === second.client, total: view.total });
+      return null;
+    }
+    const renders: { second: boolean; total: number }[] = [];
+    render(createElement(Card));
+    await act(async () => {});
+    expect(view!.stateError).toMatchObject({ code: 'invalid_argument', message: expect.stringContaining('usePresence(state): state must be JSON') });
+    expect(first.open()[0]!.sets).toEqual([]);
+    act(() => change({ client: first.client, state: () => 1 }));
+    expect(view!.stateError).toMatchObject({ code: 'invalid_argument' });
+    act(() => change({ client: first.client, state: 'ok' }));
+    await act(async () => {});
+    expect(view!.stateError).toBeNull();
+    expect(first.open()[0]!.sets).toEqual(['ok']);
+    act(() => first.open()[0]!.store.setState({ joined: true, total: 1, members: [{ id: 'a', user: 'a', tabs: 1, devices: 1, state: 'ok', since: 1, self: true }] }));
+    expect(view!.total).toBe(1);
+
+    // Another client, same channel: the first one's store is left, and not shown in any render meanwhile.
+    act(() => change({ client: second.client, state: 'ok' }));
+    await act(async () => {});
+    expect(first.open()).toEqual([]);
+    expect(second.open().map((j) => j.channel)).toEqual(['board']);
+    expect(renders.filter((r) => r.second).length).toBeGreaterThan(0);
+    expect(renders.filter((r) => r.second && r.total !== 0)).toEqual([]);
+  });
+});
+
 describe('useInspection', () => {
   it('opens one inspector per mounted component under StrictMode, shows what it pushes, and closes it on unmount', async () => {
     const opened: { store: StoreApi<Inspection | null>; closed: boolean }[] = [];

@@ -54,15 +54,18 @@ export interface PresenceView extends PresenceSnapshot {
  * own, so StrictMode's mount, unmount and mount again ends joined once.
  */
 export function usePresence(client: Pick<TetherClient, 'presence'>, channel: string, state?: unknown): PresenceView {
-  const [store, setStore] = useState<PresenceStore | null>(null);
+  const [joined, setJoined] = useState<{ client: Pick<TetherClient, 'presence'>; store: PresenceStore } | null>(null);
   const [stateError, setStateError] = useState<ErrorShape | null>(null);
   useEffect(() => {
-    const joined = client.presence(channel);
-    setStore(joined);
-    return () => joined.leave();
+    const store = client.presence(channel);
+    setJoined({ client, store });
+    setStateError(null);
+    return () => store.leave();
   }, [client, channel]);
-  // By value: a literal `{ typing }` is a new object on every render.
-  const json = state === undefined ? undefined : JSON.stringify(state);
+  // A store of an earlier client or channel is not shown while the new one is being joined.
+  const store = joined && joined.client === client && joined.store.channel === channel ? joined.store : null;
+  // By value: a literal `{ typing }` is a new object on every render. Not JSON: said, not thrown.
+  const { json, invalid } = useMemo(() => jsonOf(state), [state]);
   useEffect(() => {
     if (!store || json === undefined) return;
     let current = true;
@@ -80,14 +83,25 @@ export function usePresence(client: Pick<TetherClient, 'presence'>, channel: str
     };
   }, [store, json]);
   const idle = useMemo<PresenceSnapshot>(() => ({ channel, joined: false, members: [], total: 0, error: null }), [channel]);
-  // A store from an earlier channel is not shown while the new one is being joined.
-  const live = store?.channel === channel ? store : null;
   const snapshot = useSyncExternalStore(
-    useCallback((onChange: () => void) => (live ? live.subscribe(onChange) : () => {}), [live]),
-    () => (live ? live.getState() : idle),
+    useCallback((onChange: () => void) => (store ? store.subscribe(onChange) : () => {}), [store]),
+    () => (store ? store.getState() : idle),
     () => idle,
   );
-  return useMemo(() => ({ ...snapshot, stateError }), [snapshot, stateError]);
+  const error = invalid ?? stateError;
+  return useMemo(() => ({ ...snapshot, stateError: error }), [snapshot, error]);
+}
+
+/** `state` as JSON text (undefined: no state given), or why it is not JSON. */
+function jsonOf(state: unknown): { json?: string; invalid?: ErrorShape } {
+  if (state === undefined) return {};
+  try {
+    const json = JSON.stringify(state);
+    if (json !== undefined) return { json };
+  } catch (cause) {
+    return { invalid: { code: 'invalid_argument', message: `usePresence(state): state must be JSON (${String(cause)})` } };
+  }
+  return { invalid: { code: 'invalid_argument', message: 'usePresence(state): state must be JSON' } };
 }
 
 /**
