@@ -145,9 +145,10 @@ test('one entry per person: Alice with 3 + 1 tabs in two browsers and Bob; reloa
 
   // She closes the first: gone for Bob, not before the linger, and within the documented time
   // (README, Presence): the linger after the server noticed. A WebSocket's close is seen at once;
-  // over long polling a closed browser looks like a cut poll and is noticed when it stops
-  // talking: here the idle timeout, 3 × TETHER_IDLE_HEARTBEAT_MS (1 s in these tests), found by
-  // a sweep every TETHER_HEARTBEAT_MS (1 s) after its last heartbeat (up to 1 s before the close).
+  // over long polling a closed browser cuts its held poll, which a blip does too, and is noticed
+  // when no poll follows: here by the idle timeout, 3 × TETHER_IDLE_HEARTBEAT_MS (1 s in these
+  // tests), sooner than the cut-poll rule (5 s; server/long-polling.test.ts), found by a sweep
+  // every TETHER_HEARTBEAT_MS (1 s) after its last heartbeat (up to 1 s before the close).
   const noticedWithin = transport === 'long-polling' ? 3 * 1000 + 1000 + 1000 : 0;
   const closedAt = Date.now();
   await aliceA.close();

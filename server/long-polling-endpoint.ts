@@ -49,9 +49,11 @@ const LINGER_MS = 30_000;
 /** A session with no poll held and none answered within this (at least) is dead. */
 const MIN_DEAD_MS = 10_000;
 /**
- * A session whose held poll the client cut, with no poll since, is dead after this. A worker
- * retries a failed poll within 1.75 s (250, 500, 1000 ms) and gives the session up after that, so
- * a cut not followed by a poll is a closed tab or browser: its presence starts to linger sooner.
+ * A session whose held poll the client cut, with no poll since, is dead after this (at least; 3
+ * heartbeats where those are longer). A worker starts its retries of a failed poll within 1.75 s
+ * (250, 500, 1000 ms), so a cut with no poll after it is most likely a browser whose last tab
+ * closed: its presence starts to linger sooner. A live client whose retry could not get through
+ * in time (a slow network change) reconnects; nothing it sent or was sent is lost.
  */
 export const CUT_POLL_DEAD_MS = 5000;
 
@@ -87,7 +89,7 @@ export function createLongPollingEndpoint(deps: LongPollingDeps): LongPollingEnd
   const { log, admissions } = deps;
   const maxBodyBytes = maxBodyBytesFor(deps.maxMessageBytes);
   const deadMs = Math.max(MIN_DEAD_MS, deps.heartbeatMs * 3);
-  const cutDeadMs = Math.min(deadMs, CUT_POLL_DEAD_MS);
+  const cutDeadMs = Math.min(deadMs, Math.max(CUT_POLL_DEAD_MS, deps.heartbeatMs * 3));
   const sessions = new Map<string, LongPollingTransport>();
   /** Poll answers being written: shutdown waits for them. */
   const writing = new Set<ServerResponse>();
