@@ -192,6 +192,21 @@ test('presence state set in one tab reaches every member; joining outside the su
   expect(await euros(340)).toBe('set');
   await expect.poll(async () => (await membersIn(carol)).find((m) => m.id === 'alice')?.state).toBe('€'.repeat(340));
 
+  // Bad input fails in the page at once, with the reason, and nothing else breaks: a channel name
+  // outside the protocol's, and states that are not JSON (a BigInt; a function has no JSON at all).
+  const bad = await alice1.evaluate(async () => {
+    let name = 'accepted';
+    try {
+      window.tether.presence('no*stars');
+    } catch (e) {
+      name = `${(e as Error).name}: ${(e as Error).message}`;
+    }
+    const tell = (p: Promise<void>) => p.then(() => 'set', (e: { code: string }) => e.code);
+    return { name, bigint: await tell(window.presenceStore.set({ n: 10n })), fn: await tell(window.presenceStore.set(() => 1)) };
+  });
+  expect(bad).toEqual({ name: 'TypeError: presence: name "no*stars" must be 1–200 letters, digits, _ . : @ / - (no *)', bigint: 'invalid_argument', fn: 'invalid_argument' });
+  await expect.poll(async () => (await membersIn(carol)).find((m) => m.id === 'alice')?.state).toBe('€'.repeat(340));
+
   // Carol may subscribe to room and lobby only: her presence on `secret` is refused.
   const refused = await carol.evaluate(async () => {
     const store = window.tether.presence('secret');

@@ -95,7 +95,7 @@ export class LongPollingTransport implements Transport {
     return this.held ? 0 : now - this.lastPoll;
   }
 
-  /** Whether the last poll was cut by the client (a closed tab, or a blip it retries at once) with none since. */
+  /** Whether the last poll was cut by the client (its browser's last tab closed, or a blip it retries at once) with none since. */
   get cut(): boolean {
     return this.pollCut && !this.held;
   }
